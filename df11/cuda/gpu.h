@@ -1,0 +1,38 @@
+/* gpu: the few CUDA runtime calls that C code (the app, tests, benchmarks) needs, as plain C
+ * functions returning err, so no C file includes a CUDA header. Streams are passed as
+ * struct CUstream_st *; NULL is the default stream. */
+#ifndef DF11_CUDA_GPU_H
+#define DF11_CUDA_GPU_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+
+struct CUstream_st;
+struct CUevent_st;
+
+err gpu_alloc(void **p, size_t bytes); /* device memory, 256-byte aligned */
+void gpu_free(void *p);                /* accepts NULL */
+err gpu_upload(void *dst, const void *src, size_t bytes);
+err gpu_download(void *dst, const void *src, size_t bytes);
+err gpu_copy(void *dst, const void *src, size_t bytes, struct CUstream_st *s); /* device to device */
+err gpu_memset(void *p, int v, size_t bytes);
+err gpu_sync(void);
+err gpu_stream_create(struct CUstream_st **s);
+void gpu_stream_destroy(struct CUstream_st *s);
+err gpu_event_create(struct CUevent_st **e);
+void gpu_event_destroy(struct CUevent_st *e);
+err gpu_event_record(struct CUevent_st *e, struct CUstream_st *s);
+/* Milliseconds between two recorded events (synchronizes on b). */
+err gpu_event_ms(struct CUevent_st *a, struct CUevent_st *b, float *ms);
+/* The device's name, SM count and memory in bytes. */
+err gpu_device_info(char *name, size_t n, int *sms, size_t *mem);
+
+/* Graph capture of work on a stream, then replays (for "capturable in a CUDA graph"). */
+typedef struct gpu_graph gpu_graph;
+err gpu_graph_begin(struct CUstream_st *s);
+err gpu_graph_end(struct CUstream_st *s, gpu_graph **g);
+err gpu_graph_launch(gpu_graph *g, struct CUstream_st *s);
+void gpu_graph_free(gpu_graph *g);
+
+#endif

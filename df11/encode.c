@@ -1,0 +1,244 @@
+/* encode: BF16 tensor -> df11 blob (FORMAT.md). Multi-threaded with OpenMP over segments:
+ * a histogram pass, one table, then every segment coded independently into its own word
+ * buffer; the blob is assembled once the segment sizes are known. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "df11/blob_layout.h"
+#include "df11/df11.h"
+#include "df11/tans.h"
+
+#define SEG_MAX_LANE_SYMS (DF11_GROUP * 65536u) /* bound used for scratch sizing checks */
+
+void df11_params_init(df11_params *p) {
+    p->table_log = DF11_MAX_TABLE_LOG;
+    p->steps = 512;
+    p->threads = 0;
+    p->single_segment_max = 256 * 1024;
+}
+
+/* Per-thread scratch for one segment: exponents in element order, and per lane the coded
+ * chunk of every symbol (value, width) in decode order and the lane's packed words. */
+typedef struct seg_scratch {
+    uint32_t lane_syms;      /* GROUP * steps */
+    uint8_t *exp;            /* LANES * lane_syms */
+    uint16_t *val;           /* LANES * lane_syms */
+    uint8_t *nb;             /* LANES * lane_syms */
+    uint32_t *lane_words;    /* LANES * lane_cap */
+    uint32_t lane_cap;
+    uint32_t n_lane_words[DF11_LANES];
+} seg_scratch;
+
+static int scratch_init(seg_scratch *sc, uint32_t steps) {
+    sc->lane_syms = DF11_GROUP * steps;
+    /* worst case a lane holds R + 12 bits per symbol, plus one partial word */
+    sc->lane_cap = (uint32_t)(((uint64_t)sc->lane_syms * 12 + 12) / 32 + 2);
+    size_t syms = (size_t)DF11_LANES * sc->lane_syms;
+    sc->exp = malloc(syms);
+    sc->val = malloc(syms * sizeof *sc->val);
+    sc->nb = malloc(syms);
+    sc->lane_words = malloc((size_t)DF11_LANES * sc->lane_cap * sizeof(uint32_t));
+    return sc->exp && sc->val && sc->nb && sc->lane_words;
+}
+
+static void scratch_free(seg_scratch *sc) {
+    free(sc->exp);
+    free(sc->val);
+    free(sc->nb);
+    free(sc->lane_words);
+}
+
+/* Codes lane l's symbols backwards (tANS encodes in reverse), then packs its bitstream in
+ * decode order: the R-bit initial state, then each symbol's chunk, LSB first. */
+static void encode_lane(const tans_enc *enc, seg_scratch *sc, int l, uint32_t c) {
+    const int R = enc->table_log;
+    const uint32_t L = 1u << R;
+    const uint8_t *e = sc->exp + (size_t)l * sc->lane_syms;
+    uint16_t *val = sc->val + (size_t)l * sc->lane_syms;
+    uint8_t *nb = sc->nb + (size_t)l * sc->lane_syms;
+    uint32_t x = L;
+    for (uint32_t i = c; i-- > 0;) {
+        uint32_t s = e[i];
+        uint32_t b = enc->k[s] - (x < enc->thresh[s]);
+        val[i] = (uint16_t)(x & ((1u << b) - 1));
+        nb[i] = (uint8_t)b;
+        x = enc->state[enc->first[s] + (x >> b) - enc->count[s]];
+    }
+    uint32_t *w = sc->lane_words + (size_t)l * sc->lane_cap, nw = 0;
+    uint64_t acc = 0;
+    int accn = 0;
+    if (c > 0) {
+        acc = x - L;
+        accn = R;
+    }
+    for (uint32_t i = 0; i < c; i++) {
+        acc |= (uint64_t)val[i] << accn;
+        accn += nb[i];
+        if (accn >= 32) {
+            w[nw++] = (uint32_t)acc;
+            acc >>= 32;
+            accn -= 32;
+        }
+    }
+    if (accn > 0) w[nw++] = (uint32_t)acc;
+    sc->n_lane_words[l] = nw;
+}
+
+/* Interleaves the lanes' words in the order the decoder takes them (FORMAT.md "Segment
+ * decoding"): at each refill point every active lane holding fewer than 24 bits takes the
+ * next word of the shared stream, in lane order. A lane asked for a word past its own end
+ * gets a zero word. Returns the segment's word count; out has room for the bound. */
+static uint32_t interleave(const seg_scratch *sc, uint64_t m, int R, uint32_t *out) {
+    int cnt[DF11_LANES] = {0};
+    uint32_t next[DF11_LANES] = {0}, ptr = 0;
+    const uint32_t lg = DF11_LANES * DF11_GROUP;
+    const uint32_t steps = (uint32_t)((m + lg - 1) / lg);
+#define REFILL(active_expr)                                                                        \
+    for (int l = 0; l < DF11_LANES; l++) {                                                         \
+        if (!(active_expr) || cnt[l] >= DF11_REFILL_BELOW) continue;                              \
+        const uint32_t *lw = sc->lane_words + (size_t)l * sc->lane_cap;                            \
+        out[ptr++] = next[l] < sc->n_lane_words[l] ? lw[next[l]++] : 0;                            \
+        cnt[l] += 32;                                                                              \
+    }
+    REFILL((uint64_t)l * DF11_GROUP < m);
+    for (int l = 0; l < DF11_LANES; l++)
+        if ((uint64_t)l * DF11_GROUP < m) cnt[l] -= R;
+    for (uint32_t j = 0; j < steps; j++)
+        for (int h = 0; h < DF11_GROUP; h += 2) {
+            REFILL((uint64_t)j * lg + (uint64_t)l * DF11_GROUP + h < m);
+            for (int l = 0; l < DF11_LANES; l++)
+                for (int g = h; g < h + 2; g++) {
+                    uint64_t k = (uint64_t)j * lg + (uint64_t)l * DF11_GROUP + g;
+                    if (k < m) cnt[l] -= sc->nb[(size_t)l * sc->lane_syms + j * DF11_GROUP + g];
+                }
+        }
+#undef REFILL
+    for (int l = 0; l < DF11_LANES; l++) CHECK(next[l] == sc->n_lane_words[l]);
+    return ptr;
+}
+
+static int encode_segment(const tans_enc *enc, const uint16_t *src, uint64_t m, seg_scratch *sc,
+                          df11_seg_code *out) {
+    const uint32_t lg = DF11_LANES * DF11_GROUP;
+    uint32_t lane_count[DF11_LANES] = {0};
+    for (uint64_t k = 0; k < m; k++) {
+        uint32_t j = (uint32_t)(k / lg), l = (uint32_t)(k % lg) / DF11_GROUP;
+        uint32_t i = j * DF11_GROUP + (uint32_t)(k % DF11_GROUP);
+        sc->exp[(size_t)l * sc->lane_syms + i] = (uint8_t)(src[k] >> 7);
+        lane_count[l] = i + 1;
+    }
+    for (int l = 0; l < DF11_LANES; l++) encode_lane(enc, sc, l, lane_count[l]);
+    /* pad words: at most one per lane per refill point past its end, bounded by one a lane
+     * per step half; in practice one or two a lane */
+    uint32_t bound = 0;
+    for (int l = 0; l < DF11_LANES; l++) bound += sc->n_lane_words[l];
+    bound += DF11_LANES * (2 * (uint32_t)((m + lg - 1) / lg) + 1);
+    out->words = malloc((size_t)bound * sizeof(uint32_t));
+    if (!out->words) return 0;
+    out->n_words = interleave(sc, m, enc->table_log, out->words);
+    return 1;
+}
+
+static void histogram(const uint16_t *src, uint64_t n, uint64_t hist[256]) {
+    memset(hist, 0, 256 * sizeof *hist);
+#pragma omp parallel
+    {
+        uint64_t h[256] = {0};
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < (int64_t)n; i++) h[(src[i] >> 7) & 0xFF]++;
+#pragma omp critical
+        for (int s = 0; s < 256; s++) hist[s] += h[s];
+    }
+}
+
+static int pick_table_log(const uint64_t hist[256], int wanted) {
+    int present = 0;
+    for (int s = 0; s < 256; s++) present += hist[s] != 0;
+    int R = wanted < DF11_TANS_MIN_LOG ? DF11_TANS_MIN_LOG : wanted;
+    while ((1 << R) < present) R++; /* only for table_log < 8 */
+    return R;
+}
+
+static err encode_segments(const uint16_t *src, uint64_t n, const df11_params *p,
+                           const tans_enc *enc, df11_seg_code *segs, uint32_t n_seg) {
+    const uint64_t seg_elems = (uint64_t)DF11_LANES * DF11_GROUP * p->steps;
+    int failed = 0;
+#pragma omp parallel
+    {
+        seg_scratch sc;
+        int ok = scratch_init(&sc, p->steps);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t s = 0; s < (int64_t)n_seg; s++) {
+            uint64_t off = (uint64_t)s * seg_elems;
+            uint64_t m = n - off < seg_elems ? n - off : seg_elems;
+            if (!ok || !encode_segment(enc, src + off, m, &sc, &segs[s])) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        }
+        scratch_free(&sc);
+    }
+    FAIL_IF(failed, ERR_NOMEM, "out of memory encoding %llu elements", (unsigned long long)n);
+    return ERR_OK;
+}
+
+err df11_encode(const uint16_t *src, uint64_t n, const df11_params *p, uint8_t **blob,
+                size_t *len) {
+    df11_params def;
+    if (!p) df11_params_init(&def), p = &def;
+    FAIL_IF(p->table_log < 1 || p->table_log > DF11_MAX_TABLE_LOG || p->steps < 1 ||
+                p->steps > 65536,
+            ERR_ARG, "df11_encode: bad parameters (table_log %d, steps %u)", p->table_log,
+            p->steps);
+    if (p->threads > 0) omp_set_num_threads(p->threads);
+    df11_params eff = *p;
+    if (n > 0 && n <= p->single_segment_max)
+        eff.steps = (uint32_t)((n + DF11_LANES * DF11_GROUP - 1) / (DF11_LANES * DF11_GROUP));
+    p = &eff;
+    *blob = NULL;
+    *len = 0;
+    uint64_t hist[256];
+    histogram(src, n, hist);
+    df11_layout lay;
+    memset(&lay, 0, sizeof lay);
+    lay.n = n;
+    lay.steps = p->steps;
+    lay.table_log = n ? pick_table_log(hist, p->table_log) : 0;
+    if (n) tans_normalize(hist, lay.table_log, lay.count);
+    const uint64_t seg_elems = (uint64_t)DF11_LANES * DF11_GROUP * p->steps;
+    uint64_t n_seg64 = (n + seg_elems - 1) / seg_elems;
+    FAIL_IF(n_seg64 > UINT32_MAX, ERR_UNSUPPORTED, "tensor of %llu elements is too large",
+            (unsigned long long)n);
+    lay.n_segments = (uint32_t)n_seg64;
+    df11_seg_code *segs = calloc(lay.n_segments ? lay.n_segments : 1, sizeof *segs);
+    uint32_t *seg_start = malloc((lay.n_segments ? lay.n_segments : 1) * sizeof(uint32_t));
+    err e = (!segs || !seg_start) ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
+    if (!e && n) {
+        tans_enc *enc = malloc(sizeof *enc);
+        if (!enc) e = err_set(ERR_NOMEM, "out of memory");
+        else {
+            tans_encoder_init(lay.count, lay.table_log, enc);
+            e = encode_segments(src, n, p, enc, segs, lay.n_segments);
+            free(enc);
+        }
+    }
+    if (!e) {
+        uint64_t words = 0;
+        for (uint32_t s = 0; s < lay.n_segments; s++) {
+            if (words > UINT32_MAX) break;
+            seg_start[s] = (uint32_t)words;
+            words += segs[s].n_words;
+        }
+        if (words > UINT32_MAX) e = err_set(ERR_UNSUPPORTED, "code stream too long");
+        lay.code_words = words;
+    }
+    if (!e) {
+        lay.crc = df11_crc32(src, n * 2);
+        e = df11_layout_write(&lay, src, seg_start, segs, blob, len);
+    }
+    for (uint32_t s = 0; segs && s < lay.n_segments; s++) free(segs[s].words);
+    free(segs);
+    free(seg_start);
+    return e;
+}

@@ -1,0 +1,66 @@
+/* testutil: the few helpers the C tests share: a failure-counting EXPECT, a seeded RNG with
+ * normal and Student-t draws, and float -> BF16 rounding as torch does it. Header-only. */
+#ifndef TESTS_TESTUTIL_H
+#define TESTS_TESTUTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int tu_failures;
+
+#define EXPECT(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tu_failures++;                                                                         \
+            fprintf(stderr, "%s:%d: FAILED: %s: ", __FILE__, __LINE__, #cond);                     \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+/* splitmix64: small, seeded, good enough for test data. */
+typedef struct tu_rng {
+    uint64_t s;
+} tu_rng;
+
+static inline uint64_t tu_next(tu_rng *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline double tu_uniform(tu_rng *r) { return (double)((tu_next(r) >> 11) + 1) * 0x1p-53; }
+
+static inline double tu_normal(tu_rng *r) {
+    return sqrt(-2.0 * log(tu_uniform(r))) * cos(6.283185307179586 * tu_uniform(r));
+}
+
+/* Student-t with nu degrees of freedom: Z / sqrt(chi2_nu / nu), chi2 as a sum of squares. */
+static inline double tu_student_t(tu_rng *r, int nu) {
+    double chi2 = 0;
+    for (int i = 0; i < nu; i++) {
+        double z = tu_normal(r);
+        chi2 += z * z;
+    }
+    return tu_normal(r) / sqrt(chi2 / nu);
+}
+
+/* float -> BF16 bits, round to nearest even; NaN stays a quiet NaN (as torch's conversion). */
+static inline uint16_t tu_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7FFFu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+static inline int tu_finish(const char *name) {
+    if (tu_failures) fprintf(stderr, "%s: %d check(s) failed\n", name, tu_failures);
+    else printf("%s: all checks passed\n", name);
+    return tu_failures ? 1 : 0;
+}
+
+#endif
