@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# device-check: the whole check on a GPU machine (the lent H100): unpack the Debian packages
+# the machine lacks (carried in .deb/), build for sm_90, run the whole CTest suite (GPU tests
+# included), compute-sanitizer on the CUDA decoder's test, and the codec benchmark, printing a
+# short table last. Logs go to $OUT (or build-gpu/) when set.
+# usage: tools/device-check.sh [--no-bench] [--no-sanitizer]
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-build-gpu}
+mkdir -p "$OUTDIR"
+bench=1 sanitize=1
+for a in "$@"; do
+  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; esac
+done
+deps=/tmp/df11-deps
+if ! pkg-config --exists libcjson 2>/dev/null; then
+  mkdir -p $deps
+  for f in .deb/*.deb; do dpkg -x "$f" $deps; done
+  export PKG_CONFIG_SYSROOT_DIR=$deps
+  export PKG_CONFIG_PATH=$deps/usr/lib/x86_64-linux-gnu/pkgconfig
+  export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  export CMAKE_PREFIX_PATH=$deps/usr
+fi
+zlib=()
+if [ ! -f /usr/include/zlib.h ]; then
+  mkdir -p $deps
+  for f in .deb/zlib*.deb; do dpkg -x "$f" $deps; done
+  zlib=(-DZLIB_INCLUDE_DIR=$deps/usr/include -DZLIB_LIBRARY=$deps/usr/lib/x86_64-linux-gnu/libz.a)
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DDF11_WERROR=ON "${zlib[@]}" >"$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
+ninja -C build-gpu >"$OUTDIR/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUTDIR/build.log" | head -60; exit 1; }
+grep -E "Used [0-9]+ registers|spill" "$OUTDIR/build.log" | tail -4
+(cd build-gpu && ctest --output-on-failure 2>&1) | tee "$OUTDIR/ctest.log" | tail -25
+rc=$?
+if [ $sanitize = 1 ]; then
+  DF11_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_cuda_decode \
+    >"$OUTDIR/sanitizer.log" 2>&1 && echo "compute-sanitizer memcheck: clean" ||
+    { echo "compute-sanitizer memcheck: FAILED"; tail -30 "$OUTDIR/sanitizer.log"; rc=1; }
+fi
+if [ $bench = 1 ]; then
+  build-gpu/tests/bench_codec --real tests/fixtures/minilm_bf16.safetensors 2>&1 | tee "$OUTDIR/bench.txt"
+fi
+exit $rc
