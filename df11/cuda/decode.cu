@@ -44,21 +44,53 @@ typedef struct lane_state {
     int cnt;
 } lane_state;
 
+/* The segment's word stream seen through a register window: lane l holds words
+ * base + l (a), base + 32 + l (b) and, prefetched, base + 64 + l (c). A refill takes at most
+ * 32 words, so the words it needs are always in a or b; once a is used up the window slides
+ * and the next 32 words are loaded, well before they are needed. Words past the segment's
+ * end read as zero (only a corrupt blob gets there), so a bad stream decodes to garbage that
+ * the CRC catches, never a fault. */
+typedef struct word_window {
+    const uint32_t *code;
+    uint32_t limit, base, ptr; /* ptr: next word, relative to base (< 32 between refills) */
+    uint32_t a, b, c;
+} word_window;
+
+static __device__ __forceinline__ uint32_t load_word(const word_window &w, uint32_t i) {
+    return i < w.limit ? __ldg(w.code + i) : 0u;
+}
+
+static __device__ __forceinline__ void window_init(word_window &w, const uint32_t *code,
+                                                   uint32_t limit, uint32_t lane) {
+    w.code = code;
+    w.limit = limit;
+    w.base = 0;
+    w.ptr = 0;
+    w.a = load_word(w, lane);
+    w.b = load_word(w, 32 + lane);
+    w.c = load_word(w, 64 + lane);
+}
+
 /* A refill point: lanes that are active and hold fewer than 24 bits take the next words of the
- * shared stream in lane order. Words past the segment's end read as zero (only a corrupt blob
- * gets there), so a bad stream decodes to garbage that the CRC catches, never a fault. */
-static __device__ __forceinline__ void refill(lane_state &s, bool active, const uint32_t *code,
-                                              uint32_t &ptr, uint32_t limit) {
+ * shared stream in lane order (their rank among the lanes that need one). */
+static __device__ __forceinline__ void refill(lane_state &s, bool active, word_window &w,
+                                              uint32_t lane_lt) {
     bool need = active && s.cnt < 24;
     uint32_t m = __ballot_sync(FULL_MASK, need);
+    uint32_t idx = w.ptr + __popc(m & lane_lt);
+    uint32_t x = __shfl_sync(FULL_MASK, w.a, idx & 31), y = __shfl_sync(FULL_MASK, w.b, idx & 31);
     if (need) {
-        uint32_t lt = (1u << (threadIdx.x & 31)) - 1;
-        uint32_t idx = ptr + __popc(m & lt);
-        uint32_t w = idx < limit ? __ldg(code + idx) : 0u;
-        s.buf |= (uint64_t)w << s.cnt;
+        s.buf |= (uint64_t)(idx < 32 ? x : y) << s.cnt;
         s.cnt += 32;
     }
-    ptr += __popc(m);
+    w.ptr += __popc(m);
+    if (w.ptr >= 32) {
+        w.ptr -= 32;
+        w.base += 32;
+        w.a = w.b;
+        w.b = w.c;
+        w.c = load_word(w, w.base + 64 + (threadIdx.x & 31));
+    }
 }
 
 /* One tANS step: returns the table entry (exponent << 23 in its high half) and moves on. */
@@ -80,17 +112,18 @@ static __device__ __forceinline__ uint32_t join2(uint32_t raw, uint32_t sel, uin
 }
 
 static __device__ void decode_segment(const gpu_desc &d, const uint32_t *tab, uint32_t seg) {
-    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t lane = threadIdx.x & 31, lane_lt = (1u << lane) - 1;
     const uint64_t seg_elems = (uint64_t)128 * d.steps, base = seg * seg_elems;
     const uint32_t m = (uint32_t)(d.n - base < seg_elems ? d.n - base : seg_elems);
-    const uint32_t *code = d.code + d.seg_start[seg];
+    const uint32_t start = d.seg_start[seg];
     const uint32_t limit =
-        (uint32_t)((seg + 1 < d.n_segments ? d.seg_start[seg + 1] : d.code_words) - d.seg_start[seg]);
+        (uint32_t)((seg + 1 < d.n_segments ? d.seg_start[seg + 1] : d.code_words) - start);
     const uint8_t *raw = d.raw + base;
     uint16_t *out = d.out + base;
+    word_window w;
+    window_init(w, d.code + start, limit, lane);
     lane_state s = {0, 0, 0};
-    uint32_t ptr = 0;
-    refill(s, lane * 4 < m, code, ptr, limit);
+    refill(s, lane * 4 < m, w, lane_lt);
     s.state = (uint32_t)s.buf & ((1u << d.table_log) - 1u);
     s.buf >>= d.table_log;
     s.cnt -= (int)d.table_log;
@@ -98,12 +131,14 @@ static __device__ void decode_segment(const gpu_desc &d, const uint32_t *tab, ui
     const uint32_t full = m / 128;
     const uint32_t *raw4 = (const uint32_t *)raw;
     uint2 *out4 = (uint2 *)out;
-#pragma unroll 2
+    /* raw bytes are loaded one step ahead of their use */
+    uint32_t r_next = full ? __ldg(raw4 + lane) : 0;
     for (uint32_t j = 0; j < full; j++) {
-        uint32_t r = __ldg(raw4 + j * 32 + lane);
-        refill(s, true, code, ptr, limit);
+        uint32_t r = r_next;
+        if (j + 1 < full) r_next = __ldg(raw4 + (j + 1) * 32 + lane);
+        refill(s, true, w, lane_lt);
         uint32_t e0 = decode_one(s, tab), e1 = decode_one(s, tab);
-        refill(s, true, code, ptr, limit);
+        refill(s, true, w, lane_lt);
         uint32_t e2 = decode_one(s, tab), e3 = decode_one(s, tab);
         out4[j * 32 + lane] = make_uint2(join2(r, 0x1100, e0, e1), join2(r, 0x3322, e2, e3));
     }
@@ -111,7 +146,7 @@ static __device__ void decode_segment(const gpu_desc &d, const uint32_t *tab, ui
     /* the last, partial step: element by element, as the reference decoder does */
     const uint32_t k0 = full * 128 + lane * 4;
     for (uint32_t h = 0; h < 4; h += 2) {
-        refill(s, k0 + h < m, code, ptr, limit);
+        refill(s, k0 + h < m, w, lane_lt);
         for (uint32_t g = h; g < h + 2; g++)
             if (k0 + g < m) {
                 uint32_t e = decode_one(s, tab), rb = raw[k0 + g];
