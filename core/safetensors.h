@@ -46,10 +46,9 @@ const uint8_t *st_bytes(const st_file *f, size_t *len);
 const char *st_path(const st_file *f);
 
 /* Writer: add tensors (data borrowed until st_writer_finish), then finish writes
- * "<path>.tmp.<pid>" and renames it to path. Tensors are written in the order added. Each
- * tensor's data offset is rounded up to `align` bytes inside the data section by padding the
- * previous tensor's bytes: callers that need alignment pass sizes already multiple of align,
- * since safetensors allows no holes. */
+ * "<path>.tmp.<pid>" and renames it to path. Tensors are written back to back in the order
+ * added (safetensors allows no holes): callers that need aligned tensors pass sizes that are
+ * multiples of the alignment. */
 typedef struct st_writer st_writer;
 
 err st_writer_create(st_writer **out);
