@@ -11,16 +11,17 @@
 
 #define PATH_MAX_LEN 4096
 
-/* Progress over several files: shifts each file's figures by what came before. */
+/* Progress over several files, in input bytes: each file's own progress (which may count
+ * original bytes) is scaled to its input size and shifted by the files before it. */
 typedef struct multi_progress {
     const df11_progress *outer;
-    uint64_t before, total;
+    uint64_t before, total, current; /* current: the input size of the file being converted */
 } multi_progress;
 
 static void multi_fn(void *ctx, uint64_t done, uint64_t total, const char *what) {
     multi_progress *m = ctx;
-    (void)total;
-    if (m->outer && m->outer->fn) m->outer->fn(m->outer->ctx, m->before + done, m->total, what);
+    uint64_t at = total ? (uint64_t)((double)done / (double)total * (double)m->current) : 0;
+    if (m->outer && m->outer->fn) m->outer->fn(m->outer->ctx, m->before + at, m->total, what);
 }
 
 static uint64_t file_size(const char *path) {
@@ -31,6 +32,7 @@ static uint64_t file_size(const char *path) {
 static err convert_one(df11_op op, const char *in, const char *out, const df11_params *p,
                        multi_progress *mp) {
     df11_progress pr = {multi_fn, mp};
+    mp->current = file_size(in);
     err e;
     if (op == DF11_OP_COMPRESS) e = df11_compress_file(in, out, p, &pr);
     else if (op == DF11_OP_DECOMPRESS) e = df11_decompress_file(in, out, &pr);
@@ -132,7 +134,7 @@ static err convert_folder_atomic(df11_op op, const char *in, const char *out, co
 
 err df11_convert_path(df11_op op, const char *in, const char *out, const df11_params *p,
                       int force, const df11_progress *pr) {
-    multi_progress mp = {pr, 0, 0};
+    multi_progress mp = {pr, 0, 0, 0};
     FAIL_IF(!fio_exists(in), ERR_IO, "%s: no such file or folder", in);
     FAIL_IF(fio_exists(out) && !force, ERR_EXISTS, "%s: exists (use --force to replace it)", out);
     FAIL_IF(fio_same_file(in, out) || fio_path_inside(out, in) || fio_path_inside(in, out), ERR_ARG,
@@ -149,7 +151,7 @@ err df11_convert_path(df11_op op, const char *in, const char *out, const df11_pa
 }
 
 err df11_verify_path(const char *path, const df11_progress *pr) {
-    multi_progress mp = {pr, 0, 0};
+    multi_progress mp = {pr, 0, 0, 0};
     FAIL_IF(!fio_exists(path), ERR_IO, "%s: no such file or folder", path);
     if (fio_is_dir(path)) return convert_folder(DF11_OP_VERIFY, path, path, NULL, &mp);
     if (fio_has_suffix(path, ".index.json")) return convert_index(DF11_OP_VERIFY, path, NULL, NULL, &mp);
