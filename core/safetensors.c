@@ -10,6 +10,7 @@
 
 #include "core/arena.h"
 #include "core/fileio.h"
+#include "core/safetensors_internal.h"
 
 /* The reference implementation refuses headers over 100 MB; a larger one is an attack or
  * corruption, and parsing it would cost gigabytes of cJSON nodes. */
@@ -19,11 +20,6 @@
 /* Names in messages are cut so a hostile 100 MB name cannot flood the error text. */
 #define NM "%.200s"
 
-/* A name and its position, sorted by name for duplicate checks and binary search. */
-typedef struct name_ix {
-    const char *name;
-    int idx;
-} name_ix;
 
 typedef struct meta_kv {
     const char *key, *value;
@@ -53,7 +49,7 @@ static int cmp_name_ix(const void *a, const void *b) {
 }
 
 /* Sorts v; returns the index in v of the second of the first duplicate pair, or -1. */
-static int sort_find_dup(name_ix *v, int n) {
+int st_sort_find_dup(name_ix *v, int n) {
     if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_name_ix);
     for (int i = 1; i < n; i++)
         if (strcmp(v[i - 1].name, v[i].name) == 0) return i;
@@ -65,7 +61,7 @@ static int cmp_name_only(const void *a, const void *b) {
 }
 
 /* The idx of name in sorted v, or -1. */
-static int lookup(const name_ix *v, int n, const char *name) {
+int st_lookup(const name_ix *v, int n, const char *name) {
     name_ix key = {name, 0};
     const name_ix *r = n > 0 ? bsearch(&key, v, (size_t)n, sizeof *v, cmp_name_only) : NULL;
     return r ? r->idx : -1;
@@ -107,7 +103,7 @@ static int utf8_valid(const char *s) {
 /* Checks what cJSON lets through: invalid UTF-8, raw control characters (JSON allows none in
  * strings and only whitespace outside), and "\u0000", which would cut a C string short.
  * Returns NULL if fine, else what is wrong, with its offset in *at. */
-static const char *scan_header(const uint8_t *p, size_t n, size_t *at) {
+const char *st_scan_header(const uint8_t *p, size_t n, size_t *at) {
     int in_str = 0;
     for (size_t i = 0, k; i < n; i += k) {
         *at = i;
@@ -274,7 +270,7 @@ static err parse_metadata(st_file *f, const cJSON *m) {
         f->meta_by_name[i] = (name_ix){kv->key, i};
     }
     f->meta_count = n;
-    int d = sort_find_dup(f->meta_by_name, n);
+    int d = st_sort_find_dup(f->meta_by_name, n);
     FAIL_IF(d >= 0, ERR_FORMAT, "%s: __metadata__ key \"" NM "\" appears twice", f->path,
             f->meta_by_name[d].name);
     return ERR_OK;
@@ -345,7 +341,7 @@ static err parse_root(st_file *f, const cJSON *root, uint64_t data_size) {
         nt++;
     }
     f->count = nt;
-    int d = sort_find_dup(f->by_name, nt);
+    int d = st_sort_find_dup(f->by_name, nt);
     FAIL_IF(d >= 0, ERR_FORMAT, "%s: tensor \"" NM "\" appears twice", f->path, f->by_name[d].name);
     TRY(check_coverage(f, data_size));
     const uint8_t *data = f->bytes + 8 + f->header_len;
@@ -357,7 +353,7 @@ static err parse_root(st_file *f, const cJSON *root, uint64_t data_size) {
 /* Parses a NUL-terminated copy: cJSON has a history of reading one byte past the length it is
  * given, and past the mapping that byte can be an unmapped page. Only whitespace may follow
  * the value (serde_json's rule; the writer pads with spaces). */
-static err parse_json(const char *label, const char *what, const uint8_t *text, size_t n,
+err st_parse_json(const char *label, const char *what, const uint8_t *text, size_t n,
                       cJSON **out) {
     *out = NULL;
     char *copy = malloc(n + 1);
@@ -401,10 +397,10 @@ static err parse_file(st_file *f) {
     const uint8_t *h = f->bytes + 8;
     FAIL_IF(n == 0 || h[0] != '{', ERR_FORMAT, "%s: header does not start with '{'", f->path);
     size_t at = 0;
-    const char *bad = scan_header(h, (size_t)n, &at);
+    const char *bad = st_scan_header(h, (size_t)n, &at);
     FAIL_IF(bad, ERR_FORMAT, "%s: header has %s at byte %zu", f->path, bad, at);
     cJSON *root;
-    TRY(parse_json(f->path, "header", h, (size_t)n, &root));
+    TRY(st_parse_json(f->path, "header", h, (size_t)n, &root));
     err e = parse_root(f, root, (uint64_t)(f->len - 8 - n));
     cJSON_Delete(root);
     return e;
@@ -470,12 +466,12 @@ const st_tensor *st_at(const st_file *f, int i) {
 }
 
 const st_tensor *st_find(const st_file *f, const char *name) {
-    int i = lookup(f->by_name, f->count, name);
+    int i = st_lookup(f->by_name, f->count, name);
     return i < 0 ? NULL : &f->tensors[i];
 }
 
 const char *st_meta(const st_file *f, const char *key) {
-    int i = lookup(f->meta_by_name, f->meta_count, key);
+    int i = st_lookup(f->meta_by_name, f->meta_count, key);
     return i < 0 ? NULL : f->meta[i].value;
 }
 
@@ -655,7 +651,7 @@ static err check_names(const st_writer *w, const char *path) {
     FAIL_IF(!v, ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < w->count; i++)
         v[i] = (name_ix){w->t[i].name, i};
-    int d = sort_find_dup(v, w->count);
+    int d = st_sort_find_dup(v, w->count);
     err e = ERR_OK;
     if (d >= 0) e = err_set(ERR_ARG, "%s: tensor \"" NM "\" added twice", path, v[d].name);
     free(v);
@@ -695,163 +691,4 @@ err st_writer_finish(st_writer *w, const char *path, uint64_t header_align) {
         e = write_all(w, path, h, hlen);
     free(h);
     return e;
-}
-
-/* ---- sharded index ---- */
-
-struct st_index {
-    arena ar;
-    const char *path;
-    const char **shards; /* full paths, first-appearance order */
-    st_file **open;      /* lazily opened, parallel to shards */
-    int nshards;
-    name_ix *map; /* tensor name -> shard, sorted by name */
-    int nmap;
-};
-
-/* Shards must stay inside the index's folder: no absolute paths, no ".." components. */
-static int shard_name_ok(const char *s) {
-    if (!s[0] || s[0] == '/') return 0;
-    for (const char *p = s; *p;) {
-        const char *q = strchr(p, '/');
-        size_t n = q ? (size_t)(q - p) : strlen(p);
-        if (n == 2 && p[0] == '.' && p[1] == '.') return 0;
-        p += n;
-        if (*p) p++;
-    }
-    return 1;
-}
-
-static char *shard_path(st_index *x, const char *name) {
-    const char *slash = strrchr(x->path, '/');
-    if (!slash) return arena_strdup(&x->ar, name);
-    size_t dl = (size_t)(slash - x->path) + 1, nl = strlen(name);
-    char *p = arena_alloc(&x->ar, dl + nl + 1);
-    if (!p) return NULL;
-    memcpy(p, x->path, dl);
-    memcpy(p + dl, name, nl + 1);
-    return p;
-}
-
-/* Distinct shard names in first-appearance order, without a quadratic scan: sort (name,
- * entry) pairs; the first of each run of equal names is where that shard first appears. */
-static err assign_shards(st_index *x, const char **file_of, int n) {
-    name_ix *v = malloc((size_t)n * sizeof *v + 1);
-    int *leader = malloc((size_t)n * sizeof *leader + 1);
-    x->shards = arena_alloc(&x->ar, (size_t)n * sizeof *x->shards + 1);
-    err e = ERR_OK;
-    if (!v || !leader || !x->shards) e = err_set(ERR_NOMEM, "%s: out of memory", x->path);
-    for (int i = 0; e == ERR_OK && i < n; i++)
-        v[i] = (name_ix){file_of[i], i};
-    if (e == ERR_OK) {
-        sort_find_dup(v, n);
-        for (int i = 0; i < n; i++)
-            leader[v[i].idx] =
-                (i && strcmp(v[i].name, v[i - 1].name) == 0) ? leader[v[i - 1].idx] : v[i].idx;
-        for (int i = 0; i < n && e == ERR_OK; i++) {
-            if (leader[i] != i) {
-                x->map[i].idx = x->map[leader[i]].idx;
-                continue;
-            }
-            x->map[i].idx = x->nshards;
-            x->shards[x->nshards] = shard_path(x, file_of[i]);
-            if (!x->shards[x->nshards++]) e = err_set(ERR_NOMEM, "%s: out of memory", x->path);
-        }
-    }
-    free(v);
-    free(leader);
-    return e;
-}
-
-static err parse_weight_map(st_index *x, const cJSON *root) {
-    const cJSON *wm =
-        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-    FAIL_IF(!cJSON_IsObject(wm), ERR_FORMAT, "%s: no \"weight_map\" object", x->path);
-    int n = cJSON_GetArraySize(wm), i = 0;
-    x->map = arena_alloc(&x->ar, (size_t)n * sizeof *x->map + 1);
-    const char **file_of = malloc((size_t)n * sizeof *file_of + 1);
-    err e = (!x->map || !file_of) ? err_set(ERR_NOMEM, "%s: out of memory", x->path) : ERR_OK;
-    for (const cJSON *c = wm->child; c && e == ERR_OK; c = c->next, i++) {
-        if (!cJSON_IsString(c))
-            e = err_set(ERR_FORMAT, "%s: tensor \"" NM "\": shard must be a file name", x->path,
-                        c->string);
-        else if (!shard_name_ok(c->valuestring))
-            e = err_set(ERR_FORMAT,
-                        "%s: tensor \"" NM "\": shard \"" NM "\" is outside the "
-                        "index's folder",
-                        x->path, c->string, c->valuestring);
-        else if (!(x->map[i].name = arena_strdup(&x->ar, c->string)))
-            e = err_set(ERR_NOMEM, "%s: out of memory", x->path);
-        file_of[i] = e == ERR_OK ? c->valuestring : NULL;
-    }
-    if (e == ERR_OK) e = assign_shards(x, file_of, n);
-    free(file_of);
-    TRY(e);
-    x->nmap = n;
-    /* map[i].idx now holds shard ids; re-sort by name (ties cannot matter: they are errors) */
-    if (n > 1) qsort(x->map, (size_t)n, sizeof *x->map, cmp_name_ix);
-    for (int k = 1; k < n; k++)
-        FAIL_IF(strcmp(x->map[k - 1].name, x->map[k].name) == 0, ERR_FORMAT,
-                "%s: tensor \"" NM "\" appears twice in weight_map", x->path, x->map[k].name);
-    x->open = calloc((size_t)x->nshards + 1, sizeof *x->open);
-    FAIL_IF(!x->open, ERR_NOMEM, "%s: out of memory", x->path);
-    return ERR_OK;
-}
-
-static err index_parse(st_index *x) {
-    fio_map m;
-    TRY(fio_map_open(x->path, &m));
-    size_t bad_at = 0;
-    const char *bad = scan_header(m.data, m.size, &bad_at);
-    cJSON *root = NULL;
-    err e = bad ? err_set(ERR_FORMAT, "%s: has %s at byte %zu", x->path, bad, bad_at)
-                : parse_json(x->path, "index", m.data, m.size, &root);
-    fio_map_close(&m);
-    if (e == ERR_OK) e = parse_weight_map(x, root);
-    cJSON_Delete(root);
-    return e;
-}
-
-err st_index_open(const char *index_path, st_index **out) {
-    *out = NULL;
-    st_index *x = calloc(1, sizeof *x);
-    FAIL_IF(!x, ERR_NOMEM, "%s: out of memory", index_path);
-    x->path = arena_strdup(&x->ar, index_path);
-    err e = x->path ? index_parse(x) : err_set(ERR_NOMEM, "%s: out of memory", index_path);
-    if (e != ERR_OK) {
-        st_index_close(x);
-        return e;
-    }
-    *out = x;
-    return ERR_OK;
-}
-
-void st_index_close(st_index *x) {
-    if (!x) return;
-    for (int i = 0; x->open && i < x->nshards; i++)
-        st_close(x->open[i]);
-    free(x->open);
-    arena_free(&x->ar);
-    free(x);
-}
-
-int st_index_shard_count(const st_index *x) { return x->nshards; }
-
-const char *st_index_shard_path(const st_index *x, int i) {
-    CHECK(i >= 0 && i < x->nshards);
-    return x->shards[i];
-}
-
-err st_index_find(st_index *x, const char *name, const st_file **file, const st_tensor **t) {
-    if (file) *file = NULL;
-    if (t) *t = NULL;
-    int s = lookup(x->map, x->nmap, name);
-    FAIL_IF(s < 0, ERR_FORMAT, "%s: tensor \"" NM "\" is not in the weight_map", x->path, name);
-    if (!x->open[s]) TRY(st_open(x->shards[s], &x->open[s]));
-    const st_tensor *found = st_find(x->open[s], name);
-    FAIL_IF(!found, ERR_FORMAT, "%s: tensor \"" NM "\" is listed for shard %s but absent from it",
-            x->path, name, x->shards[s]);
-    if (file) *file = x->open[s];
-    if (t) *t = found;
-    return ERR_OK;
 }
