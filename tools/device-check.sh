@@ -3,14 +3,15 @@
 # the machine lacks (carried in .deb/), build for sm_90, run the whole CTest suite (GPU tests
 # included), compute-sanitizer on the CUDA decoder's test, and the codec benchmark, printing a
 # short table last. Logs go to $OUT (or build-gpu/) when set.
-# usage: tools/device-check.sh [--no-bench] [--no-sanitizer]
+# usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--ncu]
+#   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1
+bench=1 sanitize=1 ncu=0
 for a in "$@"; do
-  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; esac
+  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;; esac
 done
 deps=/tmp/df11-deps
 if ! pkg-config --exists libcjson 2>/dev/null; then
@@ -41,5 +42,16 @@ if [ $sanitize = 1 ]; then
 fi
 if [ $bench = 1 ]; then
   build-gpu/tests/bench_codec --real tests/fixtures/minilm_bf16.safetensors 2>&1 | tee "$OUTDIR/bench.txt"
+fi
+if [ $ncu = 1 ]; then
+  if command -v ncu >/dev/null; then
+    ncu -k df11_decode_kernel -c 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section WarpStateStats --section Occupancy --section LaunchStats \
+      build-gpu/tests/bench_codec --flux-only >"$OUTDIR/ncu.txt" 2>&1
+    grep -E "Throughput|Pipe|Issue|Stall|Occupancy|Warp Cycles|Registers|Duration|Executed Ipc" \
+      "$OUTDIR/ncu.txt" | head -60
+  else
+    echo "ncu: not installed on this machine"
+  fi
 fi
 exit $rc

@@ -38,119 +38,215 @@ struct df11_cuda_plan {
     uint64_t elems;
 };
 
+/* The decoder's table entry (built on the host from the shared tans table): bits 0-4 nbits,
+ * bits 7-14 the exponent already in its BF16 place, bits 20-31 the next state's base. nbits in
+ * the low five bits lets the funnel shifts (which use shift & 31) take the entry as it is. */
+#define GPU_ENTRY(base, nb, exp) ((uint32_t)(nb) | (uint32_t)(exp) << 7 | (uint32_t)(base) << 20)
+
+static __shared__ uint32_t s_tab[1u << DF11_TANS_MAX_LOG];
+
+/* A lane's bit buffer (LSB first, up to 55 bits) and tANS state. */
 typedef struct lane_state {
     uint64_t buf;
-    uint32_t state;
-    int cnt;
+    uint32_t cnt, state;
 } lane_state;
 
-/* The segment's word stream seen through a register window: lane l holds words
- * base + l (a), base + 32 + l (b) and, prefetched, base + 64 + l (c). A refill takes at most
- * 32 words, so the words it needs are always in a or b; once a is used up the window slides
- * and the next 32 words are loaded, well before they are needed. Words past the segment's
- * end read as zero (only a corrupt blob gets there), so a bad stream decodes to garbage that
- * the CRC catches, never a fault. */
-typedef struct word_window {
-    const uint32_t *code;
-    uint32_t limit, base, ptr; /* ptr: next word, relative to base (< 32 between refills) */
-    uint32_t a, b, c;
-} word_window;
+/* Staging: each warp copies its segment's code words and raw bytes into shared memory with
+ * cp.async, well ahead of their use, so no decoding instruction waits on global memory. The
+ * copies are issued once a super step (SUPER steps), as one cp.async group:
+ * code: a ring of CODE_CHUNKS chunks of 32 words (chunk c = the segment's words 32c..32c+31),
+ * filled up to CODE_CHUNKS - 1 chunks past the one being read;
+ * raw: two slots of one super step's raw bytes (SUPER * 128), the next one loading while this
+ * one is decoded.
+ * Waiting for all groups but the newest then makes this super step's raw bytes, and every chunk
+ * issued before it, complete; a step that could read past those (a fast-consuming stretch)
+ * waits for everything first. */
+#define SUPER 4
+#define CODE_CHUNKS 8
 
-static __device__ __forceinline__ uint32_t load_word(const word_window &w, uint32_t i) {
-    return i < w.limit ? __ldg(w.code + i) : 0u;
+static __shared__ uint32_t s_code[WARPS_PER_CTA][CODE_CHUNKS * 32];
+static __shared__ uint4 s_raw[WARPS_PER_CTA][2][SUPER * 8];
+
+template <int BYTES> static __device__ __forceinline__ void cp_async(uint32_t smem, const void *gmem) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(smem), "l"(gmem), "n"(BYTES)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit(void) {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait(void) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-static __device__ __forceinline__ void window_init(word_window &w, const uint32_t *code,
-                                                   uint32_t limit, uint32_t lane) {
-    w.code = code;
-    w.limit = limit;
-    w.base = 0;
-    w.ptr = 0;
-    w.a = load_word(w, lane);
-    w.b = load_word(w, 32 + lane);
-    w.c = load_word(w, 64 + lane);
+/* The segment's shared word stream. Reads are clamped to the tensor's last code word: a valid
+ * stream never asks past its segment's end (the encoder writes the zero words a lane asks
+ * for), and a corrupt one decodes to garbage that the CRC catches, never to a fault. */
+typedef struct word_stream {
+    const uint32_t *code; /* the segment's first code word */
+    uint32_t last;        /* segment index of the tensor's last code word */
+    uint32_t ptr;         /* segment index of the next word */
+    uint32_t ring;        /* shared address of this warp's code ring */
+    uint32_t issued;      /* chunks issued so far */
+    uint32_t n_chunks;    /* chunks in the segment */
+} word_stream;
+
+/* Issues the chunks up to CODE_CHUNKS - 1 past the one ptr is in (not past the segment). */
+static __device__ __forceinline__ void stream_issue(word_stream &w, uint32_t lane) {
+    uint32_t target = min((w.ptr >> 5) + CODE_CHUNKS, w.n_chunks);
+    for (; w.issued < target; w.issued++)
+        cp_async<4>(w.ring + ((w.issued % CODE_CHUNKS) * 32 + lane) * 4,
+                    w.code + min(w.issued * 32 + lane, w.last));
 }
 
 /* A refill point: lanes that are active and hold fewer than 24 bits take the next words of the
  * shared stream in lane order (their rank among the lanes that need one). */
-static __device__ __forceinline__ void refill(lane_state &s, bool active, word_window &w,
+static __device__ __forceinline__ void refill(lane_state &s, bool active, word_stream &w,
                                               uint32_t lane_lt) {
-    bool need = active && s.cnt < 24;
+    bool need = active && s.cnt < DF11_REFILL_BELOW;
     uint32_t m = __ballot_sync(FULL_MASK, need);
-    uint32_t idx = w.ptr + __popc(m & lane_lt);
-    uint32_t x = __shfl_sync(FULL_MASK, w.a, idx & 31), y = __shfl_sync(FULL_MASK, w.b, idx & 31);
     if (need) {
-        s.buf |= (uint64_t)(idx < 32 ? x : y) << s.cnt;
+        uint32_t x, i = (w.ptr + __popc(m & lane_lt)) % (CODE_CHUNKS * 32);
+        asm("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(w.ring + i * 4));
+        s.buf += (uint64_t)x * (1u << s.cnt); /* = x << cnt: the bits above cnt are zero */
         s.cnt += 32;
     }
     w.ptr += __popc(m);
-    if (w.ptr >= 32) {
-        w.ptr -= 32;
-        w.base += 32;
-        w.a = w.b;
-        w.b = w.c;
-        w.c = load_word(w, w.base + 64 + (threadIdx.x & 31));
-    }
 }
 
-/* One tANS step: returns the table entry (exponent << 23 in its high half) and moves on. */
-static __device__ __forceinline__ uint32_t decode_one(lane_state &s, const uint32_t *tab) {
-    uint32_t e = tab[s.state];
-    uint32_t nb = (e >> 12) & 15u;
-    s.state = (e & 0xFFFu) + ((uint32_t)s.buf & ((1u << nb) - 1u));
-    s.buf >>= nb;
-    s.cnt -= (int)nb;
+/* A value the compiler must keep in a register rather than recompute in the loop (it would
+ * re-read special registers for the lane mask and the shared window at every step). */
+static __device__ __forceinline__ uint32_t pinned(uint32_t v) {
+    asm volatile("mov.b32 %0, %0;" : "+r"(v));
+    return v;
+}
+
+/* Drops the low (e & 31) bits of the buffer and returns them. */
+static __device__ __forceinline__ uint32_t take_bits(lane_state &s, uint32_t e) {
+    uint32_t lo = (uint32_t)s.buf, hi = (uint32_t)(s.buf >> 32);
+    uint32_t bits = lo & ~__funnelshift_l(0u, 0xFFFFFFFFu, e); /* low nb bits */
+    lo = __funnelshift_r(lo, hi, e);
+    hi = __funnelshift_r(hi, 0u, e);
+    s.buf = (uint64_t)hi << 32 | lo;
+    return bits;
+}
+
+/* One tANS step: returns the entry (exponent field in bits 7-14) and moves to the next state.
+ * The caller subtracts nbits from cnt (two symbols at a time: their nbits sum to < 32). */
+static __device__ __forceinline__ uint32_t decode_one(lane_state &s, uint32_t tab, uint32_t four) {
+    uint32_t e;
+    asm("ld.shared.u32 %0, [%1];" : "=r"(e) : "r"(tab + s.state * four));
+    s.state = (e >> 20) + take_bits(s, e);
     return e;
 }
 
-/* Two BF16 values from two entries and two raw bytes (bytes b, b+1 of raw):
- * sign = raw bit 7 -> bit 15, mantissa = raw bits 0-6, exponent from the entry. */
+/* Two BF16 values from two entries and raw bytes (picked by sel): sign = raw bit 7 -> bit 15,
+ * mantissa = raw bits 0-6, exponent bits 7-14 from the entry. */
 static __device__ __forceinline__ uint32_t join2(uint32_t raw, uint32_t sel, uint32_t e0,
                                                  uint32_t e1) {
-    uint32_t r = __byte_perm(raw, 0, sel) & 0x807F807Fu;
-    return r | (e0 >> 16) | (e1 & 0xFFFF0000u);
+    uint32_t r = __byte_perm(raw, 0, sel), x = __byte_perm(e0, e1, 0x5410);
+    return (r & 0x807F807Fu) | (x & 0x7F807F80u);
 }
 
-static __device__ void decode_segment(const gpu_desc &d, const uint32_t *tab, uint32_t seg) {
-    const uint32_t lane = threadIdx.x & 31, lane_lt = (1u << lane) - 1;
+static __device__ __forceinline__ void store2(uint2 *p, uint2 v) {
+    asm volatile("st.global.v2.u32 [%0], {%1, %2};" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
+}
+
+/* One full step: 4 symbols a lane, 128 BF16 values a warp; r: the lane's 4 raw bytes. */
+static __device__ __forceinline__ uint2 decode_step(lane_state &s, word_stream &w, uint32_t r,
+                                                    uint32_t lane_lt, uint32_t tab, uint32_t four) {
+    refill(s, true, w, lane_lt);
+    uint32_t e0 = decode_one(s, tab, four), e1 = decode_one(s, tab, four);
+    s.cnt -= (e0 + e1) & 31u;
+    refill(s, true, w, lane_lt);
+    uint32_t e2 = decode_one(s, tab, four), e3 = decode_one(s, tab, four);
+    s.cnt -= (e2 + e3) & 31u;
+    return make_uint2(join2(r, 0x1100, e0, e1), join2(r, 0x3322, e2, e3));
+}
+
+static __device__ void decode_segment(const gpu_desc &d, uint32_t seg) {
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+    const uint32_t lane_lt = pinned((1u << lane) - 1);
+    const uint32_t tab = pinned((uint32_t)__cvta_generic_to_shared(s_tab));
+    const uint32_t four = pinned(4); /* an IMAD (FMA pipe) for the table address, not a LEA */
     const uint64_t seg_elems = (uint64_t)128 * d.steps, base = seg * seg_elems;
     const uint32_t m = (uint32_t)(d.n - base < seg_elems ? d.n - base : seg_elems);
     const uint32_t start = d.seg_start[seg];
-    const uint32_t limit =
-        (uint32_t)((seg + 1 < d.n_segments ? d.seg_start[seg + 1] : d.code_words) - start);
+    const uint32_t end = seg + 1 < d.n_segments ? d.seg_start[seg + 1] : (uint32_t)d.code_words;
+    const uint32_t full = m / 128, supers = (full + SUPER - 1) / SUPER;
+    const uint4 *raw16 = (const uint4 *)(d.raw + base) + lane; /* a super step: 32 x 16 bytes */
+    uint2 *out4 = (uint2 *)(d.out + base) + lane;
+    const uint32_t raw_slot0 = pinned((uint32_t)__cvta_generic_to_shared(&s_raw[warp][0][0]));
+
+    word_stream w;
+    w.code = d.code + start;
+    w.last = (uint32_t)d.code_words - 1 - start;
+    w.ptr = 0;
+    w.ring = pinned((uint32_t)__cvta_generic_to_shared(s_code[warp]));
+    w.issued = 0;
+    w.n_chunks = end > start ? (end - start + 31) / 32 : 1;
+    /* raw bytes of a partial super step past m are never used; the copy stays inside the blob
+     * (the raw section is followed by the blob's padding, or is whole super steps long) only if
+     * it is clamped, so the last super step copies only whole 16-byte pieces below m */
+    const uint32_t raw16_n = m / 16;
+    stream_issue(w, lane);
+    if (supers > 0 && lane < raw16_n) cp_async<16>(raw_slot0 + lane * 16, raw16);
+    cp_async_commit();
+
+    uint32_t safe = 0;
+    lane_state s = {0, 0, 0};
+    for (uint32_t q = 0; q < supers; q++) {
+        __syncwarp(); /* every lane is done with the slots about to be refilled */
+        safe = w.issued;
+        stream_issue(w, lane);
+        if (q + 1 < supers && (q + 1) * 32 + lane < raw16_n)
+            cp_async<16>(raw_slot0 + ((q + 1) & 1) * (SUPER * 128) + lane * 16, raw16 + (q + 1) * 32);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncwarp();
+        if (q == 0) { /* the initial states */
+            refill(s, lane * 4 < m, w, lane_lt);
+            s.state = take_bits(s, d.table_log);
+            s.cnt -= d.table_log;
+        }
+        const uint32_t raw_slot = raw_slot0 + (q & 1) * (SUPER * 128) + lane * 4;
+#pragma unroll
+        for (uint32_t k = 0; k < SUPER; k++) {
+            const uint32_t j = q * SUPER + k;
+            if (j >= full) break;
+            if (w.ptr + 64 > safe * 32 && safe < w.n_chunks) { /* might read past what is in */
+                stream_issue(w, lane);
+                cp_async_commit();
+                cp_async_wait<0>();
+                __syncwarp();
+                safe = w.issued;
+            }
+            uint32_t r;
+            asm("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(raw_slot + k * 128));
+            store2(out4 + j * 32, decode_step(s, w, r, lane_lt, tab, four));
+        }
+    }
+    /* the last, partial step (or the whole segment, when it is shorter than one step): element
+     * by element, as the reference decoder does, with raw bytes read from global memory */
+    stream_issue(w, lane);
+    cp_async_commit();
+    cp_async_wait<0>(); /* also: nothing may still write to shared memory when the CTA ends */
+    __syncwarp();
+    if (full * 128 == m) return;
+    if (supers == 0) {
+        refill(s, lane * 4 < m, w, lane_lt);
+        s.state = take_bits(s, d.table_log);
+        s.cnt -= d.table_log;
+    }
     const uint8_t *raw = d.raw + base;
     uint16_t *out = d.out + base;
-    word_window w;
-    window_init(w, d.code + start, limit, lane);
-    lane_state s = {0, 0, 0};
-    refill(s, lane * 4 < m, w, lane_lt);
-    s.state = (uint32_t)s.buf & ((1u << d.table_log) - 1u);
-    s.buf >>= d.table_log;
-    s.cnt -= (int)d.table_log;
-
-    const uint32_t full = m / 128;
-    const uint32_t *raw4 = (const uint32_t *)raw;
-    uint2 *out4 = (uint2 *)out;
-    /* raw bytes are loaded one step ahead of their use */
-    uint32_t r_next = full ? __ldg(raw4 + lane) : 0;
-    for (uint32_t j = 0; j < full; j++) {
-        uint32_t r = r_next;
-        if (j + 1 < full) r_next = __ldg(raw4 + (j + 1) * 32 + lane);
-        refill(s, true, w, lane_lt);
-        uint32_t e0 = decode_one(s, tab), e1 = decode_one(s, tab);
-        refill(s, true, w, lane_lt);
-        uint32_t e2 = decode_one(s, tab), e3 = decode_one(s, tab);
-        out4[j * 32 + lane] = make_uint2(join2(r, 0x1100, e0, e1), join2(r, 0x3322, e2, e3));
-    }
-    if (full * 128 == m) return;
-    /* the last, partial step: element by element, as the reference decoder does */
     const uint32_t k0 = full * 128 + lane * 4;
     for (uint32_t h = 0; h < 4; h += 2) {
         refill(s, k0 + h < m, w, lane_lt);
         for (uint32_t g = h; g < h + 2; g++)
             if (k0 + g < m) {
-                uint32_t e = decode_one(s, tab), rb = raw[k0 + g];
-                out[k0 + g] = (uint16_t)((rb & 0x80u) << 8 | (e >> 16) | (rb & 0x7Fu));
+                uint32_t e = decode_one(s, tab, four), rb = raw[k0 + g];
+                s.cnt -= e & 31u;
+                out[k0 + g] = (uint16_t)((rb & 0x80u) << 8 | (e & 0x7F80u) | (rb & 0x7Fu));
             }
     }
 }
@@ -158,7 +254,6 @@ static __device__ void decode_segment(const gpu_desc &d, const uint32_t *tab, ui
 /* Grid: one CTA per WARPS_PER_CTA consecutive segments of one tensor; one warp per segment. */
 __global__ void __launch_bounds__(WARPS_PER_CTA * 32)
     df11_decode_kernel(const gpu_desc *__restrict__ descs, int n_desc) {
-    extern __shared__ uint32_t tab[];
     int lo = 0, hi = n_desc - 1;
     while (lo < hi) { /* last descriptor with cta_begin <= blockIdx.x */
         int mid = (lo + hi + 1) / 2;
@@ -167,10 +262,10 @@ __global__ void __launch_bounds__(WARPS_PER_CTA * 32)
     }
     const gpu_desc d = descs[lo];
     const uint32_t L = 1u << d.table_log;
-    for (uint32_t i = threadIdx.x; i < L; i += blockDim.x) tab[i] = __ldg(d.table + i);
+    for (uint32_t i = threadIdx.x; i < L; i += blockDim.x) s_tab[i] = __ldg(d.table + i);
     __syncthreads();
     uint32_t seg = (blockIdx.x - d.cta_begin) * WARPS_PER_CTA + threadIdx.x / 32;
-    if (seg < d.n_segments) decode_segment(d, tab, seg);
+    if (seg < d.n_segments) decode_segment(d, seg);
 }
 
 static err cuda_fail(cudaError_t c, const char *what) {
@@ -214,7 +309,12 @@ static err fill_descs(const df11_cuda_item *items, int n, gpu_desc *h, uint32_t 
         d->table_log = (uint32_t)b->table_log;
         d->cta_begin = cta;
         d->table = d_tables + toff;
-        if (b->n) tans_decode_table(b->count, b->table_log, tables + toff);
+        if (b->n) {
+            uint32_t *t = tables + toff;
+            tans_decode_table(b->count, b->table_log, t);
+            for (size_t k = 0; k < ((size_t)1 << b->table_log); k++)
+                t[k] = GPU_ENTRY(TANS_ENTRY_BASE(t[k]), TANS_ENTRY_NBITS(t[k]), TANS_ENTRY_EXP(t[k]));
+        }
         toff += (size_t)1 << DF11_TANS_MAX_LOG;
         cta += (b->n_segments + WARPS_PER_CTA - 1) / WARPS_PER_CTA;
         *elems += b->n;
@@ -265,8 +365,7 @@ extern "C" uint64_t df11_cuda_plan_elems(const df11_cuda_plan *p) { return p->el
 
 extern "C" err df11_cuda_decode(const df11_cuda_plan *p, struct CUstream_st *stream) {
     if (p->n_ctas == 0) return ERR_OK;
-    size_t smem = sizeof(uint32_t) << DF11_TANS_MAX_LOG;
-    df11_decode_kernel<<<p->n_ctas, WARPS_PER_CTA * 32, smem, stream>>>(p->d_desc, p->n);
+    df11_decode_kernel<<<p->n_ctas, WARPS_PER_CTA * 32, 0, stream>>>(p->d_desc, p->n);
     CUDA_TRY(cudaGetLastError(), "df11 decode launch");
 #ifdef DF11_CUDA_SYNC_DEBUG
     CUDA_TRY(cudaStreamSynchronize(stream), "df11 decode");

@@ -204,11 +204,12 @@ static void bench_real(gpu_ctx *g, const char *path) {
 int main(int argc, char **argv) {
     uint64_t max_m = 500;
     const char *real = NULL;
-    int quick = 0;
+    int quick = 0, flux_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--max-m") && i + 1 < argc) max_m = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--real") && i + 1 < argc) real = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--flux-only")) flux_only = 1; /* for a profiler */
     }
     gpu_ctx g = {0, 0, NULL, NULL};
     char name[128] = "none";
@@ -220,6 +221,10 @@ int main(int argc, char **argv) {
     }
     printf("bench_codec: CPU threads %d; GPU %s (%d SMs), device copy %.0f GB/s (read+write)\n\n",
            omp_get_max_threads(), name, sms, g.copy_gbs);
+    if (flux_only) {
+        if (g.ok) bench_flux_block(&g);
+        return 0;
+    }
     printf("%-22s %10s %8s %8s %7s %8s %8s %8s %8s %8s %7s\n", "data", "weights", "bits/w",
            "bound", "over", "enc MB/s", "enc/core", "dec MB/s", "GPU GB/s", "ceiling", "of ceil");
     const uint64_t sizes_m[] = {1, 4, 16, 64, 128, 340, 500};
