@@ -104,12 +104,12 @@ static __device__ __forceinline__ void refill(lane_state &s, bool active, word_s
                                               uint32_t lane_lt) {
     bool need = active && s.cnt < DF11_REFILL_BELOW;
     uint32_t m = __ballot_sync(FULL_MASK, need);
-    if (need) {
-        uint32_t x, i = (w.ptr + __popc(m & lane_lt)) % (CODE_CHUNKS * 32);
-        asm("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(w.ring + i * 4));
-        s.buf += (uint64_t)x * (1u << s.cnt); /* = x << cnt: the bits above cnt are zero */
-        s.cnt += 32;
-    }
+    /* branch-free: every lane loads (a lane that needs nothing reads a word it then drops), so
+     * the warp never diverges here */
+    uint32_t x, i = (w.ptr + __popc(m & lane_lt)) % (CODE_CHUNKS * 32);
+    asm("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(w.ring + i * 4));
+    s.buf += (uint64_t)x * (need ? 1u << s.cnt : 0u); /* x << cnt: the bits above cnt are zero */
+    s.cnt += need ? 32u : 0u;
     w.ptr += __popc(m);
 }
 
