@@ -3,9 +3,15 @@
  * bytes a warp reads (4 per lane) and the BF16 values it writes (8 bytes per lane) are
  * contiguous across the warp. The lanes share one word stream: at each refill point the lanes
  * that hold fewer than 24 bits take consecutive words, ranked by a ballot; the encoder laid
- * the words out in exactly that order. The tANS decode table (4 bytes a state) sits in shared
- * memory; a CTA's warps decode consecutive segments of one tensor, and one launch covers
- * every tensor of the plan (a CTA finds its tensor by binary search over CTA offsets). */
+ * the words out in exactly that order. The warp stages its code words and raw bytes in shared
+ * memory with cp.async a few steps ahead, so the decoding loop never waits on global memory,
+ * and the loop is branch-free (a divergent refill cost 4 %). The tANS decode table (4 bytes a
+ * state, in a layout made for the funnel shifts) sits in shared memory; a CTA's warps decode
+ * consecutive segments of one tensor, and one launch covers every tensor of the plan (a CTA
+ * finds its tensor by binary search over CTA offsets).
+ * Measured on the H100 (tests/bench): 1421 GB/s of BF16 output on a FLUX double block. The
+ * kernel is bound by instruction issue (about 84 instructions a step of 128 values) and by
+ * the uneven finish of one-wave launches (achieved occupancy 45 % of 75 %). */
 #include <cuda_runtime.h>
 
 #include <stdlib.h>
