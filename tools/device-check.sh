@@ -3,15 +3,17 @@
 # the machine lacks (carried in .deb/), build for sm_90, run the whole CTest suite (GPU tests
 # included), compute-sanitizer on the CUDA decoder's test, and the codec benchmark, printing a
 # short table last. Logs go to $OUT (or build-gpu/) when set.
-# usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--ncu]
+# usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu]
+#   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
+#     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0
+bench=1 sanitize=1 ncu=0 fixtures=0
 for a in "$@"; do
-  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;; esac
+  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;; --fixtures) fixtures=1 ;; esac
 done
 deps=/tmp/df11-deps
 if ! pkg-config --exists libcjson 2>/dev/null; then
@@ -27,6 +29,13 @@ if [ ! -f /usr/include/zlib.h ]; then
   mkdir -p $deps
   for f in .deb/zlib*.deb; do dpkg -x "$f" $deps; done
   zlib=(-DZLIB_INCLUDE_DIR=$deps/usr/include -DZLIB_LIBRARY=$deps/usr/lib/x86_64-linux-gnu/libz.a)
+fi
+if [ $fixtures = 1 ]; then
+  py=/tmp/df11-py
+  mkdir -p $py
+  for w in .whl/*.whl; do python3 -m zipfile -e "$w" $py >/dev/null; done
+  PYTHONPATH=$py python3 tests/fixtures/make_ops_ref.py tests/fixtures/ops_ref.safetensors || exit 1
+  cp tests/fixtures/ops_ref.safetensors "$OUTDIR/"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \

@@ -1,0 +1,18 @@
+/* ops_none.c: the CUDA side of the ops (ops_internal.h) until its kernels exist: a CUDA op
+ * context cannot be created, so no opcu_ op is ever reached; each aborts if one is. */
+#include "core/ops_internal.h"
+
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+
+err opcu_create(struct opcu_state **out) {
+    *out = NULL;
+    FAIL(ERR_UNSUPPORTED, "this build has no CUDA backend for the model ops yet");
+}
+void opcu_free(struct opcu_state *s) {}
+void opcu_set_stream(struct opcu_state *s, struct CUstream_st *stream) {}
+struct CUstream_st *opcu_stream(const struct opcu_state *s) { return NULL; }
+err opcu_sync(struct opcu_state *s) { return ERR_OK; }
+
+#define OPS_UNREACHABLE(name, args)                                                                \
+    void opcu_##name args { CHECK(!"opcu_" #name ": no CUDA op context can exist"); }
+OPS_EACH(OPS_UNREACHABLE)

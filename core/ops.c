@@ -1,0 +1,286 @@
+/* ops.c: the op context, the shape checks every backend relies on, and the dispatch to the
+ * CPU reference (ops_cpu.c) or the CUDA launchers (core/cuda/). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops_internal.h"
+
+err op_ctx_create(tensor_dev dev, op_ctx **out) {
+    *out = NULL;
+    op_ctx *c = calloc(1, sizeof *c);
+    FAIL_IF(!c, ERR_NOMEM, "out of memory");
+    c->dev = dev;
+    if (dev == TENSOR_CUDA) {
+        err e = opcu_create(&c->cu);
+        if (e) {
+            free(c);
+            return e;
+        }
+    }
+    *out = c;
+    return ERR_OK;
+}
+
+void op_ctx_free(op_ctx *c) {
+    if (!c) return;
+    if (c->cu) opcu_free(c->cu);
+    free(c);
+}
+
+tensor_dev op_ctx_dev(const op_ctx *c) { return c->dev; }
+
+void op_ctx_set_stream(op_ctx *c, struct CUstream_st *s) {
+    if (c->cu) opcu_set_stream(c->cu, s);
+}
+
+struct CUstream_st *op_ctx_stream(const op_ctx *c) {
+    return c->cu ? opcu_stream(c->cu) : NULL;
+}
+
+err op_ctx_sync(op_ctx *c) { return c->cu ? opcu_sync(c->cu) : ERR_OK; }
+
+/* Every tensor of an op lives where the context runs; activations have the backend's type. */
+static void on_dev(const op_ctx *c, const tensor *t) { CHECK(t->dev == c->dev); }
+static void act_type(const op_ctx *c, const tensor *t) {
+    on_dev(c, t);
+    CHECK(t->dt == (c->dev == TENSOR_CPU ? DTYPE_F32 : DTYPE_BF16));
+}
+static void same_shape(const tensor *a, const tensor *b) {
+    CHECK(a->ndim == b->ndim);
+    for (int i = 0; i < a->ndim; i++) CHECK(a->shape[i] == b->shape[i]);
+}
+static int64_t last(const tensor *t) { return t->shape[t->ndim - 1]; }
+static void weight(const op_ctx *c, const tensor *t) {
+    on_dev(c, t);
+    CHECK(tensor_is_contiguous(t));
+    CHECK(t->dt == DTYPE_BF16 || (c->dev == TENSOR_CPU && (t->dt == DTYPE_F32 || t->dt == DTYPE_F16)));
+}
+/* an elementwise operand: contiguous, the backend's activation type */
+static void plain(const op_ctx *c, const tensor *t) {
+    act_type(c, t);
+    CHECK(tensor_is_contiguous(t));
+}
+
+#define DISPATCH(name, ...)                                                                        \
+    do {                                                                                           \
+        if (c->dev == TENSOR_CPU) opcpu_##name(c, __VA_ARGS__);                                    \
+        else opcu_##name(c, __VA_ARGS__);                                                          \
+    } while (0)
+
+void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act) {
+    act_type(c, &x);
+    plain(c, &out);
+    weight(c, &w);
+    CHECK(w.ndim == 2 && last(&x) == w.shape[1] && last(&out) == w.shape[0]);
+    CHECK(tensor_rows(&x, NULL) == tensor_rows(&out, NULL));
+    if (bias) {
+        weight(c, bias);
+        CHECK(tensor_numel(bias) == w.shape[0]);
+    }
+    DISPATCH(linear, out, x, w, bias, act);
+}
+
+void op_act_apply(op_ctx *c, tensor out, tensor x, op_act act) {
+    plain(c, &out);
+    plain(c, &x);
+    same_shape(&out, &x);
+    DISPATCH(act_apply, out, x, act);
+}
+
+void op_gated_gelu(op_ctx *c, tensor out, tensor a, tensor b) {
+    plain(c, &out);
+    act_type(c, &a);
+    act_type(c, &b);
+    same_shape(&a, &b);
+    CHECK(tensor_rows(&a, NULL) == tensor_rows(&out, NULL) && last(&a) == last(&out));
+    DISPATCH(gated_gelu, out, a, b);
+}
+
+void op_add(op_ctx *c, tensor out, tensor a, tensor b) {
+    plain(c, &out);
+    plain(c, &a);
+    plain(c, &b);
+    same_shape(&out, &a);
+    same_shape(&a, &b);
+    DISPATCH(add, out, a, b);
+}
+
+void op_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor *b, float eps) {
+    plain(c, &out);
+    act_type(c, &x);
+    CHECK(tensor_rows(&x, NULL) == tensor_rows(&out, NULL) && last(&x) == last(&out));
+    if (w) {
+        weight(c, w);
+        CHECK(tensor_numel(w) == last(&x));
+    }
+    if (b) {
+        weight(c, b);
+        CHECK(tensor_numel(b) == last(&x));
+    }
+    DISPATCH(layernorm, out, x, w, b, eps);
+}
+
+/* a per-batch vector [B,C]: rows may be strided, elements contiguous */
+static void batch_vec(const op_ctx *c, const tensor *v, int64_t B, int64_t C) {
+    act_type(c, v);
+    CHECK(v->ndim == 2 && v->shape[0] == B && v->shape[1] == C && v->stride[1] == 1);
+}
+
+void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale,
+                           float eps) {
+    plain(c, &out);
+    plain(c, &x);
+    same_shape(&out, &x);
+    CHECK(x.ndim == 3);
+    batch_vec(c, &shift, x.shape[0], x.shape[2]);
+    batch_vec(c, &scale, x.shape[0], x.shape[2]);
+    DISPATCH(layernorm_modulate, out, x, shift, scale, eps);
+}
+
+void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
+    act_type(c, &out);
+    act_type(c, &x);
+    same_shape(&out, &x);
+    weight(c, &w);
+    CHECK(tensor_numel(&w) == last(&x));
+    tensor_rows(&out, NULL);
+    tensor_rows(&x, NULL);
+    DISPATCH(rmsnorm, out, x, w, eps);
+}
+
+void op_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,
+                  int silu) {
+    plain(c, &out);
+    plain(c, &x);
+    same_shape(&out, &x);
+    CHECK(x.ndim == 4 && groups > 0 && x.shape[1] % groups == 0);
+    weight(c, &w);
+    weight(c, &b);
+    CHECK(tensor_numel(&w) == x.shape[1] && tensor_numel(&b) == x.shape[1]);
+    DISPATCH(groupnorm, out, x, w, b, groups, eps, silu);
+}
+
+void op_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y) {
+    plain(c, &x);
+    act_type(c, &y);
+    CHECK(x.ndim == 3 && y.ndim == 3);
+    same_shape(&x, &y);
+    tensor_rows(&y, NULL);
+    batch_vec(c, &gate, x.shape[0], x.shape[2]);
+    DISPATCH(gate_residual, x, gate, y);
+}
+
+void op_rope(op_ctx *c, tensor x, tensor cos, tensor sin) {
+    act_type(c, &x);
+    CHECK(x.ndim == 4 && x.stride[3] == 1 && x.shape[3] % 2 == 0);
+    on_dev(c, &cos);
+    on_dev(c, &sin);
+    CHECK(cos.dt == DTYPE_F32 && sin.dt == DTYPE_F32);
+    CHECK(tensor_is_contiguous(&cos) && tensor_is_contiguous(&sin));
+    CHECK(cos.ndim == 2 && cos.shape[0] == x.shape[1] && cos.shape[1] == x.shape[3]);
+    same_shape(&cos, &sin);
+    DISPATCH(rope, x, cos, sin);
+}
+
+void op_softmax(op_ctx *c, tensor out, tensor x) {
+    plain(c, &out);
+    plain(c, &x);
+    same_shape(&out, &x);
+    DISPATCH(softmax, out, x);
+}
+
+void op_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const tensor *bias,
+                  float scale, int causal) {
+    plain(c, &out);
+    act_type(c, &q);
+    act_type(c, &k);
+    act_type(c, &v);
+    CHECK(q.ndim == 4 && k.ndim == 4 && v.ndim == 4);
+    CHECK(tensor_inner_contiguous(&q, 2) && tensor_inner_contiguous(&k, 2) &&
+          tensor_inner_contiguous(&v, 2));
+    same_shape(&out, &q);
+    same_shape(&k, &v);
+    CHECK(k.shape[0] == q.shape[0] && k.shape[2] == q.shape[2] && k.shape[3] == q.shape[3]);
+    if (bias) {
+        on_dev(c, bias);
+        CHECK(bias->dt == DTYPE_F32 && tensor_is_contiguous(bias) && bias->ndim == 3);
+        CHECK(bias->shape[0] == q.shape[2] && bias->shape[1] == q.shape[1] &&
+              bias->shape[2] == k.shape[1]);
+    }
+    DISPATCH(attention, out, q, k, v, bias, scale, causal);
+}
+
+void op_conv2d(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, int s,
+               const int pad[4]) {
+    plain(c, &out);
+    plain(c, &x);
+    weight(c, &w);
+    CHECK(x.ndim == 4 && w.ndim == 4 && out.ndim == 4 && s >= 1);
+    CHECK(w.shape[1] == x.shape[1] && out.shape[1] == w.shape[0] && out.shape[0] == x.shape[0]);
+    CHECK(out.shape[2] == (x.shape[2] + pad[0] + pad[1] - w.shape[2]) / s + 1);
+    CHECK(out.shape[3] == (x.shape[3] + pad[2] + pad[3] - w.shape[3]) / s + 1);
+    if (bias) {
+        weight(c, bias);
+        CHECK(tensor_numel(bias) == w.shape[0]);
+    }
+    DISPATCH(conv2d, out, x, w, bias, s, pad);
+}
+
+void op_upsample2x(op_ctx *c, tensor out, tensor x) {
+    plain(c, &out);
+    plain(c, &x);
+    CHECK(x.ndim == 4 && out.ndim == 4 && out.shape[0] == x.shape[0] && out.shape[1] == x.shape[1]);
+    CHECK(out.shape[2] == 2 * x.shape[2] && out.shape[3] == 2 * x.shape[3]);
+    DISPATCH(upsample2x, out, x);
+}
+
+void op_embedding(op_ctx *c, tensor out, tensor table, const int32_t *ids) {
+    plain(c, &out);
+    weight(c, &table);
+    CHECK(table.ndim == 2 && table.shape[1] == last(&out));
+    int64_t rows = tensor_rows(&out, NULL);
+    for (int64_t i = 0; i < rows; i++) CHECK(ids[i] >= 0 && ids[i] < table.shape[0]);
+    DISPATCH(embedding, out, table, ids);
+}
+
+void op_timestep_embedding(op_ctx *c, tensor out, const float *t, int flip, float shift,
+                           float scale, float max_period) {
+    on_dev(c, &out);
+    CHECK(out.ndim == 2 && tensor_is_contiguous(&out) && out.shape[1] >= 2);
+    CHECK(out.dt == DTYPE_F32 || out.dt == DTYPE_BF16);
+    DISPATCH(timestep_embedding, out, t, flip, shift, scale, max_period);
+}
+
+void op_copy(op_ctx *c, tensor dst, tensor src) {
+    on_dev(c, &dst);
+    on_dev(c, &src);
+    same_shape(&dst, &src);
+    DISPATCH(copy, dst, src);
+}
+
+void op_pack2x2(op_ctx *c, tensor out, tensor x) {
+    plain(c, &out);
+    plain(c, &x);
+    CHECK(x.ndim == 4 && out.ndim == 3 && x.shape[2] % 2 == 0 && x.shape[3] % 2 == 0);
+    CHECK(out.shape[0] == x.shape[0] && out.shape[1] == x.shape[2] / 2 * (x.shape[3] / 2) &&
+          out.shape[2] == 4 * x.shape[1]);
+    DISPATCH(pack2x2, out, x);
+}
+
+void op_unpack2x2(op_ctx *c, tensor out, tensor x) {
+    plain(c, &out);
+    plain(c, &x);
+    CHECK(out.ndim == 4 && x.ndim == 3 && out.shape[2] % 2 == 0 && out.shape[3] % 2 == 0);
+    CHECK(x.shape[0] == out.shape[0] && x.shape[1] == out.shape[2] / 2 * (out.shape[3] / 2) &&
+          x.shape[2] == 4 * out.shape[1]);
+    DISPATCH(unpack2x2, out, x);
+}
+
+void op_unpatchify(op_ctx *c, tensor out, tensor x, int p) {
+    plain(c, &out);
+    plain(c, &x);
+    CHECK(p >= 1 && out.ndim == 4 && x.ndim == 3 && out.shape[2] % p == 0 && out.shape[3] % p == 0);
+    CHECK(x.shape[0] == out.shape[0] && x.shape[1] == out.shape[2] / p * (out.shape[3] / p) &&
+          x.shape[2] == (int64_t)p * p * out.shape[1]);
+    DISPATCH(unpatchify, out, x, p);
+}

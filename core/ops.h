@@ -1,0 +1,99 @@
+/* ops: the operations every model is built from (MODEL-SPEC.md §7.1). Model code calls op_*
+ * and never sees a backend: each op runs where its tensors live, on the CPU reference (fp32
+ * activations, BF16/F16/F32 weights upcast; core/ops_cpu.c) or on the CUDA backend (BF16
+ * activations, fp32 accumulation; core/cuda/). Shape mismatches are programmer errors (CHECK);
+ * a CUDA error inside an op aborts (DESIGN.md "Errors"). Unless an op says otherwise, tensors
+ * are contiguous, "rows" means all dims but the last, and out may not alias an input. */
+#ifndef CORE_OPS_H
+#define CORE_OPS_H
+
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/tensor.h"
+
+struct CUstream_st;
+
+/* Where ops run: the CPU, or one CUDA device with its stream, cuBLASLt handle, workspace and
+ * cuDNN handle. Ops on a CUDA context are asynchronous on its stream. */
+typedef struct op_ctx op_ctx;
+
+err op_ctx_create(tensor_dev dev, op_ctx **out); /* ERR_CUDA without a usable GPU */
+void op_ctx_free(op_ctx *c);                      /* accepts NULL */
+tensor_dev op_ctx_dev(const op_ctx *c);
+/* The stream ops are enqueued on (the context's own one by default); borrowed. */
+void op_ctx_set_stream(op_ctx *c, struct CUstream_st *s);
+struct CUstream_st *op_ctx_stream(const op_ctx *c);
+/* Waits for every op enqueued so far (no-op on the CPU). */
+err op_ctx_sync(op_ctx *c);
+
+typedef enum op_act {
+    OP_ACT_NONE = 0,
+    OP_ACT_GELU_TANH,  /* 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
+    OP_ACT_GELU_ERF,   /* 0.5x(1 + erf(x / sqrt 2)) */
+    OP_ACT_SILU,       /* x sigmoid(x) */
+    OP_ACT_QUICK_GELU, /* x sigmoid(1.702x) (CLIP-L) */
+} op_act;
+
+/* out[M,N] = act(x[M,K] w[N,K]^T + bias[N]); x's rows may be strided; bias may be NULL. */
+void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act);
+/* out = act(x), elementwise (out may be x). */
+void op_act_apply(op_ctx *c, tensor out, tensor x, op_act act);
+/* out = gelu_tanh(a) * b (T5's gated FFN); a, b may be strided rows (chunks of one GEMM). */
+void op_gated_gelu(op_ctx *c, tensor out, tensor a, tensor b);
+/* out = a + b, elementwise (out may be a or b). */
+void op_add(op_ctx *c, tensor out, tensor a, tensor b);
+
+/* LayerNorm over the last dim C: w, b [C] or NULL (no affine). */
+void op_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor *b, float eps);
+/* Adaptive LayerNorm: out = LN(x)(1 + scale) + shift, x [B,N,C]; shift and scale [B,C] with
+ * strided rows (chunks of a modulation vector). On CUDA each of the three steps rounds to
+ * BF16, as the eager reference does (MODEL-SPEC §1.11). */
+void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale,
+                           float eps);
+/* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w; x's rows may be strided (q, k
+ * heads inside a fused projection); out may be x. */
+void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps);
+/* GroupNorm of x [B,C,H,W] in `groups` groups with affine w, b [C], then SiLU if silu. */
+void op_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,
+                  int silu);
+/* x[B,N,C] += gate[B,C] * y[B,N,C]; gate's rows strided; y's rows may be strided. */
+void op_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y);
+
+/* FLUX RoPE in place on x [B,L,H,D] (rows may be strided): adjacent pairs (2m, 2m+1) turned
+ * by the angle whose cos and sin are cos[L,D], sin[L,D] (F32, each value twice). */
+void op_rope(op_ctx *c, tensor x, tensor cos, tensor sin);
+/* Row softmax over the last dim, in fp32 (out may be x). */
+void op_softmax(op_ctx *c, tensor out, tensor x);
+/* Scaled-dot-product attention: q [B,Lq,H,D], k and v [B,Lk,H,D], out [B,Lq,H,D]; q, k, v may
+ * have strided tokens (chunks of a fused projection). bias [H,Lq,Lk] F32 is added to the
+ * scores (T5) or NULL; causal masks key j > query i (CLIP). fp32 softmax. */
+void op_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const tensor *bias,
+                  float scale, int causal);
+
+/* out [B,Co,Ho,Wo] = conv2d(x [B,Ci,H,W], w [Co,Ci,kh,kw]) + bias, pad = {top, bottom, left,
+ * right} zeros, stride s. */
+void op_conv2d(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, int s,
+               const int pad[4]);
+/* out [B,C,2H,2W] = nearest-neighbour upsampling of x [B,C,H,W]. */
+void op_upsample2x(op_ctx *c, tensor out, tensor x);
+
+/* out[i] = table[ids[i]] (rows of D); ids on the host, n = out's rows. */
+void op_embedding(op_ctx *c, tensor out, tensor table, const int32_t *ids);
+/* diffusers get_timestep_embedding: out [B,dim] from t[B] (host): half = dim/2, freq_k =
+ * exp(-ln(max_period) k / (half - shift)), arg = scale t freq_k; sin then cos halves, or cos
+ * then sin if flip. fp32, then stored in out's dtype. */
+void op_timestep_embedding(op_ctx *c, tensor out, const float *t, int flip, float shift,
+                           float scale, float max_period);
+
+/* dst = src elementwise across shapes that match (either may be strided, dtypes may differ:
+ * F32 <-> BF16 rounds to nearest even). Concat and split are copies into slices. */
+void op_copy(op_ctx *c, tensor dst, tensor src);
+/* FLUX latent packing: x [B,C,H,W] -> out [B,(H/2)(W/2),4C], feature index c*4 + 2dy + dx. */
+void op_pack2x2(op_ctx *c, tensor out, tensor x);
+/* The inverse of op_pack2x2: x [B,(H/2)(W/2),4C] -> out [B,C,H,W]. */
+void op_unpack2x2(op_ctx *c, tensor out, tensor x);
+/* SD3 unpatchify: x [B,h w,p p C] (feature index (dy p + dx) C + c) -> out [B,C,h p,w p]. */
+void op_unpatchify(op_ctx *c, tensor out, tensor x, int p);
+
+#endif
