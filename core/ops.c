@@ -258,29 +258,27 @@ void op_copy(op_ctx *c, tensor dst, tensor src) {
     DISPATCH(copy, dst, src);
 }
 
+/* an image [B,C,H,W] and its p x p patches as tokens [B,(H/p)(W/p),p p C] */
+static void image_tokens(const op_ctx *c, const tensor *img, const tensor *tok, int p) {
+    plain(c, img);
+    plain(c, tok);
+    CHECK(p >= 1 && img->ndim == 4 && tok->ndim == 3);
+    CHECK(img->shape[2] % p == 0 && img->shape[3] % p == 0 && tok->shape[0] == img->shape[0]);
+    CHECK(tok->shape[1] == img->shape[2] / p * (img->shape[3] / p) &&
+          tok->shape[2] == (int64_t)p * p * img->shape[1]);
+}
+
 void op_pack2x2(op_ctx *c, tensor out, tensor x) {
-    plain(c, &out);
-    plain(c, &x);
-    CHECK(x.ndim == 4 && out.ndim == 3 && x.shape[2] % 2 == 0 && x.shape[3] % 2 == 0);
-    CHECK(out.shape[0] == x.shape[0] && out.shape[1] == x.shape[2] / 2 * (x.shape[3] / 2) &&
-          out.shape[2] == 4 * x.shape[1]);
+    image_tokens(c, &x, &out, 2);
     DISPATCH(pack2x2, out, x);
 }
 
 void op_unpack2x2(op_ctx *c, tensor out, tensor x) {
-    plain(c, &out);
-    plain(c, &x);
-    CHECK(out.ndim == 4 && x.ndim == 3 && out.shape[2] % 2 == 0 && out.shape[3] % 2 == 0);
-    CHECK(x.shape[0] == out.shape[0] && x.shape[1] == out.shape[2] / 2 * (out.shape[3] / 2) &&
-          x.shape[2] == 4 * out.shape[1]);
+    image_tokens(c, &out, &x, 2);
     DISPATCH(unpack2x2, out, x);
 }
 
 void op_unpatchify(op_ctx *c, tensor out, tensor x, int p) {
-    plain(c, &out);
-    plain(c, &x);
-    CHECK(p >= 1 && out.ndim == 4 && x.ndim == 3 && out.shape[2] % p == 0 && out.shape[3] % p == 0);
-    CHECK(x.shape[0] == out.shape[0] && x.shape[1] == out.shape[2] / p * (out.shape[3] / p) &&
-          x.shape[2] == (int64_t)p * p * out.shape[1]);
+    image_tokens(c, &out, &x, p);
     DISPATCH(unpatchify, out, x, p);
 }

@@ -407,48 +407,40 @@ void opcpu_copy(op_ctx *c, tensor dst, tensor src) {
     }
 }
 
-/* diffusers FluxPipeline._pack_latents */
-void opcpu_pack2x2(op_ctx *c, tensor out, tensor x) {
-    (void)c;
-    const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
-    float *o = f32(&out);
-    const float *xp = f32(&x);
+/* Moves between an image [B,C,H,W] and its p x p patches as tokens [B,(H/p)(W/p),p p C]; the
+ * feature index of (c, dy, dx) is (c p + dy) p + dx when channels_first (FLUX packing), else
+ * (dy p + dx) C + c (SD3's unpatchify). */
+static void patch_move(float *img, float *tok, const tensor *im, int p, int channels_first,
+                       int to_tokens) {
+    const int64_t B = im->shape[0], C = im->shape[1], H = im->shape[2], W = im->shape[3];
+    const int64_t w = W / p, n_tok = (H / p) * w, F = (int64_t)p * p * C;
+#pragma omp parallel for collapse(2) schedule(static)
     for (int64_t bi = 0; bi < B; bi++)
         for (int64_t ch = 0; ch < C; ch++)
             for (int64_t y = 0; y < H; y++)
-                for (int64_t xo = 0; xo < W; xo++) {
-                    int64_t tok = (y / 2) * (W / 2) + xo / 2, f = ch * 4 + (y % 2) * 2 + xo % 2;
-                    o[(bi * (H / 2) * (W / 2) + tok) * 4 * C + f] = xp[((bi * C + ch) * H + y) * W + xo];
+                for (int64_t x = 0; x < W; x++) {
+                    const int64_t dy = y % p, dx = x % p, t = (y / p) * w + x / p;
+                    const int64_t f = channels_first ? (ch * p + dy) * p + dx : (dy * p + dx) * C + ch;
+                    float *a = img + ((bi * C + ch) * H + y) * W + x, *b = tok + (bi * n_tok + t) * F + f;
+                    if (to_tokens) *b = *a;
+                    else *a = *b;
                 }
+}
+
+/* diffusers FluxPipeline._pack_latents */
+void opcpu_pack2x2(op_ctx *c, tensor out, tensor x) {
+    (void)c;
+    patch_move(f32(&x), f32(&out), &x, 2, 1, 1);
 }
 
 /* diffusers FluxPipeline._unpack_latents */
 void opcpu_unpack2x2(op_ctx *c, tensor out, tensor x) {
     (void)c;
-    const int64_t B = out.shape[0], C = out.shape[1], H = out.shape[2], W = out.shape[3];
-    float *o = f32(&out);
-    const float *xp = f32(&x);
-    for (int64_t bi = 0; bi < B; bi++)
-        for (int64_t ch = 0; ch < C; ch++)
-            for (int64_t y = 0; y < H; y++)
-                for (int64_t xo = 0; xo < W; xo++) {
-                    int64_t tok = (y / 2) * (W / 2) + xo / 2, f = ch * 4 + (y % 2) * 2 + xo % 2;
-                    o[((bi * C + ch) * H + y) * W + xo] = xp[(bi * (H / 2) * (W / 2) + tok) * 4 * C + f];
-                }
+    patch_move(f32(&out), f32(&x), &out, 2, 1, 0);
 }
 
 /* diffusers SD3Transformer2DModel.forward's unpatchify (einsum "nhwpqc->nchpwq") */
 void opcpu_unpatchify(op_ctx *c, tensor out, tensor x, int p) {
     (void)c;
-    const int64_t B = out.shape[0], C = out.shape[1], H = out.shape[2], W = out.shape[3];
-    const int64_t w = W / p;
-    float *o = f32(&out);
-    const float *xp = f32(&x);
-    for (int64_t bi = 0; bi < B; bi++)
-        for (int64_t ch = 0; ch < C; ch++)
-            for (int64_t y = 0; y < H; y++)
-                for (int64_t xo = 0; xo < W; xo++) {
-                    int64_t tok = (y / p) * w + xo / p, f = ((y % p) * p + xo % p) * C + ch;
-                    o[((bi * C + ch) * H + y) * W + xo] = xp[(bi * (H / p) * w + tok) * p * p * C + f];
-                }
+    patch_move(f32(&out), f32(&x), &out, p, 0, 0);
 }

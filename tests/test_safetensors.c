@@ -12,19 +12,9 @@
 #include "core/err.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
+#include "tests/testutil.h"
 
-static int failures;
 static char tmp[256];
-
-#define EXPECT(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: FAILED: %s: ", __FILE__, __LINE__, #cond);                     \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 /* An error with the expected code whose message names `name`. */
 #define EXPECT_ERR(call, code, name)                                                               \
@@ -610,8 +600,8 @@ int main(void) {
     for (int i = 0; i < nspecs; i++)
         free(spec_data[i]);
     if (fio_remove_tree(tmp) != ERR_OK) fprintf(stderr, "cleanup: %s\n", err_msg());
-    if (failures) {
-        fprintf(stderr, "test_safetensors: %d failure(s)\n", failures);
+    if (tu_failures) {
+        fprintf(stderr, "test_safetensors: %d failure(s)\n", tu_failures);
         return 1;
     }
     printf("test_safetensors: ok\n");

@@ -14,6 +14,8 @@
  * the uneven finish of one-wave launches (achieved occupancy 45 % of 75 %). */
 #include <cuda_runtime.h>
 
+#include "df11/cuda/cuda_check.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -274,14 +276,6 @@ __global__ void __launch_bounds__(WARPS_PER_CTA * 32)
     if (seg < d.n_segments) decode_segment(d, seg);
 }
 
-static err cuda_fail(cudaError_t c, const char *what) {
-    return err_set(ERR_CUDA, "%s: %s", what, cudaGetErrorString(c));
-}
-#define CUDA_TRY(call, what)                                                                       \
-    do {                                                                                           \
-        cudaError_t c_ = (call);                                                                   \
-        if (c_ != cudaSuccess) return cuda_fail(c_, what);                                         \
-    } while (0)
 
 extern "C" int df11_cuda_available(void) {
     int n = 0;

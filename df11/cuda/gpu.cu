@@ -1,18 +1,12 @@
 /* gpu: C wrappers over the CUDA runtime for callers that include no CUDA header. */
 #include <cuda_runtime.h>
 
+#include "df11/cuda/cuda_check.h"
+
 extern "C" {
 #include "df11/cuda/gpu.h"
 }
 
-static err fail(cudaError_t c, const char *what) {
-    return err_set(ERR_CUDA, "%s: %s", what, cudaGetErrorString(c));
-}
-#define GPU_TRY(call, what)                                                                        \
-    do {                                                                                           \
-        cudaError_t c_ = (call);                                                                   \
-        if (c_ != cudaSuccess) return fail(c_, what);                                              \
-    } while (0)
 
 struct gpu_graph {
     cudaGraph_t graph;
@@ -26,7 +20,7 @@ err gpu_alloc(void **p, size_t bytes) {
     cudaError_t c = cudaMalloc(p, bytes ? bytes : 1);
     if (c == cudaErrorMemoryAllocation)
         return err_set(ERR_NOMEM, "GPU out of memory allocating %zu bytes", bytes);
-    GPU_TRY(c, "cudaMalloc");
+    CUDA_TRY(c, "cudaMalloc");
     return ERR_OK;
 }
 
@@ -35,32 +29,32 @@ void gpu_free(void *p) {
 }
 
 err gpu_upload(void *dst, const void *src, size_t bytes) {
-    GPU_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy to GPU");
+    CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy to GPU");
     return ERR_OK;
 }
 
 err gpu_download(void *dst, const void *src, size_t bytes) {
-    GPU_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy from GPU");
+    CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy from GPU");
     return ERR_OK;
 }
 
 err gpu_copy(void *dst, const void *src, size_t bytes, struct CUstream_st *s) {
-    GPU_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "copy on GPU");
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "copy on GPU");
     return ERR_OK;
 }
 
 err gpu_memset(void *p, int v, size_t bytes) {
-    GPU_TRY(cudaMemset(p, v, bytes), "cudaMemset");
+    CUDA_TRY(cudaMemset(p, v, bytes), "cudaMemset");
     return ERR_OK;
 }
 
 err gpu_sync(void) {
-    GPU_TRY(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    CUDA_TRY(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     return ERR_OK;
 }
 
 err gpu_stream_create(struct CUstream_st **s) {
-    GPU_TRY(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), "cudaStreamCreate");
+    CUDA_TRY(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), "cudaStreamCreate");
     return ERR_OK;
 }
 
@@ -69,7 +63,7 @@ void gpu_stream_destroy(struct CUstream_st *s) {
 }
 
 err gpu_event_create(struct CUevent_st **e) {
-    GPU_TRY(cudaEventCreate(e), "cudaEventCreate");
+    CUDA_TRY(cudaEventCreate(e), "cudaEventCreate");
     return ERR_OK;
 }
 
@@ -78,21 +72,21 @@ void gpu_event_destroy(struct CUevent_st *e) {
 }
 
 err gpu_event_record(struct CUevent_st *e, struct CUstream_st *s) {
-    GPU_TRY(cudaEventRecord(e, s), "cudaEventRecord");
+    CUDA_TRY(cudaEventRecord(e, s), "cudaEventRecord");
     return ERR_OK;
 }
 
 err gpu_event_ms(struct CUevent_st *a, struct CUevent_st *b, float *ms) {
-    GPU_TRY(cudaEventSynchronize(b), "cudaEventSynchronize");
-    GPU_TRY(cudaEventElapsedTime(ms, a, b), "cudaEventElapsedTime");
+    CUDA_TRY(cudaEventSynchronize(b), "cudaEventSynchronize");
+    CUDA_TRY(cudaEventElapsedTime(ms, a, b), "cudaEventElapsedTime");
     return ERR_OK;
 }
 
 err gpu_device_info(char *name, size_t n, int *sms, size_t *mem) {
     cudaDeviceProp p;
     int dev = 0;
-    GPU_TRY(cudaGetDevice(&dev), "cudaGetDevice");
-    GPU_TRY(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
+    CUDA_TRY(cudaGetDevice(&dev), "cudaGetDevice");
+    CUDA_TRY(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
     snprintf(name, n, "%s", p.name);
     *sms = p.multiProcessorCount;
     *mem = p.totalGlobalMem;
@@ -100,7 +94,7 @@ err gpu_device_info(char *name, size_t n, int *sms, size_t *mem) {
 }
 
 err gpu_graph_begin(struct CUstream_st *s) {
-    GPU_TRY(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+    CUDA_TRY(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
     return ERR_OK;
 }
 
@@ -110,14 +104,14 @@ err gpu_graph_end(struct CUstream_st *s, gpu_graph **out) {
     if (c == cudaSuccess) c = cudaGraphInstantiate(&g->exec, g->graph, 0);
     if (c != cudaSuccess) {
         delete g;
-        return fail(c, "graph capture");
+        return cuda_fail(c, "graph capture");
     }
     *out = g;
     return ERR_OK;
 }
 
 err gpu_graph_launch(gpu_graph *g, struct CUstream_st *s) {
-    GPU_TRY(cudaGraphLaunch(g->exec, s), "cudaGraphLaunch");
+    CUDA_TRY(cudaGraphLaunch(g->exec, s), "cudaGraphLaunch");
     return ERR_OK;
 }
 
