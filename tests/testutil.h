@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/half.h"
+
 static int tu_failures;
 
 #define EXPECT(cond, ...)                                                                          \
@@ -49,13 +51,7 @@ static inline double tu_student_t(tu_rng *r, int nu) {
 }
 
 /* float -> BF16 bits, round to nearest even; NaN stays a quiet NaN (as torch's conversion). */
-static inline uint16_t tu_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
+static inline uint16_t tu_bf16(float f) { return f32_to_bf16(f); }
 
 static inline int tu_finish(const char *name) {
     if (tu_failures) fprintf(stderr, "%s: %d check(s) failed\n", name, tu_failures);
