@@ -390,10 +390,7 @@ void opcpu_copy(op_ctx *c, tensor dst, tensor src) {
             }
             const int64_t so = offset_of(&src, idx), dof = offset_of(&dst, idx);
             const int64_t ss = src.stride[src.ndim - 1], ds = dst.stride[dst.ndim - 1];
-            for (int64_t i = 0; i < inner; i++) {
-                tensor one = src;
-                load_f32(&one, so + i * ss, 1, buf + i);
-            }
+            for (int64_t i = 0; i < inner; i++) load_f32(&src, so + i * ss, 1, buf + i);
             for (int64_t i = 0; i < inner; i++) {
                 switch (dst.dt) {
                 case DTYPE_F32: ((float *)dst.data)[dof + i * ds] = buf[i]; break;

@@ -153,7 +153,7 @@ static void test_rope_attention(void) {
     float *qkv = own(calloc((size_t)(B * L * 3 * H * D), 4));
     for (int64_t i = 0; i < B * L; i++)
         for (int part = 0; part < 3; part++) {
-            const tensor *src = part == 0 ? &k : part == 1 ? &k : &v;
+            const tensor *src = part < 2 ? &k : &v; /* k serves as the queries too */
             memcpy(qkv + (i * 3 + part) * H * D, (float *)src->data + i * H * D, (size_t)(H * D) * 4);
         }
     tensor all = tensor_make(qkv, DTYPE_F32, TENSOR_CPU, 4, (int64_t[]){B, L, 3 * H, D});

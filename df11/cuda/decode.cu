@@ -140,9 +140,9 @@ static __device__ __forceinline__ uint32_t take_bits(lane_state &s, uint32_t e) 
 
 /* One tANS step: returns the entry (exponent field in bits 7-14) and moves to the next state.
  * The caller subtracts nbits from cnt (two symbols at a time: their nbits sum to < 32). */
-static __device__ __forceinline__ uint32_t decode_one(lane_state &s, uint32_t tab, uint32_t four) {
+static __device__ __forceinline__ uint32_t decode_one(lane_state &s, uint32_t tab) {
     uint32_t e;
-    asm("ld.shared.u32 %0, [%1];" : "=r"(e) : "r"(tab + s.state * four));
+    asm("ld.shared.u32 %0, [%1];" : "=r"(e) : "r"(tab + s.state * 4));
     s.state = (e >> 20) + take_bits(s, e);
     return e;
 }
@@ -161,12 +161,12 @@ static __device__ __forceinline__ void store2(uint2 *p, uint2 v) {
 
 /* One full step: 4 symbols a lane, 128 BF16 values a warp; r: the lane's 4 raw bytes. */
 static __device__ __forceinline__ uint2 decode_step(lane_state &s, word_stream &w, uint32_t r,
-                                                    uint32_t lane_lt, uint32_t tab, uint32_t four) {
+                                                    uint32_t lane_lt, uint32_t tab) {
     refill(s, true, w, lane_lt);
-    uint32_t e0 = decode_one(s, tab, four), e1 = decode_one(s, tab, four);
+    uint32_t e0 = decode_one(s, tab), e1 = decode_one(s, tab);
     s.cnt -= (e0 + e1) & 31u;
     refill(s, true, w, lane_lt);
-    uint32_t e2 = decode_one(s, tab, four), e3 = decode_one(s, tab, four);
+    uint32_t e2 = decode_one(s, tab), e3 = decode_one(s, tab);
     s.cnt -= (e2 + e3) & 31u;
     return make_uint2(join2(r, 0x1100, e0, e1), join2(r, 0x3322, e2, e3));
 }
@@ -175,7 +175,6 @@ static __device__ void decode_segment(const gpu_desc &d, uint32_t seg) {
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32;
     const uint32_t lane_lt = pinned((1u << lane) - 1);
     const uint32_t tab = pinned((uint32_t)__cvta_generic_to_shared(s_tab));
-    const uint32_t four = pinned(4); /* an IMAD (FMA pipe) for the table address, not a LEA */
     const uint64_t seg_elems = (uint64_t)128 * d.steps, base = seg * seg_elems;
     const uint32_t m = (uint32_t)(d.n - base < seg_elems ? d.n - base : seg_elems);
     const uint32_t start = d.seg_start[seg];
@@ -192,30 +191,28 @@ static __device__ void decode_segment(const gpu_desc &d, uint32_t seg) {
     w.ring = pinned((uint32_t)__cvta_generic_to_shared(s_code[warp]));
     w.issued = 0;
     w.n_chunks = end > start ? (end - start + 31) / 32 : 1;
-    /* raw bytes of a partial super step past m are never used; the copy stays inside the blob
-     * (the raw section is followed by the blob's padding, or is whole super steps long) only if
-     * it is clamped, so the last super step copies only whole 16-byte pieces below m */
+    /* raw bytes are copied in whole 16-byte pieces below m only: a piece past m may lie past the
+     * end of the blob, and the bytes of the last, partial step are read from global memory */
     const uint32_t raw16_n = m / 16;
     stream_issue(w, lane);
     if (supers > 0 && lane < raw16_n) cp_async<16>(raw_slot0 + lane * 16, raw16);
     cp_async_commit();
-
-    uint32_t safe = 0;
+    cp_async_wait<0>(); /* the first chunks, for the initial states */
+    __syncwarp();
     lane_state s = {0, 0, 0};
+    refill(s, lane * 4 < m, w, lane_lt);
+    s.state = take_bits(s, d.table_log);
+    s.cnt -= d.table_log;
+
     for (uint32_t q = 0; q < supers; q++) {
         __syncwarp(); /* every lane is done with the slots about to be refilled */
-        safe = w.issued;
+        uint32_t safe = w.issued;
         stream_issue(w, lane);
         if (q + 1 < supers && (q + 1) * 32 + lane < raw16_n)
             cp_async<16>(raw_slot0 + ((q + 1) & 1) * (SUPER * 128) + lane * 16, raw16 + (q + 1) * 32);
         cp_async_commit();
         cp_async_wait<1>();
         __syncwarp();
-        if (q == 0) { /* the initial states */
-            refill(s, lane * 4 < m, w, lane_lt);
-            s.state = take_bits(s, d.table_log);
-            s.cnt -= d.table_log;
-        }
         const uint32_t raw_slot = raw_slot0 + (q & 1) * (SUPER * 128) + lane * 4;
 #pragma unroll
         for (uint32_t k = 0; k < SUPER; k++) {
@@ -230,7 +227,7 @@ static __device__ void decode_segment(const gpu_desc &d, uint32_t seg) {
             }
             uint32_t r;
             asm("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(raw_slot + k * 128));
-            store2(out4 + j * 32, decode_step(s, w, r, lane_lt, tab, four));
+            store2(out4 + j * 32, decode_step(s, w, r, lane_lt, tab));
         }
     }
     /* the last, partial step (or the whole segment, when it is shorter than one step): element
@@ -240,11 +237,6 @@ static __device__ void decode_segment(const gpu_desc &d, uint32_t seg) {
     cp_async_wait<0>(); /* also: nothing may still write to shared memory when the CTA ends */
     __syncwarp();
     if (full * 128 == m) return;
-    if (supers == 0) {
-        refill(s, lane * 4 < m, w, lane_lt);
-        s.state = take_bits(s, d.table_log);
-        s.cnt -= d.table_log;
-    }
     const uint8_t *raw = d.raw + base;
     uint16_t *out = d.out + base;
     const uint32_t k0 = full * 128 + lane * 4;
@@ -252,7 +244,7 @@ static __device__ void decode_segment(const gpu_desc &d, uint32_t seg) {
         refill(s, k0 + h < m, w, lane_lt);
         for (uint32_t g = h; g < h + 2; g++)
             if (k0 + g < m) {
-                uint32_t e = decode_one(s, tab, four), rb = raw[k0 + g];
+                uint32_t e = decode_one(s, tab), rb = raw[k0 + g];
                 s.cnt -= e & 31u;
                 out[k0 + g] = (uint16_t)((rb & 0x80u) << 8 | (e & 0x7F80u) | (rb & 0x7Fu));
             }
