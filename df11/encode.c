@@ -18,8 +18,9 @@ void df11_params_init(df11_params *p) {
     p->single_segment_max = 256 * 1024;
 }
 
-/* Per-thread scratch for one segment: exponents in element order, and per lane the coded
- * chunk of every symbol (value, width) in decode order and the lane's packed words. */
+/* Per-thread scratch for one segment: per lane its exponents, the coded chunk of every
+ * symbol (value, width) in decode order and its packed words; and per refill point the
+ * lanes that take a word there. */
 typedef struct seg_scratch {
     uint32_t lane_syms;      /* GROUP * steps */
     uint8_t *exp;            /* LANES * lane_syms */
@@ -28,6 +29,7 @@ typedef struct seg_scratch {
     uint32_t *lane_words;    /* LANES * lane_cap */
     uint32_t lane_cap;
     uint32_t n_lane_words[DF11_LANES];
+    uint32_t *take; /* 1 + 2 * steps refill points: the lanes that take a word there */
 } seg_scratch;
 
 static int scratch_init(seg_scratch *sc, uint32_t steps) {
@@ -39,7 +41,8 @@ static int scratch_init(seg_scratch *sc, uint32_t steps) {
     sc->val = malloc(syms * sizeof *sc->val);
     sc->nb = malloc(syms);
     sc->lane_words = malloc((size_t)DF11_LANES * sc->lane_cap * sizeof(uint32_t));
-    return sc->exp && sc->val && sc->nb && sc->lane_words;
+    sc->take = malloc((1 + 2 * (size_t)steps) * sizeof *sc->take);
+    return sc->exp && sc->val && sc->nb && sc->lane_words && sc->take;
 }
 
 static void scratch_free(seg_scratch *sc) {
@@ -47,34 +50,44 @@ static void scratch_free(seg_scratch *sc) {
     free(sc->val);
     free(sc->nb);
     free(sc->lane_words);
+    free(sc->take);
 }
 
-/* Codes lane l's symbols backwards (tANS encodes in reverse), then packs its bitstream in
- * decode order: the R-bit initial state, then each symbol's chunk, LSB first. */
-static void encode_lane(const tans_enc *enc, seg_scratch *sc, int l, uint32_t c) {
-    const int R = enc->table_log;
-    const uint32_t L = 1u << R;
-    const uint8_t *e = sc->exp + (size_t)l * sc->lane_syms;
+/* One tANS encode step of symbol s from state x: the chunk (value, width) and the new state. */
+#define ENC_STEP(x, s, val, nb)                                                                    \
+    do {                                                                                           \
+        uint32_t b_ = enc->k[s] - ((x) < enc->thresh[s]);                                          \
+        (val) = (uint16_t)((x) & ((1u << b_) - 1));                                                \
+        (nb) = (uint8_t)b_;                                                                        \
+        (x) = enc->state[enc->first[s] + ((x) >> b_) - enc->count[s]];                             \
+    } while (0)
+
+/* Packs lane l's bitstream in decode order: the R-bit initial state x0 - L, then each
+ * symbol's chunk, LSB first, two chunks (<= 24 bits) at a time. Alongside, it replays the
+ * decoder's bit count to mark the refill points at which the lane takes a word (FORMAT.md
+ * "Segment decoding"): point 0 is before the initial state, point q+1 before the lane's
+ * symbols 2q and 2q+1; the lane takes a word there while it holds fewer than 24 bits. */
+static void pack_lane(seg_scratch *sc, int l, uint32_t c, uint32_t x0, int R) {
     uint16_t *val = sc->val + (size_t)l * sc->lane_syms;
     uint8_t *nb = sc->nb + (size_t)l * sc->lane_syms;
-    uint32_t x = L;
-    for (uint32_t i = c; i-- > 0;) {
-        uint32_t s = e[i];
-        uint32_t b = enc->k[s] - (x < enc->thresh[s]);
-        val[i] = (uint16_t)(x & ((1u << b) - 1));
-        nb[i] = (uint8_t)b;
-        x = enc->state[enc->first[s] + (x >> b) - enc->count[s]];
-    }
     uint32_t *w = sc->lane_words + (size_t)l * sc->lane_cap, nw = 0;
-    uint64_t acc = 0;
-    int accn = 0;
-    if (c > 0) {
-        acc = x - L;
-        accn = R;
-    }
-    for (uint32_t i = 0; i < c; i++) {
-        acc |= (uint64_t)val[i] << accn;
-        accn += nb[i];
+    sc->n_lane_words[l] = 0;
+    if (c == 0) return;
+    if (c & 1) val[c] = 0, nb[c] = 0; /* room: lane_syms is a multiple of GROUP */
+    const uint32_t bit = 1u << l;
+    uint64_t acc = x0 - (1u << R);
+    int accn = R, held = 32 - R;
+    sc->take[0] |= bit;
+    for (uint32_t q = 0; 2 * q < c; q++) {
+        uint32_t n0 = nb[2 * q], n2 = n0 + nb[2 * q + 1];
+        uint64_t v = (uint64_t)val[2 * q] | (uint64_t)val[2 * q + 1] << n0;
+        if (held < DF11_REFILL_BELOW) {
+            sc->take[q + 1] |= bit;
+            held += 32;
+        }
+        held -= (int)n2;
+        acc |= v << accn;
+        accn += (int)n2;
         if (accn >= 32) {
             w[nw++] = (uint32_t)acc;
             acc >>= 32;
@@ -85,35 +98,47 @@ static void encode_lane(const tans_enc *enc, seg_scratch *sc, int l, uint32_t c)
     sc->n_lane_words[l] = nw;
 }
 
-/* Interleaves the lanes' words in the order the decoder takes them (FORMAT.md "Segment
- * decoding"): at each refill point every active lane holding fewer than 24 bits takes the
- * next word of the shared stream, in lane order. A lane asked for a word past its own end
- * gets a zero word. Returns the segment's word count; out has room for the bound. */
-static uint32_t interleave(const seg_scratch *sc, uint64_t m, int R, uint32_t *out) {
-    int cnt[DF11_LANES] = {0};
-    uint32_t next[DF11_LANES] = {0}, ptr = 0;
-    const uint32_t lg = DF11_LANES * DF11_GROUP;
-    const uint32_t steps = (uint32_t)((m + lg - 1) / lg);
-#define REFILL(active_expr)                                                                        \
-    for (int l = 0; l < DF11_LANES; l++) {                                                         \
-        if (!(active_expr) || cnt[l] >= DF11_REFILL_BELOW) continue;                              \
-        const uint32_t *lw = sc->lane_words + (size_t)l * sc->lane_cap;                            \
-        out[ptr++] = next[l] < sc->n_lane_words[l] ? lw[next[l]++] : 0;                            \
-        cnt[l] += 32;                                                                              \
+/* Codes lanes l..l+3 backwards (tANS encodes in reverse) and packs them. The four state
+ * chains are independent, so they run interleaved: each step's table lookup waits on the
+ * previous one, and four chains hide that latency. c[] may differ only in a segment's tail. */
+static void encode_lanes4(const tans_enc *enc, seg_scratch *sc, int l, const uint32_t c[4]) {
+    const uint32_t L = 1u << enc->table_log;
+    const size_t ls = sc->lane_syms;
+    const uint8_t *e[4];
+    uint16_t *val[4];
+    uint8_t *nb[4];
+    uint32_t x[4], cmin = c[0];
+    for (int q = 0; q < 4; q++) {
+        e[q] = sc->exp + (size_t)(l + q) * ls;
+        val[q] = sc->val + (size_t)(l + q) * ls;
+        nb[q] = sc->nb + (size_t)(l + q) * ls;
+        x[q] = L;
+        if (c[q] < cmin) cmin = c[q];
     }
-    REFILL((uint64_t)l * DF11_GROUP < m);
-    for (int l = 0; l < DF11_LANES; l++)
-        if ((uint64_t)l * DF11_GROUP < m) cnt[l] -= R;
-    for (uint32_t j = 0; j < steps; j++)
-        for (int h = 0; h < DF11_GROUP; h += 2) {
-            REFILL((uint64_t)j * lg + (uint64_t)l * DF11_GROUP + h < m);
-            for (int l = 0; l < DF11_LANES; l++)
-                for (int g = h; g < h + 2; g++) {
-                    uint64_t k = (uint64_t)j * lg + (uint64_t)l * DF11_GROUP + g;
-                    if (k < m) cnt[l] -= sc->nb[(size_t)l * sc->lane_syms + j * DF11_GROUP + g];
-                }
+    for (int q = 0; q < 4; q++) /* each lane's symbols past the shortest one, alone */
+        for (uint32_t i = c[q]; i-- > cmin;) ENC_STEP(x[q], e[q][i], val[q][i], nb[q][i]);
+    for (uint32_t i = cmin; i-- > 0;) {
+        ENC_STEP(x[0], e[0][i], val[0][i], nb[0][i]);
+        ENC_STEP(x[1], e[1][i], val[1][i], nb[1][i]);
+        ENC_STEP(x[2], e[2][i], val[2][i], nb[2][i]);
+        ENC_STEP(x[3], e[3][i], val[3][i], nb[3][i]);
+    }
+    for (int q = 0; q < 4; q++) pack_lane(sc, l + q, c[q], x[q], enc->table_log);
+}
+#undef ENC_STEP
+
+/* Interleaves the lanes' words in the order the decoder takes them: at each refill point,
+ * every lane marked in take[] takes the next word of its own stream, in lane order; a lane
+ * asked for a word past its own end gets a zero word. Returns the segment's word count; out
+ * has room for the bound. */
+static uint32_t interleave(const seg_scratch *sc, uint32_t points, uint32_t *out) {
+    uint32_t next[DF11_LANES] = {0}, ptr = 0;
+    for (uint32_t p = 0; p < points; p++)
+        for (uint32_t mask = sc->take[p]; mask; mask &= mask - 1) {
+            int l = __builtin_ctz(mask);
+            const uint32_t *lw = sc->lane_words + (size_t)l * sc->lane_cap;
+            out[ptr++] = next[l] < sc->n_lane_words[l] ? lw[next[l]++] : 0;
         }
-#undef REFILL
     for (int l = 0; l < DF11_LANES; l++) CHECK(next[l] == sc->n_lane_words[l]);
     return ptr;
 }
@@ -121,14 +146,22 @@ static uint32_t interleave(const seg_scratch *sc, uint64_t m, int R, uint32_t *o
 static int encode_segment(const tans_enc *enc, const uint16_t *src, uint64_t m, seg_scratch *sc,
                           df11_seg_code *out) {
     const uint32_t lg = DF11_LANES * DF11_GROUP;
+    const uint32_t steps = (uint32_t)((m + lg - 1) / lg);
     uint32_t lane_count[DF11_LANES] = {0};
-    for (uint64_t k = 0; k < m; k++) {
-        uint32_t j = (uint32_t)(k / lg), l = (uint32_t)(k % lg) / DF11_GROUP;
-        uint32_t i = j * DF11_GROUP + (uint32_t)(k % DF11_GROUP);
-        sc->exp[(size_t)l * sc->lane_syms + i] = (uint8_t)(src[k] >> 7);
-        lane_count[l] = i + 1;
+    /* element k = j*lg + l*GROUP + g is lane l's symbol j*GROUP + g */
+    for (uint32_t j = 0; j < steps; j++) {
+        const uint16_t *row = src + (uint64_t)j * lg;
+        uint32_t left = m - (uint64_t)j * lg < lg ? (uint32_t)(m - (uint64_t)j * lg) : lg;
+        for (uint32_t l = 0; l < DF11_LANES && l * DF11_GROUP < left; l++) {
+            uint8_t *e = sc->exp + (size_t)l * sc->lane_syms + (size_t)j * DF11_GROUP;
+            uint32_t g_end = left - l * DF11_GROUP < DF11_GROUP ? left - l * DF11_GROUP : DF11_GROUP;
+            for (uint32_t g = 0; g < g_end; g++) e[g] = (uint8_t)(row[l * DF11_GROUP + g] >> 7);
+            lane_count[l] = j * DF11_GROUP + g_end;
+        }
     }
-    for (int l = 0; l < DF11_LANES; l++) encode_lane(enc, sc, l, lane_count[l]);
+    const uint32_t points = 1 + 2 * steps;
+    memset(sc->take, 0, points * sizeof *sc->take);
+    for (int l = 0; l < DF11_LANES; l += 4) encode_lanes4(enc, sc, l, lane_count + l);
     /* pad words: at most one per lane per refill point past its end, bounded by one a lane
      * per step half; in practice one or two a lane */
     uint32_t bound = 0;
@@ -136,7 +169,7 @@ static int encode_segment(const tans_enc *enc, const uint16_t *src, uint64_t m, 
     bound += DF11_LANES * (2 * (uint32_t)((m + lg - 1) / lg) + 1);
     out->words = malloc((size_t)bound * sizeof(uint32_t));
     if (!out->words) return 0;
-    out->n_words = interleave(sc, m, enc->table_log, out->words);
+    out->n_words = interleave(sc, points, out->words);
     return 1;
 }
 
