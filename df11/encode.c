@@ -22,11 +22,11 @@ void df11_params_init(df11_params *p) {
  * symbol (value, width) in decode order and its packed words; and per refill point the
  * lanes that take a word there. */
 typedef struct seg_scratch {
-    uint32_t lane_syms;      /* GROUP * steps */
-    uint8_t *exp;            /* LANES * lane_syms */
-    uint16_t *val;           /* LANES * lane_syms */
-    uint8_t *nb;             /* LANES * lane_syms */
-    uint32_t *lane_words;    /* LANES * lane_cap */
+    uint32_t lane_syms;   /* GROUP * steps */
+    uint8_t *exp;         /* LANES * lane_syms */
+    uint16_t *val;        /* LANES * lane_syms */
+    uint8_t *nb;          /* LANES * lane_syms */
+    uint32_t *lane_words; /* LANES * lane_cap */
     uint32_t lane_cap;
     uint32_t n_lane_words[DF11_LANES];
     uint32_t *take; /* 1 + 2 * steps refill points: the lanes that take a word there */
@@ -116,14 +116,16 @@ static void encode_lanes4(const tans_enc *enc, seg_scratch *sc, int l, const uin
         if (c[q] < cmin) cmin = c[q];
     }
     for (int q = 0; q < 4; q++) /* each lane's symbols past the shortest one, alone */
-        for (uint32_t i = c[q]; i-- > cmin;) ENC_STEP(x[q], e[q][i], val[q][i], nb[q][i]);
+        for (uint32_t i = c[q]; i-- > cmin;)
+            ENC_STEP(x[q], e[q][i], val[q][i], nb[q][i]);
     for (uint32_t i = cmin; i-- > 0;) {
         ENC_STEP(x[0], e[0][i], val[0][i], nb[0][i]);
         ENC_STEP(x[1], e[1][i], val[1][i], nb[1][i]);
         ENC_STEP(x[2], e[2][i], val[2][i], nb[2][i]);
         ENC_STEP(x[3], e[3][i], val[3][i], nb[3][i]);
     }
-    for (int q = 0; q < 4; q++) pack_lane(sc, l + q, c[q], x[q], enc->table_log);
+    for (int q = 0; q < 4; q++)
+        pack_lane(sc, l + q, c[q], x[q], enc->table_log);
 }
 #undef ENC_STEP
 
@@ -139,7 +141,8 @@ static uint32_t interleave(const seg_scratch *sc, uint32_t points, uint32_t *out
             const uint32_t *lw = sc->lane_words + (size_t)l * sc->lane_cap;
             out[ptr++] = next[l] < sc->n_lane_words[l] ? lw[next[l]++] : 0;
         }
-    for (int l = 0; l < DF11_LANES; l++) CHECK(next[l] == sc->n_lane_words[l]);
+    for (int l = 0; l < DF11_LANES; l++)
+        CHECK(next[l] == sc->n_lane_words[l]);
     return ptr;
 }
 
@@ -154,18 +157,22 @@ static int encode_segment(const tans_enc *enc, const uint16_t *src, uint64_t m, 
         uint32_t left = m - (uint64_t)j * lg < lg ? (uint32_t)(m - (uint64_t)j * lg) : lg;
         for (uint32_t l = 0; l < DF11_LANES && l * DF11_GROUP < left; l++) {
             uint8_t *e = sc->exp + (size_t)l * sc->lane_syms + (size_t)j * DF11_GROUP;
-            uint32_t g_end = left - l * DF11_GROUP < DF11_GROUP ? left - l * DF11_GROUP : DF11_GROUP;
-            for (uint32_t g = 0; g < g_end; g++) e[g] = (uint8_t)(row[l * DF11_GROUP + g] >> 7);
+            uint32_t g_end =
+                left - l * DF11_GROUP < DF11_GROUP ? left - l * DF11_GROUP : DF11_GROUP;
+            for (uint32_t g = 0; g < g_end; g++)
+                e[g] = (uint8_t)(row[l * DF11_GROUP + g] >> 7);
             lane_count[l] = j * DF11_GROUP + g_end;
         }
     }
     const uint32_t points = 1 + 2 * steps;
     memset(sc->take, 0, points * sizeof *sc->take);
-    for (int l = 0; l < DF11_LANES; l += 4) encode_lanes4(enc, sc, l, lane_count + l);
+    for (int l = 0; l < DF11_LANES; l += 4)
+        encode_lanes4(enc, sc, l, lane_count + l);
     /* pad words: at most one per lane per refill point past its end, bounded by one a lane
      * per step half; in practice one or two a lane */
     uint32_t bound = 0;
-    for (int l = 0; l < DF11_LANES; l++) bound += sc->n_lane_words[l];
+    for (int l = 0; l < DF11_LANES; l++)
+        bound += sc->n_lane_words[l];
     bound += DF11_LANES * (2 * (uint32_t)((m + lg - 1) / lg) + 1);
     out->words = malloc((size_t)bound * sizeof(uint32_t));
     if (!out->words) return 0;
@@ -179,17 +186,21 @@ static void histogram(const uint16_t *src, uint64_t n, uint64_t hist[256]) {
     {
         uint64_t h[256] = {0};
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < (int64_t)n; i++) h[(src[i] >> 7) & 0xFF]++;
+        for (int64_t i = 0; i < (int64_t)n; i++)
+            h[(src[i] >> 7) & 0xFF]++;
 #pragma omp critical
-        for (int s = 0; s < 256; s++) hist[s] += h[s];
+        for (int s = 0; s < 256; s++)
+            hist[s] += h[s];
     }
 }
 
 static int pick_table_log(const uint64_t hist[256], int wanted) {
     int present = 0;
-    for (int s = 0; s < 256; s++) present += hist[s] != 0;
+    for (int s = 0; s < 256; s++)
+        present += hist[s] != 0;
     int R = wanted < DF11_TANS_MIN_LOG ? DF11_TANS_MIN_LOG : wanted;
-    while ((1 << R) < present) R++; /* only for table_log < 8 */
+    while ((1 << R) < present)
+        R++; /* only for table_log < 8 */
     return R;
 }
 
@@ -220,10 +231,9 @@ err df11_encode(const uint16_t *src, uint64_t n, const df11_params *p, uint8_t *
                 size_t *len) {
     df11_params def;
     if (!p) df11_params_init(&def), p = &def;
-    FAIL_IF(p->table_log < 1 || p->table_log > DF11_MAX_TABLE_LOG || p->steps < 1 ||
-                p->steps > 65536,
-            ERR_ARG, "df11_encode: bad parameters (table_log %d, steps %u)", p->table_log,
-            p->steps);
+    FAIL_IF(
+        p->table_log < 1 || p->table_log > DF11_MAX_TABLE_LOG || p->steps < 1 || p->steps > 65536,
+        ERR_ARG, "df11_encode: bad parameters (table_log %d, steps %u)", p->table_log, p->steps);
     if (p->threads > 0) omp_set_num_threads(p->threads);
     df11_params eff = *p;
     if (n > 0 && n <= p->single_segment_max)
@@ -249,7 +259,8 @@ err df11_encode(const uint16_t *src, uint64_t n, const df11_params *p, uint8_t *
     err e = (!segs || !seg_start) ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
     if (!e && n) {
         tans_enc *enc = malloc(sizeof *enc);
-        if (!enc) e = err_set(ERR_NOMEM, "out of memory");
+        if (!enc)
+            e = err_set(ERR_NOMEM, "out of memory");
         else {
             tans_encoder_init(lay.count, lay.table_log, enc);
             e = encode_segments(src, n, p, enc, segs, lay.n_segments);
@@ -270,7 +281,8 @@ err df11_encode(const uint16_t *src, uint64_t n, const df11_params *p, uint8_t *
         lay.crc = df11_crc32(src, n * 2);
         e = df11_layout_write(&lay, src, seg_start, segs, blob, len);
     }
-    for (uint32_t s = 0; segs && s < lay.n_segments; s++) free(segs[s].words);
+    for (uint32_t s = 0; segs && s < lay.n_segments; s++)
+        free(segs[s].words);
     free(segs);
     free(seg_start);
     return e;
