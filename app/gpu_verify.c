@@ -6,7 +6,7 @@
 #include "app/cli.h"
 #include "df11/container.h"
 #include "df11/cuda/df11_cuda.h"
-#include "df11/cuda/gpu.h"
+#include "core/cuda/gpu.h"
 
 static err verify_gpu_tensor(const df11_ckpt *ck, const df11_tensor *t) {
     df11_blob b;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "df11/cuda/df11_cuda.h"
-#include "df11/cuda/gpu.h"
+#include "core/cuda/gpu.h"
 #include "tests/testutil.h"
 
 #define GUARD 256 /* bytes after each output that must stay untouched */

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # device-check: the whole check on a GPU machine (the lent H100): unpack the Debian packages
 # the machine lacks (carried in .deb/), build for sm_90, run the whole CTest suite (GPU tests
-# included), compute-sanitizer on the CUDA decoder's test, and the codec benchmark, printing a
-# short table last. Logs go to $OUT (or build-gpu/) when set.
+# included), compute-sanitizer on the CUDA decoder's and ops' tests, and the codec and runtime
+# benchmarks (with PyTorch's SDPA as the attention ceiling), printing short tables last.
+# Logs go to $OUT (or build-gpu/) when set.
 # usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu]
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
@@ -48,9 +49,15 @@ if [ $sanitize = 1 ]; then
   DF11_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_cuda_decode \
     >"$OUTDIR/sanitizer.log" 2>&1 && echo "compute-sanitizer memcheck: clean" ||
     { echo "compute-sanitizer memcheck: FAILED"; tail -30 "$OUTDIR/sanitizer.log"; rc=1; }
+  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_ops_cuda \
+    >"$OUTDIR/sanitizer_ops.log" 2>&1 && echo "compute-sanitizer memcheck (ops): clean" ||
+    { echo "compute-sanitizer memcheck (ops): FAILED"; grep -m5 -A12 "=====" "$OUTDIR/sanitizer_ops.log"; rc=1; }
 fi
 if [ $bench = 1 ]; then
   build-gpu/tests/bench_codec --real tests/fixtures/minilm_bf16.safetensors 2>&1 | tee "$OUTDIR/bench.txt"
+  build-gpu/tests/bench_runtime 2>&1 | tee "$OUTDIR/bench_runtime.txt"
+  echo "attention ceiling, measured now on this GPU:"
+  python3 tests/bench/sdpa_ref.py 2>&1 | tee -a "$OUTDIR/bench_runtime.txt"
 fi
 if [ $ncu = 1 ]; then
   if command -v ncu >/dev/null; then

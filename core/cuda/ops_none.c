@@ -1,4 +1,4 @@
-/* ops_none.c: the CUDA side of the ops (ops_internal.h) until its kernels exist: a CUDA op
+/* ops_none.c: the CUDA side of the ops (ops_internal.h) in a build without nvcc: a CUDA op
  * context cannot be created, so no opcu_ op is ever reached; each aborts if one is. */
 #include "core/ops_internal.h"
 
@@ -6,11 +6,13 @@
 
 err opcu_create(struct opcu_state **out) {
     *out = NULL;
-    FAIL(ERR_UNSUPPORTED, "this build has no CUDA backend for the model ops yet");
+    FAIL(ERR_CUDA, "this df11 was built without CUDA");
 }
 void opcu_free(struct opcu_state *s) {}
 void opcu_set_stream(struct opcu_state *s, struct CUstream_st *stream) {}
-struct CUstream_st *opcu_stream(const struct opcu_state *s) { return NULL; }
+struct CUstream_st *opcu_stream(const struct opcu_state *s) {
+    return NULL;
+}
 err opcu_sync(struct opcu_state *s) { return ERR_OK; }
 
 #define OPS_UNREACHABLE(name, args)                                                                \

@@ -14,7 +14,7 @@
  * the uneven finish of one-wave launches (achieved occupancy 45 % of 75 %). */
 #include <cuda_runtime.h>
 
-#include "df11/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 
 #include <stdlib.h>
 #include <string.h>

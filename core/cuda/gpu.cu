@@ -1,12 +1,11 @@
 /* gpu: C wrappers over the CUDA runtime for callers that include no CUDA header. */
 #include <cuda_runtime.h>
 
-#include "df11/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 
 extern "C" {
-#include "df11/cuda/gpu.h"
+#include "core/cuda/gpu.h"
 }
-
 
 struct gpu_graph {
     cudaGraph_t graph;
@@ -48,6 +47,29 @@ err gpu_memset(void *p, int v, size_t bytes) {
     return ERR_OK;
 }
 
+err gpu_host_alloc(void **p, size_t bytes) {
+    *p = NULL;
+    cudaError_t c = cudaHostAlloc(p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (c == cudaErrorMemoryAllocation)
+        return err_set(ERR_NOMEM, "out of pinned host memory allocating %zu bytes", bytes);
+    CUDA_TRY(c, "cudaHostAlloc");
+    return ERR_OK;
+}
+
+void gpu_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
+err gpu_upload_async(void *dst, const void *src, size_t bytes, struct CUstream_st *s) {
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "copy to GPU");
+    return ERR_OK;
+}
+
+err gpu_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+    return ERR_OK;
+}
+
 err gpu_sync(void) {
     CUDA_TRY(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     return ERR_OK;
@@ -73,6 +95,11 @@ void gpu_event_destroy(struct CUevent_st *e) {
 
 err gpu_event_record(struct CUevent_st *e, struct CUstream_st *s) {
     CUDA_TRY(cudaEventRecord(e, s), "cudaEventRecord");
+    return ERR_OK;
+}
+
+err gpu_stream_wait(struct CUstream_st *s, struct CUevent_st *e) {
+    CUDA_TRY(cudaStreamWaitEvent(s, e, 0), "cudaStreamWaitEvent");
     return ERR_OK;
 }
 

@@ -1,7 +1,8 @@
 /* cuda_check: turning a CUDA runtime error into a returned err (core/err.h), for the .cu
- * files of df11/cuda/. Internal; include after cuda_runtime.h. */
-#ifndef DF11_CUDA_CHECK_H
-#define DF11_CUDA_CHECK_H
+ * files of core/cuda/ and df11/cuda/ that return errors. Internal; include after
+ * cuda_runtime.h. */
+#ifndef CORE_CUDA_CHECK_H
+#define CORE_CUDA_CHECK_H
 
 extern "C" {
 #include "core/err.h"

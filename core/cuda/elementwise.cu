@@ -1,0 +1,338 @@
+/* elementwise.cu: the elementwise and data-movement ops on BF16 activations (ops.h; the CPU
+ * reference is ops_cpu.c): activations, T5's gated GELU, add, the gated residual, FLUX RoPE,
+ * the timestep sinusoid, strided copies with dtype casts, nearest upsampling, the latent
+ * (un)packing and the embedding gather. Math in fp32 from the BF16 inputs and one rounding to
+ * BF16, except where the eager bf16 reference rounds in between (rbf(), MODEL-SPEC §1.11).
+ * Flat ops are grid-stride loops; ops over strided rows put a row's values on the grid's x and
+ * the rows on y (and z), looping past the grid's limits, so no value needs an index division.
+ * No reductions: every op is deterministic. */
+#include <cuda_fp16.h>
+
+#include "core/cuda/common.cuh"
+
+#define ELEM_THREADS 256
+#define GRID_YZ_MAX 65535 /* the limit of gridDim.y and gridDim.z */
+#define TS_MAX_B 64       /* timesteps passed by value to the sinusoid kernel */
+
+static unsigned grid_yz(int64_t n) { return (unsigned)(n < GRID_YZ_MAX ? n : GRID_YZ_MAX); }
+/* Blocks of ELEM_THREADS that cover n values once. */
+static unsigned cover(int64_t n) { return (unsigned)((n + ELEM_THREADS - 1) / ELEM_THREADS); }
+
+/* Grid-stride over the n values. */
+static __global__ void act_kernel(bf16 *out, const bf16 *x, int64_t n, op_act a) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = f2bf(act_eval(bf2f(x[i]), a));
+}
+
+/* x: a row's values; y: rows r, r + gridDim.y, ... */
+static __global__ void gated_gelu_kernel(bf16 *out, const bf16 *a, int64_t as, const bf16 *b,
+                                         int64_t bs, int64_t rows, int64_t D) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= D) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        /* the activation's output is a bf16 tensor before the product */
+        const float g = rbf(act_eval(bf2f(a[r * as + i]), OP_ACT_GELU_TANH));
+        out[r * D + i] = f2bf(g * bf2f(b[r * bs + i]));
+    }
+}
+
+/* Grid-stride over the n values. */
+static __global__ void add_kernel(bf16 *out, const bf16 *a, const bf16 *b, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = f2bf(bf2f(a[i]) + bf2f(b[i]));
+}
+
+/* x: a row's C values; y: tokens; z: batches (the gate's row). */
+static __global__ void gate_residual_kernel(bf16 *x, const bf16 *gate, int64_t gs, const bf16 *y,
+                                            int64_t ys, int64_t B, int64_t N, int64_t C) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= C) return;
+    for (int64_t bi = blockIdx.z; bi < B; bi += gridDim.z) {
+        const float g = bf2f(gate[bi * gs + i]);
+        for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
+            const int64_t r = bi * N + n;
+            /* the product is a bf16 tensor before the sum */
+            x[r * C + i] = f2bf(bf2f(x[r * C + i]) + rbf(g * bf2f(y[r * ys + i])));
+        }
+    }
+}
+
+/* x: the (head, pair) of a token, H D/2 of them; y: tokens; z: batches. */
+static __global__ void rope_kernel(bf16 *x, int64_t s0, int64_t s1, int64_t s2, const float *cs,
+                                   const float *sn, int64_t B, int64_t L, int H, int D) {
+    const int half = D / 2, p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= H * half) return;
+    const int h = p / half, m = 2 * (p - h * half);
+    for (int64_t bi = blockIdx.z; bi < B; bi += gridDim.z)
+        for (int64_t l = blockIdx.y; l < L; l += gridDim.y) {
+            bf16 *v = x + bi * s0 + l * s1 + h * s2 + m;
+            const float c0 = cs[l * D + m], si = sn[l * D + m], a = bf2f(v[0]), b = bf2f(v[1]);
+            /* torch's x cos + rotate(x) sin: each product rounded, then the sum (no FMA) */
+            v[0] = f2bf(__fsub_rn(__fmul_rn(a, c0), __fmul_rn(b, si)));
+            v[1] = f2bf(__fadd_rn(__fmul_rn(b, c0), __fmul_rn(a, si)));
+        }
+}
+
+struct ts_args {
+    float t[TS_MAX_B];
+};
+
+/* One block per timestep; threads over the frequencies k < dim/2. */
+static __global__ void timestep_embedding_kernel(void *out, int is_bf16, int dim, int flip,
+                                                 float shift, float scale, float lmp, ts_args ta) {
+    const int half = dim / 2, bi = blockIdx.x;
+    float *of = (float *)out + (int64_t)bi * dim;
+    bf16 *ob = (bf16 *)out + (int64_t)bi * dim;
+    for (int k = threadIdx.x; k < half; k += blockDim.x) {
+        /* the fp32 evaluation order of diffusers get_timestep_embedding */
+        const float e = expf(lmp * (float)k / ((float)half - shift));
+        const float a = scale * (ta.t[bi] * e);
+        const int is = flip ? half + k : k, ic = flip ? k : half + k;
+        if (is_bf16) {
+            ob[is] = f2bf(sinf(a));
+            ob[ic] = f2bf(cosf(a));
+        } else {
+            of[is] = sinf(a);
+            of[ic] = cosf(a);
+        }
+    }
+    if (dim % 2 && threadIdx.x == 0) {
+        if (is_bf16)
+            ob[dim - 1] = f2bf(0.0f);
+        else
+            of[dim - 1] = 0.0f;
+    }
+}
+
+/* A view of op_copy padded to 4-D (leading dims of size 1, stride 0). */
+struct copy_view {
+    void *p;
+    dtype dt;
+    int64_t shape[TENSOR_MAX_DIMS], stride[TENSOR_MAX_DIMS];
+};
+
+static int copy_dtype(dtype dt) { return dt == DTYPE_F32 || dt == DTYPE_BF16 || dt == DTYPE_F16; }
+
+static copy_view copy_view_of(const tensor &t) {
+    copy_view v;
+    const int pad = TENSOR_MAX_DIMS - t.ndim;
+    v.p = t.data;
+    v.dt = t.dt;
+    for (int d = 0; d < TENSOR_MAX_DIMS; d++) {
+        v.shape[d] = d < pad ? 1 : t.shape[d - pad];
+        v.stride[d] = d < pad ? 0 : t.stride[d - pad];
+    }
+    return v;
+}
+
+static __device__ __forceinline__ float load_any(const void *p, dtype dt, int64_t o) {
+    switch (dt) {
+    case DTYPE_F32: return ((const float *)p)[o];
+    case DTYPE_BF16: return bf2f(((const bf16 *)p)[o]);
+    default: return __half2float(((const __half *)p)[o]);
+    }
+}
+
+static __device__ __forceinline__ void store_any(void *p, dtype dt, int64_t o, float v) {
+    switch (dt) {
+    case DTYPE_F32: ((float *)p)[o] = v; break;
+    case DTYPE_BF16: ((bf16 *)p)[o] = __float2bfloat16_rn(v); break;
+    default: ((__half *)p)[o] = __float2half_rn(v); break;
+    }
+}
+
+/* Grid-stride over the n values in dst's row-major order, each index decoded into both views'
+ * offsets (in 32 bits when n allows: 64-bit division is several times slower). */
+static __global__ void copy_kernel(copy_view d, copy_view s, int64_t n) {
+    const int small = n <= (int64_t)UINT32_MAX;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t od = 0, os = 0, idx[TENSOR_MAX_DIMS];
+        if (small) {
+            uint32_t rem = (uint32_t)e;
+#pragma unroll
+            for (int k = TENSOR_MAX_DIMS - 1; k > 0; k--) {
+                const uint32_t sk = (uint32_t)d.shape[k];
+                idx[k] = rem % sk;
+                rem /= sk;
+            }
+            idx[0] = rem;
+        } else {
+            int64_t rem = e;
+#pragma unroll
+            for (int k = TENSOR_MAX_DIMS - 1; k > 0; k--) {
+                idx[k] = rem % d.shape[k];
+                rem /= d.shape[k];
+            }
+            idx[0] = rem;
+        }
+#pragma unroll
+        for (int k = 0; k < TENSOR_MAX_DIMS; k++) {
+            od += idx[k] * d.stride[k];
+            os += idx[k] * s.stride[k];
+        }
+        store_any(d.p, d.dt, od, load_any(s.p, s.dt, os));
+    }
+}
+
+/* x: input columns; y: input rows r of the B C H, each written to output rows 2r and 2r + 1. */
+static __global__ void upsample2x_kernel(bf16 *out, const bf16 *x, int64_t rows, int64_t W) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= W) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const bf16 v = x[r * W + i];
+        bf16 *o = out + 2 * r * 2 * W + 2 * i; /* row 2r of the 2W wide output */
+        o[0] = o[1] = v;
+        o[2 * W] = o[2 * W + 1] = v;
+    }
+}
+
+/* x: image columns; y: image rows; z: channel planes b C + c. Moves between an image
+ * [B,C,H,W] and its p x p patches as tokens [B,(H/p)(W/p),p p C]; the feature of (c, dy, dx)
+ * is (c p + dy) p + dx when channels_first (FLUX packing), else (dy p + dx) C + c (SD3). */
+static __global__ void patch_move_kernel(bf16 *img, bf16 *tok, int64_t B, int64_t C, int64_t H,
+                                         int64_t W, int p, int channels_first, int to_tokens) {
+    const int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (x >= W) return;
+    const int64_t w = W / p, n_tok = (H / p) * w, F = (int64_t)p * p * C, dx = x % p;
+    for (int64_t pl = blockIdx.z; pl < B * C; pl += gridDim.z) {
+        const int64_t bi = pl / C, ch = pl % C;
+        for (int64_t y = blockIdx.y; y < H; y += gridDim.y) {
+            const int64_t dy = y % p, t = (y / p) * w + x / p;
+            const int64_t f = channels_first ? (ch * p + dy) * p + dx : (dy * p + dx) * C + ch;
+            bf16 *a = img + (pl * H + y) * W + x, *b = tok + (bi * n_tok + t) * F + f;
+            if (to_tokens)
+                *b = *a;
+            else
+                *a = *b;
+        }
+    }
+}
+
+/* img is the [B,C,H,W] side, tok the token side; to_tokens says which way. */
+static void patch_move(op_ctx *c, bf16 *img, bf16 *tok, const tensor &im, int p, int channels_first,
+                       int to_tokens) {
+    const int64_t B = im.shape[0], C = im.shape[1], H = im.shape[2], W = im.shape[3];
+    if (B * C * H * W == 0) return;
+    const dim3 grid(cover(W), grid_yz(H), grid_yz(B * C));
+    patch_move_kernel<<<grid, ELEM_THREADS, 0, opcu_st(c)>>>(img, tok, B, C, H, W, p,
+                                                             channels_first, to_tokens);
+    CU_LAUNCHED(c);
+}
+
+extern "C" {
+
+void opcu_act_apply(op_ctx *c, tensor out, tensor x, op_act a) {
+    const int64_t n = tensor_numel(&x);
+    act_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(x),
+                                                                                 n, a);
+    CU_LAUNCHED(c);
+}
+
+/* transformers T5DenseGatedActDense: gelu_new(wi_0 x) * (wi_1 x) */
+void opcu_gated_gelu(op_ctx *c, tensor out, tensor a, tensor b) {
+    int64_t as, bs;
+    const int64_t rows = tensor_rows(&a, &as), D = a.shape[a.ndim - 1];
+    tensor_rows(&b, &bs);
+    if (rows == 0 || D == 0) return;
+    gated_gelu_kernel<<<dim3(cover(D), grid_yz(rows)), ELEM_THREADS, 0, opcu_st(c)>>>(
+        mbf(out), cbf(a), as, cbf(b), bs, rows, D);
+    CU_LAUNCHED(c);
+}
+
+void opcu_add(op_ctx *c, tensor out, tensor a, tensor b) {
+    const int64_t n = tensor_numel(&a);
+    add_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(a),
+                                                                                 cbf(b), n);
+    CU_LAUNCHED(c);
+}
+
+/* x = x + gate[:, None] * y */
+void opcu_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y) {
+    const int64_t B = x.shape[0], N = x.shape[1], C = x.shape[2];
+    int64_t ys;
+    tensor_rows(&y, &ys);
+    if (B * N * C == 0) return;
+    gate_residual_kernel<<<dim3(cover(C), grid_yz(N), grid_yz(B)), ELEM_THREADS, 0, opcu_st(c)>>>(
+        mbf(x), cbf(gate), gate.stride[0], cbf(y), ys, B, N, C);
+    CU_LAUNCHED(c);
+}
+
+/* diffusers apply_rotary_emb(use_real=True, use_real_unbind_dim=-1): adjacent pairs */
+void opcu_rope(op_ctx *c, tensor x, tensor cos, tensor sin) {
+    const int64_t B = x.shape[0], L = x.shape[1], H = x.shape[2], D = x.shape[3];
+    if (B * L * H * D == 0) return;
+    CHECK(H * D <= INT32_MAX);
+    const dim3 grid(cover(H * (D / 2)), grid_yz(L), grid_yz(B));
+    rope_kernel<<<grid, ELEM_THREADS, 0, opcu_st(c)>>>(
+        mbf(x), x.stride[0], x.stride[1], x.stride[2], (const float *)cos.data,
+        (const float *)sin.data, B, L, (int)H, (int)D);
+    CU_LAUNCHED(c);
+}
+
+/* diffusers embeddings.get_timestep_embedding, in fp32 as torch computes it */
+void opcu_timestep_embedding(op_ctx *c, tensor out, const float *t, int flip, float shift,
+                             float scale, float max_period) {
+    const int64_t B = out.shape[0], dim = out.shape[1];
+    CHECK(B <= TS_MAX_B && dim <= INT32_MAX);
+    if (B == 0) return;
+    ts_args ta;
+    for (int64_t i = 0; i < TS_MAX_B; i++)
+        ta.t[i] = i < B ? t[i] : 0.0f;
+    const float lmp = (float)-log((double)max_period); /* as the CPU reference rounds it */
+    timestep_embedding_kernel<<<(unsigned)B, 128, 0, opcu_st(c)>>>(
+        out.data, out.dt == DTYPE_BF16, (int)dim, flip, shift, scale, lmp, ta);
+    CU_LAUNCHED(c);
+}
+
+void opcu_copy(op_ctx *c, tensor dst, tensor src) {
+    const int64_t n = tensor_numel(&dst);
+    if (n == 0) return;
+    CHECK(copy_dtype(dst.dt) && copy_dtype(src.dt));
+    if (dst.dt == src.dt && tensor_is_contiguous(&dst) && tensor_is_contiguous(&src)) {
+        CU_OK(cudaMemcpyAsync(dst.data, src.data, tensor_nbytes(&dst), cudaMemcpyDeviceToDevice,
+                              opcu_st(c)));
+        return;
+    }
+    copy_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+        copy_view_of(dst), copy_view_of(src), n);
+    CU_LAUNCHED(c);
+}
+
+/* torch.nn.functional.interpolate(scale_factor=2, mode="nearest") */
+void opcu_upsample2x(op_ctx *c, tensor out, tensor x) {
+    const int64_t rows = x.shape[0] * x.shape[1] * x.shape[2], W = x.shape[3];
+    if (rows == 0 || W == 0) return;
+    upsample2x_kernel<<<dim3(cover(W), grid_yz(rows)), ELEM_THREADS, 0, opcu_st(c)>>>(
+        mbf(out), cbf(x), rows, W);
+    CU_LAUNCHED(c);
+}
+
+/* diffusers FluxPipeline._pack_latents */
+void opcu_pack2x2(op_ctx *c, tensor out, tensor x) { patch_move(c, mbf(x), mbf(out), x, 2, 1, 1); }
+
+/* diffusers FluxPipeline._unpack_latents */
+void opcu_unpack2x2(op_ctx *c, tensor out, tensor x) {
+    patch_move(c, mbf(out), mbf(x), out, 2, 1, 0);
+}
+
+/* diffusers SD3Transformer2DModel.forward's unpatchify (einsum "nhwpqc->nchpwq") */
+void opcu_unpatchify(op_ctx *c, tensor out, tensor x, int p) {
+    patch_move(c, mbf(out), mbf(x), out, p, 0, 0);
+}
+
+void opcu_embedding(op_ctx *c, tensor out, tensor table, const int32_t *ids) {
+    const int64_t rows = tensor_rows(&out, NULL), D = out.shape[out.ndim - 1];
+    for (int64_t r = 0, k; r < rows; r += k) {
+        /* a run of consecutive ids is one copy */
+        for (k = 1; r + k < rows && ids[r + k] == ids[r] + k; k++) {
+        }
+        CU_OK(cudaMemcpyAsync(mbf(out) + r * D, cbf(table) + (int64_t)ids[r] * D,
+                              (size_t)(k * D) * sizeof(bf16), cudaMemcpyDeviceToDevice,
+                              opcu_st(c)));
+    }
+}
+
+} /* extern "C" */
