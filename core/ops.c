@@ -69,7 +69,8 @@ static void plain(const op_ctx *c, const tensor *t) {
 
 void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act) {
     act_type(c, &x);
-    plain(c, &out);
+    act_type(c, &out);
+    CHECK(tensor_is_contiguous(&out) || act == OP_ACT_NONE || act == OP_ACT_GELU_TANH);
     weight(c, &w);
     CHECK(w.ndim == 2 && last(&x) == w.shape[1] && last(&out) == w.shape[0]);
     CHECK(tensor_rows(&x, NULL) == tensor_rows(&out, NULL));
@@ -191,7 +192,8 @@ void op_softmax(op_ctx *c, tensor out, tensor x) {
 
 void op_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const tensor *bias,
                   float scale, int causal) {
-    plain(c, &out);
+    act_type(c, &out);
+    CHECK(tensor_inner_contiguous(&out, 2));
     act_type(c, &q);
     act_type(c, &k);
     act_type(c, &v);

@@ -35,7 +35,8 @@ typedef enum op_act {
     OP_ACT_QUICK_GELU, /* x sigmoid(1.702x) (CLIP-L) */
 } op_act;
 
-/* out[M,N] = act(x[M,K] w[N,K]^T + bias[N]); x's rows may be strided; bias may be NULL. */
+/* out[M,N] = act(x[M,K] w[N,K]^T + bias[N]); x's and out's rows may be strided (out's only
+ * with OP_ACT_NONE or OP_ACT_GELU_TANH, which CUDA fuses); bias may be NULL. */
 void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act);
 /* out = act(x), elementwise (out may be x). */
 void op_act_apply(op_ctx *c, tensor out, tensor x, op_act act);
@@ -65,8 +66,8 @@ void op_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y);
 void op_rope(op_ctx *c, tensor x, tensor cos, tensor sin);
 /* Row softmax over the last dim, in fp32 (out may be x). */
 void op_softmax(op_ctx *c, tensor out, tensor x);
-/* Scaled-dot-product attention: q [B,Lq,H,D], k and v [B,Lk,H,D], out [B,Lq,H,D]; q, k, v may
- * have strided tokens (chunks of a fused projection). bias [H,Lq,Lk] F32 is added to the
+/* Scaled-dot-product attention: q [B,Lq,H,D], k and v [B,Lk,H,D], out [B,Lq,H,D]; q, k, v and
+ * out may have strided tokens (chunks of a fused projection, or of a concatenation). bias [H,Lq,Lk] F32 is added to the
  * scores (T5) or NULL; causal masks key j > query i (CLIP). fp32 softmax. */
 void op_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const tensor *bias,
                   float scale, int causal);

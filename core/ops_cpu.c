@@ -52,7 +52,8 @@ static float act(float x, op_act a) {
 /* torch.nn.Linear: out = x w^T + b, then the activation */
 void opcpu_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act a) {
     (void)c;
-    int64_t xs, M = tensor_rows(&x, &xs), K = x.shape[x.ndim - 1], N = w.shape[0];
+    int64_t xs, os, M = tensor_rows(&x, &xs), K = x.shape[x.ndim - 1], N = w.shape[0];
+    tensor_rows(&out, &os);
     float *o = f32(&out), *b = bias ? vec_f32(bias) : NULL;
     const float *xp = f32(&x);
 #pragma omp parallel
@@ -66,7 +67,7 @@ void opcpu_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias,
                 const float *xr = xp + m * xs;
                 float s = 0;
                 for (int64_t k = 0; k < K; k++) s += xr[k] * wr[k];
-                o[m * N + n] = act(s + (b ? b[n] : 0.0f), a);
+                o[m * os + n] = act(s + (b ? b[n] : 0.0f), a);
             }
         }
         free(wr);
@@ -276,7 +277,7 @@ void opcpu_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const 
                         p[j] = s * scale + (bp ? bp[(h * Lq + i) * Lk + j] : 0.0f);
                     }
                     softmax_row(p, n);
-                    float *orow = o + ((bi * Lq + i) * H + h) * D;
+                    float *orow = o + bi * out.stride[0] + i * out.stride[1] + h * out.stride[2];
                     for (int64_t d = 0; d < D; d++) orow[d] = 0;
                     for (int64_t j = 0; j < n; j++) {
                         const float *vr = vp + bi * v.stride[0] + j * v.stride[1] + h * v.stride[2];

@@ -164,6 +164,11 @@ static void test_linear(void) {
         /* NONE and GELU(tanh) run fused in the GEMM's epilogue: one rounding */
         check(names[i], o, acts[i] == OP_ACT_NONE || acts[i] == OP_ACT_GELU_TANH ? ONE : ACT2);
     }
+    /* out a strided chunk of a wider tensor (FLUX's MLP half of a concatenation) */
+    pair ow = OUT(77, 136 + 24), os = slice(ow, 1, 8, 136);
+    op_linear(cpu, os.h, x.h, w.h, &b.h, OP_ACT_GELU_TANH);
+    op_linear(gpu, os.d, x.d, w.d, &b.d, OP_ACT_GELU_TANH);
+    check("linear+gelu_tanh into strided rows", ow, ONE);
     /* one row (the pooled-text and timestep MLPs), batched 3-D activations */
     pair x1 = MK(1.0, 1, 512), w1 = MK(0.05, 3072, 512), o1 = OUT(1, 3072);
     op_linear(cpu, o1.h, x1.h, w1.h, NULL, OP_ACT_SILU);
@@ -283,6 +288,17 @@ static void attention_case(const char *what, int64_t B, int64_t Lq, int64_t Lk, 
     op_attention(cpu, o.h, q[0], k[0], v[0], with_bias ? &bias.h : NULL, scale, causal);
     op_attention(gpu, o.d, q[1], k[1], v[1], with_bias ? &bias.d : NULL, scale, causal);
     check(what, o, ATTN);
+    if (with_bias || causal) return;
+    /* out's tokens strided: the first half of a [B, Lq, 2 H D] concatenation (FLUX's single
+     * block writes attention beside the MLP activations) */
+    pair cat = OUT(B, Lq, 2 * H * D);
+    tensor oh = heads(tensor_slice(cat.h, 2, 0, H * D), H, D);
+    tensor od = heads(tensor_slice(cat.d, 2, 0, H * D), H, D);
+    op_attention(cpu, oh, q[0], k[0], v[0], NULL, scale, 0);
+    op_attention(gpu, od, q[1], k[1], v[1], NULL, scale, 0);
+    char name[64];
+    snprintf(name, sizeof name, "%s, strided out", what);
+    check(name, cat, ATTN);
 }
 
 static void test_attention(void) {

@@ -58,6 +58,7 @@ if [ $bench = 1 ]; then
   build-gpu/tests/bench_runtime 2>&1 | tee "$OUTDIR/bench_runtime.txt"
   echo "attention ceiling, measured now on this GPU:"
   python3 tests/bench/sdpa_ref.py 2>&1 | tee -a "$OUTDIR/bench_runtime.txt"
+  build-gpu/tests/bench_blocks 2>&1 | tee "$OUTDIR/bench_blocks.txt"
 fi
 if [ $ncu = 1 ]; then
   if command -v ncu >/dev/null; then

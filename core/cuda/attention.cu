@@ -1,7 +1,7 @@
 /* attention.cu: op_attention (ops.h) on the GPU, flash-attention style: the Lq x Lk scores never
  * reach global memory. Mirrors core/ops_cpu.c opcpu_attention.
  * Layout: q [B,Lq,H,D], k and v [B,Lk,H,D] BF16 with strided tokens, heads and batches (chunks
- * of a fused projection), 16-byte aligned rows; out contiguous; bias F32 [H,Lq,Lk] or NULL.
+ * of a fused projection), 16-byte aligned rows; out likewise; bias F32 [H,Lq,Lk] or NULL.
  * Numerics: s = scale (q . k) from BF16 products accumulated in fp32 by the tensor cores, plus
  * the bias, in base-2 units (times log2 e) so the softmax uses ex2; the online softmax runs in
  * fp32 with a running max and sum per row; P is rounded to BF16 for the P.V product (as flash
@@ -39,6 +39,7 @@ typedef struct attn_args {
     bf16 *out;
     const float *bias;                          /* [H,Lq,Lk] or NULL */
     int64_t qb, qt, qh, kb, kt, kh, vb, vt, vh; /* batch, token, head strides (elements) */
+    int64_t ob, ot, oh;
     int H, Lq, Lk, causal;
     float scale_log2; /* scale log2(e) > 0: raw scores to base-2 units */
 } attn_args;
@@ -313,7 +314,7 @@ __device__ __forceinline__ void store_rows(const attn_args &a, float (&o)[NO][4]
         const int i = row + 8 * r;
         if (i >= a.Lq) continue;
         const float inv = 1.0f / l[r];
-        bf16 *p = a.out + (((int64_t)b * a.Lq + i) * a.H + h) * D + col0 + (lane & 3) * 2;
+        bf16 *p = a.out + b * a.ob + i * a.ot + h * a.oh + col0 + (lane & 3) * 2;
 #pragma unroll
         for (int n = 0; n < NO; n++)
             *(__nv_bfloat162 *)(p + n * 8) =
@@ -508,7 +509,7 @@ void opcu_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const t
     const int64_t Lk = k.shape[1];
     CHECK(D == 64 || D == 128 || D == 512);
     CHECK(attn_aligned(q) && attn_aligned(k) && attn_aligned(v) && attn_aligned(out));
-    CHECK(tensor_is_contiguous(&out));
+    CHECK(out.stride[3] == 1);
     CHECK(Lk >= 1 && Lq < INT32_MAX && Lk < INT32_MAX && B * H <= 65535);
     CHECK(scale > 0.0f); /* the max of the raw scores is the max of the scaled ones */
     if (B == 0 || H == 0 || Lq == 0) return;
@@ -521,6 +522,7 @@ void opcu_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const t
     a.qb = q.stride[0], a.qt = q.stride[1], a.qh = q.stride[2];
     a.kb = k.stride[0], a.kt = k.stride[1], a.kh = k.stride[2];
     a.vb = v.stride[0], a.vt = v.stride[1], a.vh = v.stride[2];
+    a.ob = out.stride[0], a.ot = out.stride[1], a.oh = out.stride[2];
     a.H = (int)H, a.Lq = (int)Lq, a.Lk = (int)Lk, a.causal = causal != 0;
     a.scale_log2 = scale * ATT_LOG2E;
     const bool edge = bias || causal;

@@ -1,6 +1,6 @@
 /* gemm: op_linear through cuBLASLt. out[M,N] = act(x[M,K] w[N,K]^T + bias) in row-major terms
- * is, column-major, D[N,M] = (W^T)^T X with W stored as K x N (ld K) and X as K x M (ld = x's
- * row stride). Bias and GELU(tanh) run fused in cuBLASLt's epilogue; SiLU, quick-GELU and
+ * is, column-major, D[N,M] = (W^T)^T X with W stored as K x N (ld K), X as K x M (ld = x's row
+ * stride) and D with ld = out's row stride. Bias and GELU(tanh) run fused in cuBLASLt's epilogue; SiLU, quick-GELU and
  * erf-GELU have no epilogue there and run as a second pass over the BF16 output.
  *
  * Exactness (DESIGN.md): each shape gets one algorithm, cuBLASLt's first heuristic choice,
@@ -17,7 +17,7 @@
 #define ALIGN_BYTES 16u
 
 struct gemm_key {
-    int64_t M, N, K, ldx;
+    int64_t M, N, K, ldx, ldo;
     int bias;
     cublasLtEpilogue_t epi;
 };
@@ -71,7 +71,7 @@ static void describe(const gemm_key *k, gemm_entry *e) {
     }
     LT_OK(cublasLtMatrixLayoutCreate(&e->lw, CUDA_R_16BF, (uint64_t)k->K, (uint64_t)k->N, k->K));
     LT_OK(cublasLtMatrixLayoutCreate(&e->lx, CUDA_R_16BF, (uint64_t)k->K, (uint64_t)k->M, k->ldx));
-    LT_OK(cublasLtMatrixLayoutCreate(&e->ld, CUDA_R_16BF, (uint64_t)k->N, (uint64_t)k->M, k->N));
+    LT_OK(cublasLtMatrixLayoutCreate(&e->ld, CUDA_R_16BF, (uint64_t)k->N, (uint64_t)k->M, k->ldo));
 }
 
 /* The cached plan for a shape, made on first use. */
@@ -115,19 +115,20 @@ static gemm_entry *plan_for(opcu_state *s, const gemm_key *k) {
 
 extern "C" void opcu_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias,
                             op_act act) {
-    int64_t ldx, M = tensor_rows(&x, &ldx);
+    int64_t ldx, ldo, M = tensor_rows(&x, &ldx);
+    tensor_rows(&out, &ldo);
     const int64_t K = x.shape[x.ndim - 1], N = w.shape[0];
     if (M == 0 || N == 0) return;
     CHECK(K > 0);
     /* the alignment every plan was chosen for */
     CHECK((uintptr_t)x.data % ALIGN_BYTES == 0 && (uintptr_t)w.data % ALIGN_BYTES == 0 &&
           (uintptr_t)out.data % ALIGN_BYTES == 0 && K % 8 == 0 && N % 8 == 0 &&
-          (M == 1 || ldx % 8 == 0));
-    if (M == 1) ldx = K;
+          (M == 1 || (ldx % 8 == 0 && ldo % 8 == 0)));
+    if (M == 1) ldx = K, ldo = N;
     CHECK(!bias || (uintptr_t)bias->data % ALIGN_BYTES == 0);
     gemm_key k;
     memset(&k, 0, sizeof k); /* the key is compared bytewise */
-    k.M = M, k.N = N, k.K = K, k.ldx = ldx, k.bias = bias != NULL;
+    k.M = M, k.N = N, k.K = K, k.ldx = ldx, k.ldo = ldo, k.bias = bias != NULL;
     const int fused_gelu = act == OP_ACT_GELU_TANH;
     k.epi = bias ? (fused_gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
                  : (fused_gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
