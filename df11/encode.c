@@ -23,7 +23,6 @@ void df11_params_init(df11_params *p) {
  * lanes that take a word there. */
 typedef struct seg_scratch {
     uint32_t lane_syms;   /* GROUP * steps */
-    uint8_t *exp;         /* LANES * lane_syms */
     uint16_t *val;        /* LANES * lane_syms */
     uint8_t *nb;          /* LANES * lane_syms */
     uint32_t *lane_words; /* LANES * lane_cap */
@@ -37,16 +36,14 @@ static int scratch_init(seg_scratch *sc, uint32_t steps) {
     /* worst case a lane holds R + 12 bits per symbol, plus one partial word */
     sc->lane_cap = (uint32_t)(((uint64_t)sc->lane_syms * 12 + 12) / 32 + 2);
     size_t syms = (size_t)DF11_LANES * sc->lane_syms;
-    sc->exp = malloc(syms);
     sc->val = malloc(syms * sizeof *sc->val);
     sc->nb = malloc(syms);
     sc->lane_words = malloc((size_t)DF11_LANES * sc->lane_cap * sizeof(uint32_t));
     sc->take = malloc((1 + 2 * (size_t)steps) * sizeof *sc->take);
-    return sc->exp && sc->val && sc->nb && sc->lane_words && sc->take;
+    return sc->val && sc->nb && sc->lane_words && sc->take;
 }
 
 static void scratch_free(seg_scratch *sc) {
-    free(sc->exp);
     free(sc->val);
     free(sc->nb);
     free(sc->lane_words);
@@ -56,10 +53,11 @@ static void scratch_free(seg_scratch *sc) {
 /* One tANS encode step of symbol s from state x: the chunk (value, width) and the new state. */
 #define ENC_STEP(x, s, val, nb)                                                                    \
     do {                                                                                           \
-        uint32_t b_ = enc->k[s] - ((x) < enc->thresh[s]);                                          \
+        const tans_enc_sym y_ = enc->sym[s];                                                       \
+        uint32_t b_ = y_.k - ((x) < y_.thresh);                                                    \
         (val) = (uint16_t)((x) & ((1u << b_) - 1));                                                \
         (nb) = (uint8_t)b_;                                                                        \
-        (x) = enc->state[enc->first[s] + ((x) >> b_) - enc->count[s]];                             \
+        (x) = enc->state[y_.base + (int32_t)((x) >> b_)];                                          \
     } while (0)
 
 /* Packs lane l's bitstream in decode order: the R-bit initial state x0 - L, then each
@@ -98,18 +96,26 @@ static void pack_lane(seg_scratch *sc, int l, uint32_t c, uint32_t x0, int R) {
     sc->n_lane_words[l] = nw;
 }
 
+/* A lane's symbol i, read straight from the segment's elements: element
+ * (i / GROUP) LANES GROUP + l GROUP + i % GROUP, from the lane's first element e. */
+#define EXP(e, i)                                                                                  \
+    ((uint32_t)((e)[(size_t)((i) / DF11_GROUP) * (DF11_LANES * DF11_GROUP) + (i) % DF11_GROUP] >>  \
+                7) &                                                                               \
+     0xFF)
+
 /* Codes lanes l..l+3 backwards (tANS encodes in reverse) and packs them. The four state
  * chains are independent, so they run interleaved: each step's table lookup waits on the
  * previous one, and four chains hide that latency. c[] may differ only in a segment's tail. */
-static void encode_lanes4(const tans_enc *enc, seg_scratch *sc, int l, const uint32_t c[4]) {
+static void encode_lanes4(const tans_enc *enc, seg_scratch *sc, const uint16_t *src, int l,
+                          const uint32_t c[4]) {
     const uint32_t L = 1u << enc->table_log;
     const size_t ls = sc->lane_syms;
-    const uint8_t *e[4];
+    const uint16_t *e[4]; /* each lane's first element */
     uint16_t *val[4];
     uint8_t *nb[4];
     uint32_t x[4], cmin = c[0];
     for (int q = 0; q < 4; q++) {
-        e[q] = sc->exp + (size_t)(l + q) * ls;
+        e[q] = src + (size_t)(l + q) * DF11_GROUP;
         val[q] = sc->val + (size_t)(l + q) * ls;
         nb[q] = sc->nb + (size_t)(l + q) * ls;
         x[q] = L;
@@ -117,17 +123,18 @@ static void encode_lanes4(const tans_enc *enc, seg_scratch *sc, int l, const uin
     }
     for (int q = 0; q < 4; q++) /* each lane's symbols past the shortest one, alone */
         for (uint32_t i = c[q]; i-- > cmin;)
-            ENC_STEP(x[q], e[q][i], val[q][i], nb[q][i]);
+            ENC_STEP(x[q], EXP(e[q], i), val[q][i], nb[q][i]);
     for (uint32_t i = cmin; i-- > 0;) {
-        ENC_STEP(x[0], e[0][i], val[0][i], nb[0][i]);
-        ENC_STEP(x[1], e[1][i], val[1][i], nb[1][i]);
-        ENC_STEP(x[2], e[2][i], val[2][i], nb[2][i]);
-        ENC_STEP(x[3], e[3][i], val[3][i], nb[3][i]);
+        ENC_STEP(x[0], EXP(e[0], i), val[0][i], nb[0][i]);
+        ENC_STEP(x[1], EXP(e[1], i), val[1][i], nb[1][i]);
+        ENC_STEP(x[2], EXP(e[2], i), val[2][i], nb[2][i]);
+        ENC_STEP(x[3], EXP(e[3], i), val[3][i], nb[3][i]);
     }
     for (int q = 0; q < 4; q++)
         pack_lane(sc, l + q, c[q], x[q], enc->table_log);
 }
 #undef ENC_STEP
+#undef EXP
 
 /* Interleaves the lanes' words in the order the decoder takes them: at each refill point,
  * every lane marked in take[] takes the next word of its own stream, in lane order; a lane
@@ -150,24 +157,18 @@ static int encode_segment(const tans_enc *enc, const uint16_t *src, uint64_t m, 
                           df11_seg_code *out) {
     const uint32_t lg = DF11_LANES * DF11_GROUP;
     const uint32_t steps = (uint32_t)((m + lg - 1) / lg);
-    uint32_t lane_count[DF11_LANES] = {0};
-    /* element k = j*lg + l*GROUP + g is lane l's symbol j*GROUP + g */
-    for (uint32_t j = 0; j < steps; j++) {
-        const uint16_t *row = src + (uint64_t)j * lg;
-        uint32_t left = m - (uint64_t)j * lg < lg ? (uint32_t)(m - (uint64_t)j * lg) : lg;
-        for (uint32_t l = 0; l < DF11_LANES && l * DF11_GROUP < left; l++) {
-            uint8_t *e = sc->exp + (size_t)l * sc->lane_syms + (size_t)j * DF11_GROUP;
-            uint32_t g_end =
-                left - l * DF11_GROUP < DF11_GROUP ? left - l * DF11_GROUP : DF11_GROUP;
-            for (uint32_t g = 0; g < g_end; g++)
-                e[g] = (uint8_t)(row[l * DF11_GROUP + g] >> 7);
-            lane_count[l] = j * DF11_GROUP + g_end;
-        }
+    /* element k = j lg + l GROUP + g is lane l's symbol j GROUP + g: every lane has the full
+     * steps' symbols, and the last, partial step gives the first lanes some more */
+    uint32_t lane_count[DF11_LANES];
+    const uint32_t full = (uint32_t)(m / lg), rem = (uint32_t)(m % lg);
+    for (uint32_t l = 0; l < DF11_LANES; l++) {
+        uint32_t extra = rem > l * DF11_GROUP ? rem - l * DF11_GROUP : 0;
+        lane_count[l] = full * DF11_GROUP + (extra < DF11_GROUP ? extra : DF11_GROUP);
     }
     const uint32_t points = 1 + 2 * steps;
     memset(sc->take, 0, points * sizeof *sc->take);
     for (int l = 0; l < DF11_LANES; l += 4)
-        encode_lanes4(enc, sc, l, lane_count + l);
+        encode_lanes4(enc, sc, src, l, lane_count + l);
     /* pad words: at most one per lane per refill point past its end, bounded by one a lane
      * per step half; in practice one or two a lane */
     uint32_t bound = 0;
@@ -184,13 +185,21 @@ static void histogram(const uint16_t *src, uint64_t n, uint64_t hist[256]) {
     memset(hist, 0, 256 * sizeof *hist);
 #pragma omp parallel
     {
-        uint64_t h[256] = {0};
+        /* four counters a value: a run of one exponent would otherwise wait on its own
+         * increments */
+        uint64_t h[4][256] = {{0}};
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < (int64_t)n; i++)
-            h[(src[i] >> 7) & 0xFF]++;
+        for (int64_t i = 0; i < (int64_t)(n / 4); i++) {
+            const uint16_t *p = src + 4 * i;
+            h[0][(p[0] >> 7) & 0xFF]++, h[1][(p[1] >> 7) & 0xFF]++;
+            h[2][(p[2] >> 7) & 0xFF]++, h[3][(p[3] >> 7) & 0xFF]++;
+        }
+#pragma omp single nowait
+        for (uint64_t i = n / 4 * 4; i < n; i++)
+            h[0][(src[i] >> 7) & 0xFF]++;
 #pragma omp critical
         for (int s = 0; s < 256; s++)
-            hist[s] += h[s];
+            hist[s] += h[0][s] + h[1][s] + h[2][s] + h[3][s];
     }
 }
 

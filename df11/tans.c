@@ -17,7 +17,8 @@ static int floor_log2(uint32_t x) { return 31 - __builtin_clz(x); }
 void tans_normalize(const uint64_t hist[256], int table_log, uint16_t count[256]) {
     const uint32_t L = 1u << table_log;
     uint64_t total = 0;
-    for (int s = 0; s < 256; s++) total += hist[s];
+    for (int s = 0; s < 256; s++)
+        total += hist[s];
     CHECK(total > 0);
     uint32_t sum = 0;
     for (int s = 0; s < 256; s++) {
@@ -66,7 +67,8 @@ void tans_decode_table(const uint16_t count[256], int table_log, uint32_t *table
     uint8_t spread[1 << DF11_TANS_MAX_LOG];
     uint32_t next[256];
     tans_spread(count, table_log, spread);
-    for (int s = 0; s < 256; s++) next[s] = count[s];
+    for (int s = 0; s < 256; s++)
+        next[s] = count[s];
     for (uint32_t i = 0; i < L; i++) {
         uint32_t s = spread[i], x = next[s]++;
         uint32_t nb = (uint32_t)(table_log - floor_log2(x));
@@ -78,20 +80,21 @@ void tans_decode_table(const uint16_t count[256], int table_log, uint32_t *table
 void tans_encoder_init(const uint16_t count[256], int table_log, tans_enc *e) {
     const uint32_t L = 1u << table_log;
     uint8_t spread[1 << DF11_TANS_MAX_LOG];
-    uint16_t seen[256] = {0};
+    uint16_t seen[256] = {0}, first[256];
     tans_spread(count, table_log, spread);
     e->table_log = table_log;
-    uint32_t first = 0;
+    uint32_t at = 0;
+    memset(e->sym, 0, sizeof e->sym);
     for (int s = 0; s < 256; s++) {
-        e->count[s] = count[s];
-        e->first[s] = (uint16_t)first;
-        first += count[s];
+        first[s] = (uint16_t)at;
+        at += count[s];
         if (!count[s]) continue;
-        e->k[s] = (uint8_t)(table_log - floor_log2(count[s]));
-        e->thresh[s] = (uint32_t)count[s] << e->k[s];
+        e->sym[s].base = (int16_t)(first[s] - count[s]);
+        e->sym[s].k = (uint8_t)(table_log - floor_log2(count[s]));
+        e->sym[s].thresh = (uint32_t)count[s] << e->sym[s].k;
     }
     for (uint32_t i = 0; i < L; i++) {
         uint32_t s = spread[i];
-        e->state[e->first[s] + seen[s]++] = (uint16_t)(L + i);
+        e->state[first[s] + seen[s]++] = (uint16_t)(L + i);
     }
 }

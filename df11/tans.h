@@ -18,19 +18,24 @@ void tans_normalize(const uint64_t hist[256], int table_log, uint16_t count[256]
 void tans_spread(const uint16_t count[256], int table_log, uint8_t *spread);
 
 /* Decode table entry i (state i): bits 0-11 base, 12-15 nbits, 16-31 exponent << 7. */
-#define TANS_ENTRY_BASE(e) ((e) & 0xFFFu)
+#define TANS_ENTRY_BASE(e) ((e)&0xFFFu)
 #define TANS_ENTRY_NBITS(e) (((e) >> 12) & 0xFu)
 #define TANS_ENTRY_EXP(e) ((e) >> 23)
 void tans_decode_table(const uint16_t count[256], int table_log, uint32_t *table);
 
 /* Encoder tables: for symbol s, the state after coding s from y in [count, 2count) is
- * state[first[s] + y - count[s]]; nbits = k[s] - (x < thresh[s]). */
+ * state[first[s] + y - count[s]] = state[sym[s].base + y]; nbits = sym[s].k - (x < sym[s].thresh).
+ * A symbol's three values share 8 bytes, one load in the encoder's inner loop. */
+typedef struct tans_enc_sym {
+    uint32_t thresh;
+    int16_t base; /* first - count */
+    uint8_t k;
+    uint8_t unused;
+} tans_enc_sym;
+
 typedef struct tans_enc {
     int table_log;
-    uint16_t count[256];
-    uint16_t first[256];
-    uint8_t k[256];
-    uint32_t thresh[256];
+    tans_enc_sym sym[256];
     uint16_t state[1 << DF11_TANS_MAX_LOG];
 } tans_enc;
 

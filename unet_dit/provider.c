@@ -177,8 +177,9 @@ static err create(weight_provider *p, const wp_config *cfg, const wp_block *bloc
         }
         return ERR_OK;
     }
-    TRY(gpu_stream_create(&p->decode));
-    TRY(gpu_stream_create(&p->copy));
+    /* decoding and copies run in the background of the compute stream's kernels */
+    TRY(gpu_stream_create_background(&p->decode));
+    TRY(gpu_stream_create_background(&p->copy));
     for (int s = 0; s < 2; s++) {
         TRY(gpu_event_create(&p->ready[s]));
         TRY(gpu_event_create(&p->free_[s]));

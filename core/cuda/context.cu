@@ -43,9 +43,12 @@ err opcu_create(struct opcu_state **out) {
     err e = ERR_OK;
     cudaDeviceProp p;
     cudnnStatus_t ds;
+    int least = 0, greatest = 0; /* the ops' stream gets the highest priority */
     if ((ce = cudaGetDevice(&s->device)) != cudaSuccess ||
         (ce = cudaGetDeviceProperties(&p, s->device)) != cudaSuccess ||
-        (ce = cudaStreamCreateWithFlags(&s->own, cudaStreamNonBlocking)) != cudaSuccess) {
+        (ce = cudaDeviceGetStreamPriorityRange(&least, &greatest)) != cudaSuccess ||
+        (ce = cudaStreamCreateWithPriority(&s->own, cudaStreamNonBlocking, greatest)) !=
+            cudaSuccess) {
         e = cuda_fail(ce, "opening the GPU");
         goto fail;
     }

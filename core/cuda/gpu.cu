@@ -80,6 +80,14 @@ err gpu_stream_create(struct CUstream_st **s) {
     return ERR_OK;
 }
 
+err gpu_stream_create_background(struct CUstream_st **s) {
+    int least = 0, greatest = 0;
+    CUDA_TRY(cudaDeviceGetStreamPriorityRange(&least, &greatest),
+             "cudaDeviceGetStreamPriorityRange");
+    CUDA_TRY(cudaStreamCreateWithPriority(s, cudaStreamNonBlocking, least), "cudaStreamCreate");
+    return ERR_OK;
+}
+
 void gpu_stream_destroy(struct CUstream_st *s) {
     if (s) cudaStreamDestroy(s);
 }

@@ -27,6 +27,9 @@ err gpu_upload_async(void *dst, const void *src, size_t bytes, struct CUstream_s
 err gpu_mem_info(size_t *free_bytes, size_t *total_bytes);
 err gpu_sync(void);
 err gpu_stream_create(struct CUstream_st **s);
+/* A stream of the lowest priority: its kernels take SMs only where higher-priority work
+ * leaves room (background decoding and copies). */
+err gpu_stream_create_background(struct CUstream_st **s);
 void gpu_stream_destroy(struct CUstream_st *s);
 err gpu_event_create(struct CUevent_st **e);
 void gpu_event_destroy(struct CUevent_st *e);

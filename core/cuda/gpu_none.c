@@ -25,6 +25,7 @@ err gpu_stream_create(struct CUstream_st **s) {
     *s = NULL;
     NO_CUDA;
 }
+err gpu_stream_create_background(struct CUstream_st **s) { *s = NULL; NO_CUDA; }
 void gpu_stream_destroy(struct CUstream_st *s) { (void)s; }
 err gpu_event_create(struct CUevent_st **e) {
     *e = NULL;

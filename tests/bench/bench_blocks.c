@@ -24,17 +24,57 @@ enum { D = 3072, HEADS = 24, HD = 128, N_IMG = 4096, N_TXT = 512, L = N_IMG + N_
 
 /* weight indexes of a double block */
 enum {
-    DB_MOD_W, DB_MOD_B, DB_CMOD_W, DB_CMOD_B,
-    DB_Q_W, DB_K_W, DB_V_W, DB_Q_B, DB_K_B, DB_V_B, DB_NQ, DB_NK,
-    DB_AQ_W, DB_AK_W, DB_AV_W, DB_AQ_B, DB_AK_B, DB_AV_B, DB_NAQ, DB_NAK,
-    DB_OUT_W, DB_OUT_B, DB_AOUT_W, DB_AOUT_B,
-    DB_FF1_W, DB_FF1_B, DB_FF2_W, DB_FF2_B, DB_CFF1_W, DB_CFF1_B, DB_CFF2_W, DB_CFF2_B,
+    DB_MOD_W,
+    DB_MOD_B,
+    DB_CMOD_W,
+    DB_CMOD_B,
+    DB_Q_W,
+    DB_K_W,
+    DB_V_W,
+    DB_Q_B,
+    DB_K_B,
+    DB_V_B,
+    DB_NQ,
+    DB_NK,
+    DB_AQ_W,
+    DB_AK_W,
+    DB_AV_W,
+    DB_AQ_B,
+    DB_AK_B,
+    DB_AV_B,
+    DB_NAQ,
+    DB_NAK,
+    DB_OUT_W,
+    DB_OUT_B,
+    DB_AOUT_W,
+    DB_AOUT_B,
+    DB_FF1_W,
+    DB_FF1_B,
+    DB_FF2_W,
+    DB_FF2_B,
+    DB_CFF1_W,
+    DB_CFF1_B,
+    DB_CFF2_W,
+    DB_CFF2_B,
     DB_N
 };
 /* weight indexes of a single block */
 enum {
-    SB_MOD_W, SB_MOD_B, SB_Q_W, SB_K_W, SB_V_W, SB_Q_B, SB_K_B, SB_V_B, SB_NQ, SB_NK,
-    SB_MLP_W, SB_MLP_B, SB_OUT_W, SB_OUT_B, SB_N
+    SB_MOD_W,
+    SB_MOD_B,
+    SB_Q_W,
+    SB_K_W,
+    SB_V_W,
+    SB_Q_B,
+    SB_K_B,
+    SB_V_B,
+    SB_NQ,
+    SB_NK,
+    SB_MLP_W,
+    SB_MLP_B,
+    SB_OUT_W,
+    SB_OUT_B,
+    SB_N
 };
 
 static void set_shape(wp_src *s, int64_t a, int64_t b) {
@@ -61,7 +101,8 @@ static void double_shapes(wp_src *w) {
 
 static void single_shapes(wp_src *w) {
     set_shape(&w[SB_MOD_W], 3 * D, D), set_shape(&w[SB_MOD_B], 3 * D, 0);
-    for (int i = 0; i < 3; i++) set_shape(&w[SB_Q_W + i], D, D), set_shape(&w[SB_Q_B + i], D, 0);
+    for (int i = 0; i < 3; i++)
+        set_shape(&w[SB_Q_W + i], D, D), set_shape(&w[SB_Q_B + i], D, 0);
     set_shape(&w[SB_NQ], HD, 0), set_shape(&w[SB_NK], HD, 0);
     set_shape(&w[SB_MLP_W], 4 * D, D), set_shape(&w[SB_MLP_B], 4 * D, 0);
     set_shape(&w[SB_OUT_W], D, 5 * D), set_shape(&w[SB_OUT_B], D, 0);
@@ -74,12 +115,15 @@ static void fill(wp_src *w, int n, const int *norms, int n_norms, uint64_t seed)
         int64_t m = w[j].shape[0] * (w[j].ndim == 2 ? w[j].shape[1] : 1);
         uint16_t *v = malloc((size_t)m * 2);
         int is_norm = 0;
-        for (int k = 0; k < n_norms; k++) is_norm |= norms[k] == j;
+        for (int k = 0; k < n_norms; k++)
+            is_norm |= norms[k] == j;
         /* fast normal-ish values: a sum of four uniforms, scaled */
         for (int64_t k = 0; k < m; k++) {
             uint64_t u = tu_next(&r);
             double z = ((double)(u & 0xFFFF) + (double)((u >> 16) & 0xFFFF) +
-                        (double)((u >> 32) & 0xFFFF) + (double)(u >> 48)) / 65536.0 - 2.0;
+                        (double)((u >> 32) & 0xFFFF) + (double)(u >> 48)) /
+                           65536.0 -
+                       2.0;
             v[k] = is_norm ? 0x3F80 : tu_bf16((float)(0.02 * 1.732 * z));
         }
         uint8_t *blob;
@@ -172,8 +216,10 @@ static void forward(op_ctx *c, acts *a, weight_provider *p) {
     tensor w[DB_N];
     for (int i = 0; i < n_double + n_single; i++) {
         wp_acquire(p, i, w);
-        if (i < n_double) double_block(c, a, w);
-        else single_block(c, a, w);
+        if (i < n_double)
+            double_block(c, a, w);
+        else
+            single_block(c, a, w);
         wp_release(p, i);
     }
 }
@@ -203,13 +249,16 @@ static size_t make_acts(acts *a) {
     /* inputs: random h and temb, RoPE tables of FLUX's layout (axis 0 text, 1-2 the grid) */
     tu_rng r = {5};
     uint16_t *hb = malloc((size_t)L * D * 2);
-    for (int64_t i = 0; i < (int64_t)L * D; i++) hb[i] = tu_bf16((float)tu_normal(&r));
+    for (int64_t i = 0; i < (int64_t)L * D; i++)
+        hb[i] = tu_bf16((float)tu_normal(&r));
     CHECK(!gpu_upload(a->s.data, hb, D * 2));
     float *cs = malloc((size_t)L * HD * 4), *sn = malloc((size_t)L * HD * 4);
     for (int l = 0; l < L; l++)
         for (int m = 0; m < HD / 2; m++) {
             double pos = l < N_TXT ? 0 : m < 8 ? 0 : m < 36 ? (l - N_TXT) / 64 : (l - N_TXT) % 64;
-            double w = pow(10000.0, -(double)(2 * (m < 8 ? m : m < 36 ? m - 8 : m - 36)) /
+            double w = pow(10000.0, -(double)(2 * (m < 8    ? m
+                                                   : m < 36 ? m - 8
+                                                            : m - 36)) /
                                         (m < 8 ? 16.0 : 56.0));
             cs[l * HD + 2 * m] = cs[l * HD + 2 * m + 1] = (float)cos(pos * w);
             sn[l * HD + 2 * m] = sn[l * HD + 2 * m + 1] = (float)sin(pos * w);
@@ -223,7 +272,8 @@ static size_t make_acts(acts *a) {
 static void reset_h(acts *a) {
     tu_rng r = {9};
     uint16_t *hb = malloc((size_t)L * D * 2);
-    for (int64_t i = 0; i < (int64_t)L * D; i++) hb[i] = tu_bf16((float)tu_normal(&r));
+    for (int64_t i = 0; i < (int64_t)L * D; i++)
+        hb[i] = tu_bf16((float)tu_normal(&r));
     CHECK(!gpu_upload(a->h.data, hb, (size_t)L * D * 2));
     free(hb);
 }
@@ -238,10 +288,14 @@ int main(int argc, char **argv) {
     double budget_gb = 10;
     int iters = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--budget-gb")) budget_gb = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--double")) n_double = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--single")) n_single = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--budget-gb"))
+            budget_gb = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--double"))
+            n_double = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--single"))
+            n_single = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--iters"))
+            iters = atoi(argv[i + 1]);
     }
     op_ctx *c;
     if (op_ctx_create(TENSOR_CUDA, &c)) {
@@ -259,13 +313,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nb; i++)
         blocks[i] = i < n_double ? (wp_block){DB_N, dw} : (wp_block){SB_N, sw};
     printf("bench_blocks: %d double + %d single FLUX blocks, %d tokens (%d image + %d text); "
-           "weights made and encoded in %.1f s\n", n_double, n_single, L, N_IMG, N_TXT, now() - t0);
+           "weights made and encoded in %.1f s\n",
+           n_double, n_single, L, N_IMG, N_TXT, now() - t0);
     acts a;
     size_t free0, total;
     CHECK(!gpu_mem_info(&free0, &total));
     size_t act_bytes = make_acts(&a);
     LOG_INFO("memory plan: activations %.2f GiB (joint stream, q, k, v, attention, MLP, "
-             "concatenation)", act_bytes / 1073741824.0);
+             "concatenation)",
+             act_bytes / 1073741824.0);
     const size_t budget = (size_t)(budget_gb * 1e9);
     size_t stack0;
     CHECK(!gpu_mem_info(&stack0, &total));
@@ -278,10 +334,12 @@ int main(int argc, char **argv) {
         {"(c) DF11 streamed", {WP_STREAM, 0}},
     };
     /* (c): the weights get what the budget leaves after everything else this run holds */
-    modes[2].cfg.budget = budget > free0 - stack0 + (64u << 20) ? budget - (free0 - stack0) - (64u << 20) : 0;
+    modes[2].cfg.budget =
+        budget > free0 - stack0 + (64u << 20) ? budget - (free0 - stack0) - (64u << 20) : 0;
     double ms_a = 0;
     uint16_t *ref = malloc((size_t)L * D * 2), *got = malloc((size_t)L * D * 2);
-    printf("\nmode                      ms/forward   vs (a)  device GiB (all)  weights GiB  streamed  same bits as (a)\n");
+    printf("\nmode                      ms/forward   vs (a)  device GiB (all)  weights GiB  "
+           "streamed  same bits as (a)\n");
     for (int m = 0; m < 3; m++) {
         weight_provider *p;
         if (wp_create(&modes[m].cfg, blocks, nb, op_ctx_stream(c), &p)) {
@@ -297,7 +355,8 @@ int main(int argc, char **argv) {
         struct CUevent_st *e0, *e1;
         CHECK(!gpu_event_create(&e0) && !gpu_event_create(&e1));
         CHECK(!gpu_event_record(e0, op_ctx_stream(c)));
-        for (int it = 0; it < iters; it++) forward(c, &a, p);
+        for (int it = 0; it < iters; it++)
+            forward(c, &a, p);
         CHECK(!gpu_event_record(e1, op_ctx_stream(c)));
         float ms;
         CHECK(!gpu_event_ms(e0, e1, &ms));
@@ -305,7 +364,10 @@ int main(int argc, char **argv) {
         if (m == 0) ms_a = ms;
         printf("%-26s %10.1f  %6.3fx  %16.2f  %11.2f  %8d  %s\n", modes[m].what, ms, ms / ms_a,
                (free0 - free1) / 1073741824.0, wp_device_bytes(p) / 1073741824.0,
-               wp_streamed_blocks(p), m == 0 ? "-" : memcmp(got, ref, (size_t)L * D * 2) ? "NO" : "yes");
+               wp_streamed_blocks(p),
+               m == 0                                ? "-"
+               : memcmp(got, ref, (size_t)L * D * 2) ? "NO"
+                                                     : "yes");
         gpu_event_destroy(e0), gpu_event_destroy(e1);
         wp_free(p);
     }
