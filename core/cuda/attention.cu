@@ -513,6 +513,7 @@ void opcu_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const t
     CHECK(Lk >= 1 && Lq < INT32_MAX && Lk < INT32_MAX && B * H <= 65535);
     CHECK(scale > 0.0f); /* the max of the raw scores is the max of the scaled ones */
     if (B == 0 || H == 0 || Lq == 0) return;
+    if (!bias && !causal && D != 512 && opcu_attention_cudnn(c, out, q, k, v, scale)) return;
     attn_args a = {};
     a.q = cbf(q);
     a.k = cbf(k);

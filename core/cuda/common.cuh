@@ -18,6 +18,7 @@ extern "C" {
 typedef __nv_bfloat16 bf16;
 
 struct gemm_cache; /* gemm.cu: one cuBLASLt algorithm per GEMM shape, chosen once */
+struct sdpa_cache; /* attention_cudnn.cu: one cuDNN SDPA plan per attention shape */
 
 struct opcu_state {
     int device, sms;
@@ -29,6 +30,8 @@ struct opcu_state {
     void *scratch; /* opcu_scratch(): cuDNN workspace, padded convolution inputs */
     size_t scratch_bytes;
     struct gemm_cache *gemm;
+    struct sdpa_cache *sdpa;
+    int attn_cudnn; /* unmasked attention through cuDNN where it can (DF11_ATTENTION != own) */
 };
 
 /* Aborts with file:line and the CUDA message. */
@@ -43,6 +46,9 @@ void opcu_launched(op_ctx *c, const char *file, int line);
         if (e_ != cudaSuccess) opcu_die(__FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
     } while (0)
 #define CU_LAUNCHED(c) opcu_launched((c), __FILE__, __LINE__)
+
+/* attention_cudnn.cu: 1 if cuDNN ran the unmasked attention, 0 if the caller must */
+int opcu_attention_cudnn(op_ctx *c, tensor out, tensor q, tensor k, tensor v, float scale);
 
 static inline cudaStream_t opcu_st(const op_ctx *c) { return c->cu->stream; }
 /* Device memory of at least `bytes`, valid until the next opcu_scratch call. Grows (with a

@@ -2,6 +2,7 @@
  * cuBLASLt handle and its workspace, the cuDNN handle, and a scratch buffer. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/cuda_check.h"
@@ -13,6 +14,7 @@ extern "C" {
 #define WORKSPACE_BYTES (32u << 20) /* cuBLASLt's recommendation for Hopper */
 
 void gemm_cache_free(struct gemm_cache *g); /* gemm.cu */
+void sdpa_cache_free(struct sdpa_cache *c); /* attention_cudnn.cu */
 
 void opcu_die(const char *file, int line, const char *what, const char *msg) {
     fprintf(stderr, "%s:%d: CUDA error in %s: %s\n", file, line, what, msg);
@@ -53,6 +55,10 @@ err opcu_create(struct opcu_state **out) {
         goto fail;
     }
     s->sms = p.multiProcessorCount;
+    {
+        const char *a = getenv("DF11_ATTENTION");
+        s->attn_cudnn = !(a && !strcmp(a, "own"));
+    }
     s->stream = s->own;
     if (cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
         e = err_set(ERR_CUDA, "cublasLtCreate failed");
@@ -82,6 +88,7 @@ void opcu_free(struct opcu_state *s) {
     if (s->own) cudaStreamSynchronize(s->own);
     if (s->stream && s->stream != s->own) cudaStreamSynchronize(s->stream);
     gemm_cache_free(s->gemm);
+    sdpa_cache_free(s->sdpa);
     if (s->dnn) cudnnDestroy(s->dnn);
     if (s->lt) cublasLtDestroy(s->lt);
     cudaFree(s->ws);

@@ -7,6 +7,7 @@
  *         is measured by tools/device-check.sh next to this run and printed with it.
  * usage: bench_runtime [--quick] */
 #include <cublasLt.h>
+#include <cudnn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,9 +175,9 @@ int main(int argc, char **argv) {
     int sms;
     size_t mem;
     CHECK(!gpu_device_info(name, sizeof name, &sms, &mem));
-    printf("bench_runtime on %s (%d SMs)\n\nGEMM (bias fused; fc1 with GELU)     op_linear         "
+    printf("bench_runtime on %s (%d SMs), cuBLASLt %zu, cuDNN %zu\n\nGEMM (bias fused; fc1 with GELU)     op_linear         "
            "      cuBLASLt best of its top 16  best/ours\n",
-           name, sms);
+           name, sms, cublasLtGetVersion(), cudnnGetVersion());
     bench_gemm(c, "FLUX img qkv", 4096, 3072, 9216, OP_ACT_NONE);
     bench_gemm(c, "FLUX txt qkv", 512, 3072, 9216, OP_ACT_NONE);
     bench_gemm(c, "FLUX img out", 4096, 3072, 3072, OP_ACT_NONE);
@@ -186,10 +187,18 @@ int main(int argc, char **argv) {
     bench_gemm(c, "FLUX single linear2", 4608, 15360, 3072, OP_ACT_NONE);
     bench_gemm(c, "SD3.5L qkv (B=2)", 8192, 2432, 7296, OP_ACT_NONE);
     bench_gemm(c, "SD3.5L fc1 +gelu (B=2)", 8192, 2432, 9728, OP_ACT_GELU_TANH);
-    printf("\nattention (no mask, fused qkv input)\n");
+    printf("\nattention (no mask, fused qkv input): op_attention (cuDNN SDPA where it runs)\n");
     bench_attention(c, "FLUX 1024^2", 1, 24, 4608, 128);
     bench_attention(c, "SD3.5 Large 1024^2 CFG", 2, 38, 4429, 64);
     bench_attention(c, "VAE mid block 512^2", 1, 1, 4096, 512);
+    /* the own kernel alone (read when a context is created) */
+    op_ctx *own;
+    setenv("DF11_ATTENTION", "own", 1);
+    CHECK(!op_ctx_create(TENSOR_CUDA, &own));
+    printf("attention, own kernel only\n");
+    bench_attention(own, "FLUX 1024^2", 1, 24, 4608, 128);
+    bench_attention(own, "SD3.5 Large 1024^2 CFG", 2, 38, 4429, 64);
+    op_ctx_free(own);
     gpu_event_destroy(ev0);
     gpu_event_destroy(ev1);
     op_ctx_free(c);
