@@ -51,44 +51,30 @@ static __device__ __forceinline__ float2 row_moments(const float v[NORM_VPT], in
     return make_float2(mu, rsqrtf(block_sum(q, sh) / (float)n + eps));
 }
 
-/* One block per row of C. */
+/* One block per row of C. Plain LayerNorm (optional affine w, b, one rounding), or with MOD the
+ * adaLN modulation, where the row's batch picks the shift and scale rows and the eager bf16
+ * reference rounds LN(x), 1 + scale, the product and the sum. */
+template <bool MOD>
 static __global__ void layernorm_kernel(bf16 *out, const bf16 *x, int64_t xs, const bf16 *w,
-                                        const bf16 *b, int C, float eps) {
+                                        const bf16 *b, const bf16 *shift, int64_t shs,
+                                        const bf16 *scale, int64_t scs, int64_t N, int C,
+                                        float eps) {
     __shared__ float sh[32];
     const int64_t r = blockIdx.x;
     float v[NORM_VPT];
     row_load(x + r * xs, C, v);
     const float2 m = row_moments(v, C, eps, sh);
     bf16 *o = out + r * C;
+    const bf16 *shr = MOD ? shift + r / N * shs : NULL, *scr = MOD ? scale + r / N * scs : NULL;
 #pragma unroll
     for (int k = 0; k < NORM_VPT; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= C) continue;
         const float y = (v[k] - m.x) * m.y;
-        o[i] = f2bf(y * (w ? bf2f(w[i]) : 1.0f) + (b ? bf2f(b[i]) : 0.0f));
-    }
-}
-
-/* One block per row of C; the row's batch picks the shift and scale rows. */
-static __global__ void layernorm_modulate_kernel(bf16 *out, const bf16 *x, const bf16 *shift,
-                                                 int64_t shs, const bf16 *scale, int64_t scs,
-                                                 int64_t N, int C, float eps) {
-    __shared__ float sh[32];
-    const int64_t r = blockIdx.x, bi = r / N;
-    const bf16 *shr = shift + bi * shs, *scr = scale + bi * scs;
-    float v[NORM_VPT];
-    row_load(x + r * C, C, v);
-    const float2 m = row_moments(v, C, eps, sh);
-    bf16 *o = out + r * C;
-#pragma unroll
-    for (int k = 0; k < NORM_VPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i >= C) continue;
-        /* the eager bf16 reference rounds LN(x), 1 + scale, the product, and the sum */
-        const float y = rbf((v[k] - m.x) * m.y);
-        const float t = rbf(1.0f + bf2f(scr[i]));
-        const float u = rbf(y * t);
-        o[i] = f2bf(u + bf2f(shr[i]));
+        if (MOD)
+            o[i] = f2bf(rbf(rbf(y) * rbf(1.0f + bf2f(scr[i]))) + bf2f(shr[i]));
+        else
+            o[i] = f2bf(y * (w ? bf2f(w[i]) : 1.0f) + (b ? bf2f(b[i]) : 0.0f));
     }
 }
 
@@ -242,8 +228,9 @@ void opcu_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tens
     int64_t xs;
     const int64_t rows = tensor_rows(&x, &xs), C = x.shape[x.ndim - 1];
     if (rows == 0) return;
-    layernorm_kernel<<<(unsigned)rows, row_threads(C), 0, opcu_st(c)>>>(
-        mbf(out), cbf(x), xs, w ? cbf(*w) : NULL, b ? cbf(*b) : NULL, (int)C, eps);
+    layernorm_kernel<false><<<(unsigned)rows, row_threads(C), 0, opcu_st(c)>>>(
+        mbf(out), cbf(x), xs, w ? cbf(*w) : NULL, b ? cbf(*b) : NULL, NULL, 0, NULL, 0, 1, (int)C,
+        eps);
     CU_LAUNCHED(c);
 }
 
@@ -252,8 +239,9 @@ void opcu_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tens
                              float eps) {
     const int64_t N = x.shape[1], C = x.shape[2], rows = x.shape[0] * N;
     if (rows == 0) return;
-    layernorm_modulate_kernel<<<(unsigned)rows, row_threads(C), 0, opcu_st(c)>>>(
-        mbf(out), cbf(x), cbf(shift), shift.stride[0], cbf(scale), scale.stride[0], N, (int)C, eps);
+    layernorm_kernel<true><<<(unsigned)rows, row_threads(C), 0, opcu_st(c)>>>(
+        mbf(out), cbf(x), C, NULL, NULL, cbf(shift), shift.stride[0], cbf(scale), scale.stride[0],
+        N, (int)C, eps);
     CU_LAUNCHED(c);
 }
 
