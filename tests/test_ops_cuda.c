@@ -31,6 +31,7 @@
 #include <stdlib.h>
 
 #include "core/cuda/gpu.h"
+#include "core/log.h"
 #include "core/ops.h"
 #include "tests/testutil.h"
 
@@ -302,11 +303,15 @@ static void attention_case(const char *what, int64_t B, int64_t Lq, int64_t Lk, 
 }
 
 static void test_attention(void) {
+    /* the log says which path each shape took (cuDNN's SDPA or the own kernel) */
+    log_level was = log_get_level();
+    if (pass == 0) log_set_level(LOG_LEVEL_DEBUG);
     attention_case("attention d64 causal (CLIP)", 2, 77, 77, 3, 64, 0, 1);
     attention_case("attention d64 bias (T5)", 1, 45, 45, 4, 64, 1, 0);
     attention_case("attention d128 L=300 (FLUX)", 1, 300, 300, 2, 128, 0, 0);
     attention_case("attention d64 Lq=65 Lk=130", 2, 65, 130, 2, 64, 0, 0);
     attention_case("attention d512 L=130 (VAE)", 1, 130, 130, 1, 512, 0, 0);
+    log_set_level(was);
 }
 
 static void test_conv(void) {
