@@ -52,25 +52,17 @@ struct weight_provider {
 static err check_block(const wp_config *cfg, const wp_block *bl, int i) {
     for (int j = 0; j < bl->n; j++) {
         const wp_src *s = &bl->w[j];
-        const uint64_t n = numel(s);
         FAIL_IF(s->ndim < 1 || s->ndim > TENSOR_MAX_DIMS, ERR_ARG, "block %d weight %d: %d dims", i,
                 j, s->ndim);
         FAIL_IF(!s->blob && (cfg->mode != WP_RESIDENT || !s->bf16), ERR_ARG,
                 "block %d weight %d: no DF11 blob for a DF11 mode", i, j);
-        if (s->blob) {
-            df11_blob b;
-            err e = df11_blob_parse(s->blob, s->blob_len, &b);
-            if (e) return err_wrap(e, "block %d weight %d", i, j);
-            FAIL_IF(b.n != n, ERR_FORMAT,
-                    "block %d weight %d: blob holds %llu values, shape needs %llu", i, j,
-                    (unsigned long long)b.n, (unsigned long long)n);
-        }
     }
     return ERR_OK;
 }
 
-/* Lays out a block's weights (slot offsets) and blobs (blob-area offsets). */
-static err layout(blk *b, const wp_block *src) {
+/* Lays out block i's weights (slot offsets) and blobs (blob-area offsets), and parses and
+ * checks each blob against its weight's shape. */
+static err layout(blk *b, const wp_block *src, int i) {
     b->n = src->n;
     b->w = src->w;
     b->off = calloc((size_t)b->n + 1, sizeof *b->off);
@@ -85,7 +77,11 @@ static err layout(blk *b, const wp_block *src) {
         if (s->blob) {
             b->blob_off[j] = b->blob_bytes;
             b->blob_bytes += align_up(s->blob_len);
-            df11_blob_parse(s->blob, s->blob_len, &b->parsed[j]);
+            err e = df11_blob_parse(s->blob, s->blob_len, &b->parsed[j]);
+            if (e) return err_wrap(e, "block %d weight %d", i, j);
+            FAIL_IF(b->parsed[j].n != numel(s), ERR_FORMAT,
+                    "block %d weight %d: blob holds %llu values, shape needs %llu", i, j,
+                    (unsigned long long)b->parsed[j].n, (unsigned long long)numel(s));
         }
     }
     return ERR_OK;
@@ -139,7 +135,7 @@ static err create(weight_provider *p, const wp_config *cfg, const wp_block *bloc
     uint64_t slot_bytes = 0, pool = 0, stage = 0;
     for (int i = 0; i < p->n; i++) {
         TRY(check_block(cfg, &blocks[i], i));
-        TRY(layout(&p->b[i], &blocks[i]));
+        TRY(layout(&p->b[i], &blocks[i], i));
         if (p->b[i].bf16_bytes > slot_bytes) slot_bytes = p->b[i].bf16_bytes;
     }
     if (cfg->mode == WP_RESIDENT) {
@@ -213,11 +209,8 @@ static err create(weight_provider *p, const wp_config *cfg, const wp_block *bloc
                 TRY(gpu_upload(blobs + b->blob_off[j], b->w[j].blob, b->w[j].blob_len));
         } else {
             TRY(gpu_host_alloc((void **)&b->h_blobs, b->blob_bytes));
-            for (int j = 0; j < b->n; j++) {
+            for (int j = 0; j < b->n; j++)
                 memcpy(b->h_blobs + b->blob_off[j], b->w[j].blob, b->w[j].blob_len);
-                /* the plans read the tables from the pinned copy's view */
-                df11_blob_parse(b->h_blobs + b->blob_off[j], b->w[j].blob_len, &b->parsed[j]);
-            }
         }
         for (int s = 0; s < 2; s++) {
             if (b->stream_pos < 0)
