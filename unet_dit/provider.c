@@ -111,8 +111,9 @@ static err choose_streamed(weight_provider *p, const wp_config *cfg, uint64_t sl
     }
     const uint64_t fixed = 2 * slot_bytes;
     FAIL_IF(cfg->budget < fixed + 2 * max_blob, ERR_NOMEM,
-            "VRAM budget of %.2f GiB is below the %.2f GiB two slots and two staging buffers need",
-            cfg->budget / 1073741824.0, (fixed + 2 * max_blob) / 1073741824.0);
+            "VRAM budget of %.1f MiB is below the %.1f MiB that two slots and two staging "
+            "buffers need",
+            cfg->budget / 1048576.0, (fixed + 2 * max_blob) / 1048576.0);
     if (fixed + total <= cfg->budget) return ERR_OK; /* everything fits: nothing streamed */
     const uint64_t room = cfg->budget - fixed - 2 * max_blob;
     const double frac = total ? 1.0 - (double)room / (double)total : 0.0;
