@@ -9,7 +9,6 @@
 #include "df11/df11.h"
 #include "df11/tans.h"
 
-#define SEG_MAX_LANE_SYMS (DF11_GROUP * 65536u) /* bound used for scratch sizing checks */
 
 void df11_params_init(df11_params *p) {
     p->table_log = DF11_MAX_TABLE_LOG;
