@@ -9,7 +9,6 @@
 #include "df11/df11.h"
 #include "df11/tans.h"
 
-
 void df11_params_init(df11_params *p) {
     p->table_log = DF11_MAX_TABLE_LOG;
     p->steps = 512;
