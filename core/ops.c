@@ -149,6 +149,31 @@ void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
     DISPATCH(rmsnorm, out, x, w, eps);
 }
 
+void op_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
+    act_type(c, &out);
+    act_type(c, &x);
+    same_shape(&out, &x);
+    weight(c, &w);
+    CHECK(tensor_numel(&w) == last(&x));
+    tensor_rows(&out, NULL);
+    tensor_rows(&x, NULL);
+    DISPATCH(rmsnorm2, out, x, w, eps);
+}
+
+void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
+    plain(c, &out);
+    plain(c, &x);
+    same_shape(&out, &x);
+    DISPATCH(scale_shift, out, x, mul, add);
+}
+
+void op_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
+    plain(c, &x);
+    plain(c, &v);
+    same_shape(&x, &v);
+    DISPATCH(euler_step, x, v, dt);
+}
+
 void op_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,
                   int silu) {
     plain(c, &out);

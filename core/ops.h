@@ -55,11 +55,22 @@ void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor
 /* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w; x's rows may be strided (q, k
  * heads inside a fused projection); out may be x. */
 void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps);
+/* The same with two roundings, as transformers' T5LayerNorm and diffusers' RMSNorm (SD3 q/k)
+ * compute it: x / sqrt(mean(x^2) + eps) is rounded to the activation type, then times w and
+ * rounded again (MODEL-SPEC §2.5, §4.2). Identical to op_rmsnorm on the CPU (fp32). */
+void op_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps);
 /* GroupNorm of x [B,C,H,W] in `groups` groups with affine w, b [C], then SiLU if silu. */
 void op_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,
                   int silu);
 /* x[B,N,C] += gate[B,C] * y[B,N,C]; gate's rows strided; y's rows may be strided. */
 void op_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y);
+
+/* out = x * mul + add elementwise (out may be x); on CUDA the product and the sum each round
+ * to BF16, as eager PyTorch does (latent scale and shift, MODEL-SPEC §3.1). */
+void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add);
+/* The flow-matching Euler step in place, x += dt * v (MODEL-SPEC §6.2): on CUDA dt is rounded
+ * to BF16, the product to BF16, the sum is taken in fp32 and rounded to BF16; fp32 on the CPU. */
+void op_euler_step(op_ctx *c, tensor x, tensor v, float dt);
 
 /* FLUX RoPE in place on x [B,L,H,D] (rows may be strided): adjacent pairs (2m, 2m+1) turned
  * by the angle whose cos and sin are cos[L,D], sin[L,D] (F32, each value twice). */

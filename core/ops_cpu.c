@@ -172,6 +172,30 @@ void opcpu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
     free(wv);
 }
 
+/* In fp32 the two roundings of T5LayerNorm / diffusers RMSNorm are no-ops: the same as above. */
+void opcpu_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
+    opcpu_rmsnorm(c, out, x, w, eps);
+}
+
+void opcpu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
+    (void)c;
+    int64_t n = tensor_numel(&x);
+    float *o = f32(&out);
+    const float *xp = f32(&x);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) o[i] = xp[i] * mul + add;
+}
+
+/* FlowMatchEulerDiscreteScheduler.step in an fp32 pipeline: x + dt * v */
+void opcpu_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
+    (void)c;
+    int64_t n = tensor_numel(&x);
+    float *xp = f32(&x);
+    const float *vp = f32(&v);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) xp[i] = xp[i] + dt * vp[i];
+}
+
 /* torch.nn.GroupNorm(groups, C, eps), then SiLU (diffusers ResnetBlock2D's norm + act) */
 void opcpu_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,
                      int silu) {

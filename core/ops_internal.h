@@ -13,6 +13,9 @@
     X(layernorm, (op_ctx * c, tensor out, tensor x, const tensor *w, const tensor *b, float eps))  \
     X(layernorm_modulate, (op_ctx * c, tensor out, tensor x, tensor shift, tensor scale, float eps)) \
     X(rmsnorm, (op_ctx * c, tensor out, tensor x, tensor w, float eps))                            \
+    X(rmsnorm2, (op_ctx * c, tensor out, tensor x, tensor w, float eps))                           \
+    X(scale_shift, (op_ctx * c, tensor out, tensor x, float mul, float add))                       \
+    X(euler_step, (op_ctx * c, tensor x, tensor v, float dt))                                      \
     X(groupnorm, (op_ctx * c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,     \
                   int silu))                                                                       \
     X(gate_residual, (op_ctx * c, tensor x, tensor gate, tensor y))                                \

@@ -206,6 +206,15 @@ static void test_elementwise(void) {
     op_gate_residual(cpu, xr.h, gate.h, ys.h);
     op_gate_residual(gpu, xr.d, gate.d, ys.d);
     check("gate_residual", xr, TWO);
+    /* latent scale and shift, and the Euler step: two roundings each */
+    pair z = MK(2.0, 16, 33), zo = OUT(16, 33);
+    op_scale_shift(cpu, zo.h, z.h, 1.0f / 0.3611f, 0.1159f);
+    op_scale_shift(gpu, zo.d, z.d, 1.0f / 0.3611f, 0.1159f);
+    check("scale_shift", zo, TWO);
+    pair xe = MK(1.0, 4, 1000), ve = MK(1.0, 4, 1000);
+    op_euler_step(cpu, xe.h, ve.h, -0.0116f);
+    op_euler_step(gpu, xe.d, ve.d, -0.0116f);
+    check("euler_step", xe, TWO);
 }
 
 static void test_norms(void) {
@@ -232,6 +241,14 @@ static void test_norms(void) {
     op_rmsnorm(cpu, ot.h, xt.h, wt.h, 1e-6f);
     op_rmsnorm(gpu, ot.d, xt.d, wt.d, 1e-6f);
     check("rmsnorm D=4096", ot, ONE);
+    /* two roundings (T5LayerNorm): within the same bound as one, the extra rounding is 2^-9 */
+    pair x2 = MK(1.0, 9, 4096), o2w = OUT(9, 4096), x3 = MK(1.0, 33, 64), w3 = MK(1.0, 64);
+    op_rmsnorm2(cpu, o2w.h, x2.h, wt.h, 1e-6f);
+    op_rmsnorm2(gpu, o2w.d, x2.d, wt.d, 1e-6f);
+    check("rmsnorm2 D=4096", o2w, TWO);
+    op_rmsnorm2(cpu, x3.h, x3.h, w3.h, 1e-6f);
+    op_rmsnorm2(gpu, x3.d, x3.d, w3.d, 1e-6f);
+    check("rmsnorm2 D=64 in place", x3, TWO);
     for (int silu = 0; silu < 2; silu++) {
         pair xg = MK(2.0, 2, 64, 33, 31), gw = MK(1.0, 64), gb = MK(1.0, 64);
         pair og = OUT(2, 64, 33, 31);

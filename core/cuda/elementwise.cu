@@ -44,6 +44,22 @@ static __global__ void add_kernel(bf16 *out, const bf16 *a, const bf16 *b, int64
         out[i] = f2bf(bf2f(a[i]) + bf2f(b[i]));
 }
 
+/* Grid-stride over the n values: bf16(bf16(x mul) + add), two eager ops. */
+static __global__ void scale_shift_kernel(bf16 *out, const bf16 *x, int64_t n, float mul,
+                                          float add) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = f2bf(rbf(bf2f(x[i]) * mul) + add);
+}
+
+/* Grid-stride over the n values: the scheduler's x + dt v with dt already rounded to BF16;
+ * the product is a bf16 tensor, the sum is taken in fp32 and rounded (MODEL-SPEC §6.2). */
+static __global__ void euler_step_kernel(bf16 *x, const bf16 *v, int64_t n, float dt) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = f2bf(bf2f(x[i]) + rbf(dt * bf2f(v[i])));
+}
+
 /* x: a row's C values; y: tokens; z: batches (the gate's row). */
 static __global__ void gate_residual_kernel(bf16 *x, const bf16 *gate, int64_t gs, const bf16 *y,
                                             int64_t ys, int64_t B, int64_t N, int64_t C) {
@@ -246,6 +262,24 @@ void opcu_add(op_ctx *c, tensor out, tensor a, tensor b) {
     const int64_t n = tensor_numel(&a);
     add_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(a),
                                                                                  cbf(b), n);
+    CU_LAUNCHED(c);
+}
+
+void opcu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
+    const int64_t n = tensor_numel(&x);
+    if (n == 0) return;
+    scale_shift_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(x), n, mul,
+                                                                         add);
+    CU_LAUNCHED(c);
+}
+
+void opcu_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
+    const int64_t n = tensor_numel(&x);
+    if (n == 0) return;
+    /* dt is a float32 0-dim tensor cast to the bf16 compute dtype */
+    euler_step_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(x), cbf(v), n,
+                                                                        __bfloat162float(
+                                                                            __float2bfloat16(dt)));
     CU_LAUNCHED(c);
 }
 

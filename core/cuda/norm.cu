@@ -81,7 +81,8 @@ static __global__ void layernorm_kernel(bf16 *out, const bf16 *x, int64_t xs, co
 /* One warp per row of D <= 32 VPL, RMS_WARPS rows to a block; lane l holds l, l + 32, ... */
 template <int VPL>
 static __global__ void rmsnorm_warp_kernel(bf16 *out, int64_t os, const bf16 *x, int64_t xs,
-                                           const bf16 *w, int64_t rows, int D, float eps) {
+                                           const bf16 *w, int64_t rows, int D, float eps,
+                                           int twice) {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * RMS_WARPS + (threadIdx.x >> 5);
     if (r >= rows) return; /* a whole warp: the shuffles below see all 32 lanes */
@@ -99,13 +100,13 @@ static __global__ void rmsnorm_warp_kernel(bf16 *out, int64_t os, const bf16 *x,
 #pragma unroll
     for (int k = 0; k < VPL; k++) {
         const int i = lane + 32 * k;
-        if (i < D) o[i] = f2bf(v[k] * rs * bf2f(w[i]));
+        if (i < D) o[i] = f2bf((twice ? rbf(v[k] * rs) : v[k] * rs) * bf2f(w[i]));
     }
 }
 
 /* One block per row of D (T5's 4096). */
 static __global__ void rmsnorm_block_kernel(bf16 *out, int64_t os, const bf16 *x, int64_t xs,
-                                            const bf16 *w, int D, float eps) {
+                                            const bf16 *w, int D, float eps, int twice) {
     __shared__ float sh[32];
     const int64_t r = blockIdx.x;
     float v[NORM_VPT], ss = 0.0f;
@@ -118,7 +119,7 @@ static __global__ void rmsnorm_block_kernel(bf16 *out, int64_t os, const bf16 *x
 #pragma unroll
     for (int k = 0; k < NORM_VPT; k++) {
         const int i = threadIdx.x + k * blockDim.x;
-        if (i < D) o[i] = f2bf(v[k] * rs * bf2f(w[i]));
+        if (i < D) o[i] = f2bf((twice ? rbf(v[k] * rs) : v[k] * rs) * bf2f(w[i]));
     }
 }
 
@@ -245,24 +246,25 @@ void opcu_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tens
     CU_LAUNCHED(c);
 }
 
-/* torch.nn.RMSNorm / F.rms_norm: x rsqrt(mean(x^2) + eps) w, rounded once as torch 2.11's fused
- * CUDA kernel does (MODEL-SPEC §1.11; T5LayerNorm and diffusers' RMSNorm round twice) */
-void opcu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
+/* x rsqrt(mean(x^2) + eps) w. once: rounded once, as torch.nn.RMSNorm / F.rms_norm's fused
+ * CUDA kernel in torch 2.11 (FLUX q/k, MODEL-SPEC §1.11); twice: the normalised x is rounded
+ * before the product, as T5LayerNorm and diffusers' RMSNorm compute it (§2.5, §4.2). */
+static void rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps, int twice) {
     int64_t xs, os;
     const int64_t rows = tensor_rows(&x, &xs), D = x.shape[x.ndim - 1];
     tensor_rows(&out, &os);
     if (rows == 0) return;
     const cudaStream_t st = opcu_st(c);
     if (D > 1024) {
-        rmsnorm_block_kernel<<<(unsigned)rows, row_threads(D), 0, st>>>(mbf(out), os, cbf(x), xs,
-                                                                        cbf(w), (int)D, eps);
+        rmsnorm_block_kernel<<<(unsigned)rows, row_threads(D), 0, st>>>(
+            mbf(out), os, cbf(x), xs, cbf(w), (int)D, eps, twice);
         CU_LAUNCHED(c);
         return;
     }
     const unsigned blocks = (unsigned)((rows + RMS_WARPS - 1) / RMS_WARPS);
 #define RMS_WARP(vpl)                                                                              \
-    rmsnorm_warp_kernel<vpl>                                                                       \
-        <<<blocks, RMS_WARPS * 32, 0, st>>>(mbf(out), os, cbf(x), xs, cbf(w), rows, (int)D, eps)
+    rmsnorm_warp_kernel<vpl><<<blocks, RMS_WARPS * 32, 0, st>>>(mbf(out), os, cbf(x), xs, cbf(w),  \
+                                                                rows, (int)D, eps, twice)
     switch (D <= 64 ? 2 : D <= 128 ? 4 : D <= 256 ? 8 : D <= 512 ? 16 : 32) {
     case 2: RMS_WARP(2); break;
     case 4: RMS_WARP(4); break;
@@ -272,6 +274,14 @@ void opcu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
     }
 #undef RMS_WARP
     CU_LAUNCHED(c);
+}
+
+void opcu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
+    rmsnorm(c, out, x, w, eps, 0);
+}
+
+void opcu_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
+    rmsnorm(c, out, x, w, eps, 1);
 }
 
 /* torch.nn.GroupNorm(groups, C, eps), then SiLU (diffusers ResnetBlock2D's norm + act) */
