@@ -308,7 +308,14 @@ static err list_push(str_list *l, char *s) {
 
 /* rel is the folder relative to root ("" for root itself). Symlinked folders are not entered,
  * which keeps a link cycle from recursing forever. */
-static err list_dir(const char *root, const char *rel, str_list *l) {
+/* The folders on the path from the root to the one being listed, so a symlink cycle is seen. */
+typedef struct dir_chain {
+    dev_t dev;
+    ino_t ino;
+    const struct dir_chain *up;
+} dir_chain;
+
+static err list_dir(const char *root, const char *rel, str_list *l, const dir_chain *up) {
     char *abs = rel[0] ? join_alloc(root, rel) : strdup(root);
     if (!abs) FAIL(ERR_NOMEM, "out of memory listing files");
     DIR *d = opendir(abs);
@@ -321,8 +328,7 @@ static err list_dir(const char *root, const char *rel, str_list *l) {
     struct dirent *ent;
     while (e == ERR_OK && (ent = readdir(d)) != NULL) {
         if (is_dot_name(ent->d_name)) continue;
-        struct stat lst, st;
-        if (fstatat(dirfd(d), ent->d_name, &lst, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        struct stat st;
         if (fstatat(dirfd(d), ent->d_name, &st, 0) != 0) continue; /* dangling link */
         char *child = rel[0] ? join_alloc(rel, ent->d_name) : strdup(ent->d_name);
         if (!child) {
@@ -330,7 +336,13 @@ static err list_dir(const char *root, const char *rel, str_list *l) {
         } else if (S_ISREG(st.st_mode)) {
             e = list_push(l, child);
         } else {
-            if (S_ISDIR(lst.st_mode)) e = list_dir(root, child, l);
+            /* folders are followed through symlinks too (a pipeline folder may link the parts
+               it shares with another), except into a folder of their own path (a cycle) */
+            int cycle = 0;
+            for (const dir_chain *a = up; a && !cycle; a = a->up)
+                cycle = a->dev == st.st_dev && a->ino == st.st_ino;
+            dir_chain here = {st.st_dev, st.st_ino, up};
+            if (S_ISDIR(st.st_mode) && !cycle) e = list_dir(root, child, l, &here);
             free(child);
         }
     }
@@ -347,7 +359,10 @@ err fio_list_files(const char *dir, char ***out, int *count) {
     *out = NULL;
     *count = 0;
     str_list l = {0};
-    err e = list_dir(dir, "", &l);
+    struct stat st;
+    dir_chain top = {0, 0, NULL};
+    if (stat(dir, &st) == 0) top.dev = st.st_dev, top.ino = st.st_ino;
+    err e = list_dir(dir, "", &l, &top);
     if (e != ERR_OK) {
         fio_list_free(l.items, l.count);
         return e;

@@ -19,6 +19,7 @@ typedef __nv_bfloat16 bf16;
 
 struct gemm_cache; /* gemm.cu: one cuBLASLt algorithm per GEMM shape, chosen once */
 struct sdpa_cache; /* attention_cudnn.cu: one cuDNN SDPA plan per attention shape */
+struct conv_cache; /* conv.cu: descriptors and algorithm per convolution shape, chosen once */
 
 struct opcu_state {
     int device, sms;
@@ -31,6 +32,7 @@ struct opcu_state {
     size_t scratch_bytes;
     struct gemm_cache *gemm;
     struct sdpa_cache *sdpa;
+    struct conv_cache *conv;
     int attn_cudnn; /* unmasked attention through cuDNN where it can (DF11_ATTENTION != own) */
 };
 

@@ -15,6 +15,7 @@ extern "C" {
 
 void gemm_cache_free(struct gemm_cache *g); /* gemm.cu */
 void sdpa_cache_free(struct sdpa_cache *c); /* attention_cudnn.cu */
+void conv_cache_free(struct conv_cache *c);  /* conv.cu */
 
 void opcu_die(const char *file, int line, const char *what, const char *msg) {
     fprintf(stderr, "%s:%d: CUDA error in %s: %s\n", file, line, what, msg);
@@ -89,6 +90,7 @@ void opcu_free(struct opcu_state *s) {
     if (s->stream && s->stream != s->own) cudaStreamSynchronize(s->stream);
     gemm_cache_free(s->gemm);
     sdpa_cache_free(s->sdpa);
+    conv_cache_free(s->conv);
     if (s->dnn) cudnnDestroy(s->dnn);
     if (s->lt) cublasLtDestroy(s->lt);
     cudaFree(s->ws);

@@ -17,8 +17,10 @@ extern "C" {
 err gpu_alloc(void **p, size_t bytes) {
     *p = NULL;
     cudaError_t c = cudaMalloc(p, bytes ? bytes : 1);
-    if (c == cudaErrorMemoryAllocation)
+    if (c == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); /* not sticky: clear it, or the next launch check would see it */
         return err_set(ERR_NOMEM, "GPU out of memory allocating %zu bytes", bytes);
+    }
     CUDA_TRY(c, "cudaMalloc");
     return ERR_OK;
 }
@@ -50,8 +52,10 @@ err gpu_memset(void *p, int v, size_t bytes) {
 err gpu_host_alloc(void **p, size_t bytes) {
     *p = NULL;
     cudaError_t c = cudaHostAlloc(p, bytes ? bytes : 1, cudaHostAllocDefault);
-    if (c == cudaErrorMemoryAllocation)
+    if (c == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
         return err_set(ERR_NOMEM, "out of pinned host memory allocating %zu bytes", bytes);
+    }
     CUDA_TRY(c, "cudaHostAlloc");
     return ERR_OK;
 }
