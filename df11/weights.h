@@ -1,0 +1,80 @@
+/* weights: a model component's named tensors, wherever they are stored: one safetensors file,
+ * a sharded checkpoint (*.safetensors.index.json), or a folder holding either (diffusers
+ * layout), each plain or DF11 (container.h). Model code describes the tensors a block needs
+ * (wt_spec: name and shape) and gets them back as tensors: on the CPU as stored (BF16, F16 or
+ * F32, mmapped; DF11 decoded to BF16), on the GPU as BF16 through the weight provider
+ * (provider.h), resident or decoded per block. A missing tensor or a wrong shape is an error
+ * that names the file, the tensor, what was expected and what was found. */
+#ifndef DF11_WEIGHTS_H
+#define DF11_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/tensor.h"
+#include "df11/container.h"
+#include "df11/provider.h"
+
+struct CUstream_st;
+struct cJSON;
+
+typedef struct wt_source wt_source;
+
+/* Opens path: a .safetensors file (plain or DF11), an index.json, or a folder that holds
+ * "diffusion_pytorch_model*.safetensors[.index.json]", "model*.safetensors[.index.json]" or a
+ * single *.safetensors file. */
+err wt_open(const char *path, wt_source **out);
+void wt_close(wt_source *s); /* accepts NULL */
+const char *wt_path(const wt_source *s);
+/* Whether any tensor is DF11-compressed. */
+int wt_is_df11(const wt_source *s);
+/* A prefix put in front of every name looked up from now on ("model.diffusion_model."). */
+void wt_set_prefix(wt_source *s, const char *prefix);
+/* The tensor called prefix + name, or NULL. */
+const df11_tensor *wt_find(const wt_source *s, const char *name);
+/* All tensors (every shard), in file order. */
+int wt_count(const wt_source *s);
+const df11_tensor *wt_at(const wt_source *s, int i);
+/* The component's config.json (the folder's, or beside the file), parsed; *out is NULL when
+ * there is none. Free with cJSON_Delete. */
+err wt_config(const wt_source *s, struct cJSON **out);
+/* A hash of the original weights: names, dtypes, shapes and the CRC-32 of every tensor's
+ * original bytes (DF11 keeps them, so a DF11 file and its original hash the same). */
+err wt_hash(wt_source *s, uint64_t *hash);
+
+/* One tensor a block needs: name (after the prefix) and shape. An optional tensor that is
+ * absent comes back with data NULL. */
+typedef struct wt_spec {
+    const char *name; /* borrowed until wt_blocks_create returns */
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int optional;
+} wt_spec;
+
+typedef struct wt_blocks_config {
+    tensor_dev dev;
+    wp_mode mode;  /* GPU: how the provider holds the weights (WP_DF11, WP_STREAM need DF11 or
+                      encode the few tensors stored raw) */
+    size_t budget; /* WP_STREAM */
+    struct CUstream_st *compute; /* GPU: the stream the ops run on */
+} wt_blocks_config;
+
+/* A component's weights, in blocks (block i has counts[i] tensors described by specs[i]). */
+typedef struct wt_blocks wt_blocks;
+
+err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spec *const *specs,
+                     const wt_blocks_config *cfg, wt_blocks **out);
+void wt_blocks_free(wt_blocks *b); /* accepts NULL */
+/* Block i's tensors into w[0..counts[i]), valid until wt_blocks_release(b, i). */
+void wt_blocks_acquire(wt_blocks *b, int i, tensor *w);
+void wt_blocks_release(wt_blocks *b, int i);
+/* Device bytes the weights take (0 on the CPU). */
+size_t wt_blocks_device_bytes(const wt_blocks *b);
+
+/* Shorthand for building specs: wt_spec_2d("to_q.weight", D, D). name is borrowed. */
+wt_spec wt_spec_1d(const char *name, int64_t a);
+wt_spec wt_spec_2d(const char *name, int64_t a, int64_t b);
+wt_spec wt_spec_4d(const char *name, int64_t a, int64_t b, int64_t c, int64_t d);
+
+#endif
