@@ -1,0 +1,420 @@
+/* test_sampler: unet_dit/sampler.h against tests/fixtures/sampler_ref.safetensors
+ * (make_sampler_ref.py: torch.randn on seeded CPU generators, FluxPipeline's schedules and
+ * bf16 Euler steps recorded by torch and diffusers) and against MODEL-SPEC.md §6.1, §6.3 and
+ * §6.6's printed values. Everything is compared bit for bit: the noise and the schedule are
+ * exact reproductions, not approximations. Host code only: --gpu exits 77.
+ * usage: test_sampler --cpu|--gpu FIXTURES_DIR */
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/half.h"
+#include "core/safetensors.h"
+#include "tests/testutil.h"
+#include "unet_dit/sampler.h"
+
+static st_file *fx;
+
+static int same_bits(float a, float b) { return memcmp(&a, &b, 4) == 0; }
+
+/* a fixture tensor's values as floats (F32, BF16, F16 and F64 stored) */
+static float *values(const st_tensor *t) {
+    float *v = malloc(sizeof *v * (t->numel + 1));
+    CHECK(v);
+    for (uint64_t i = 0; i < t->numel; i++) {
+        if (t->dtype == DTYPE_F32)
+            memcpy(&v[i], t->data + 4 * i, 4);
+        else if (t->dtype == DTYPE_BF16 || t->dtype == DTYPE_F16) {
+            uint16_t h;
+            memcpy(&h, t->data + 2 * i, 2);
+            v[i] = t->dtype == DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+        } else {
+            CHECK(!"unexpected fixture dtype");
+        }
+    }
+    return v;
+}
+
+static const st_tensor *need(const char *name) {
+    const st_tensor *t = st_find(fx, name);
+    if (!t) {
+        fprintf(stderr, "fixture has no tensor %s\n", name);
+        exit(1);
+    }
+    return t;
+}
+
+static int64_t mismatches(const float *got, const float *ref, int64_t n) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !same_bits(got[i], ref[i]);
+    return bad;
+}
+
+/* ---- noise ---- */
+
+static const struct {
+    const char *name;
+    noise_kind k;
+} kinds[] = {{"f32", NOISE_F32}, {"f32_scalar", NOISE_F32_SCALAR}, {"bf16", NOISE_BF16},
+             {"f16", NOISE_F16}, {"bf16_f32", NOISE_BF16_F32},     {"f16_f32", NOISE_F16_F32}};
+
+/* MODEL-SPEC §6.6's first values of seed 0 (n >= 16) for the kinds it prints */
+static void test_spec_first_values(void) {
+    static const float f32[4] = {-1.1258398f, -1.1523602f, -0.25057858f, -0.4338788f};
+    static const float bf16[4] = {1.4609375f, 0.29101562f, 0.9609375f, 1.5703125f};
+    static const float f16[4] = {-0.9013672f, 0.4814453f, 1.1982422f, 0.90625f};
+    const float *want[3] = {f32, bf16, f16};
+    const noise_kind k[3] = {NOISE_F32, NOISE_BF16, NOISE_F16};
+    float out[64];
+    for (int i = 0; i < 3; i++) {
+        sampler_randn(0, 64, k[i], out);
+        /* the spec prints 8 significant digits; the half values are exact */
+        for (int j = 0; j < 4; j++)
+            EXPECT(fabsf(out[j] - want[i][j]) <= 1e-7f, "%s seed 0 [%d]: %.9g, spec %.9g",
+                   sampler_noise_name(k[i]), j, out[j], want[i][j]);
+    }
+}
+
+/* one draw sequence of the fixture: n values, or the chain of draws from one generator */
+static float *draw(noise_kind k, uint64_t seed, int64_t n, int chain) {
+    static const int64_t parts[4] = {5, 17, 3, 40};
+    float *out = malloc(sizeof *out * (size_t)(chain ? 65 : n));
+    CHECK(out);
+    if (!chain) {
+        sampler_randn(seed, n, k, out);
+        return out;
+    }
+    sampler_rng g;
+    sampler_rng_seed(&g, 7);
+    for (int i = 0, at = 0; i < 4; at += (int)parts[i++])
+        sampler_rng_randn(&g, parts[i], k, out + at);
+    return out;
+}
+
+static void test_randn_fixture(void) {
+    int cases[6] = {0}, failed[6] = {0};
+    for (int i = 0; i < st_count(fx); i++) {
+        const st_tensor *t = st_at(fx, i);
+        char kind[32], rest[64];
+        if (sscanf(t->name, "randn.%31[^.].%63s", kind, rest) != 2) continue;
+        int ki = -1;
+        for (int j = 0; j < 6; j++)
+            if (!strcmp(kinds[j].name, kind)) ki = j;
+        EXPECT(ki >= 0, "%s: unknown noise kind", t->name);
+        if (ki < 0) continue;
+        unsigned long long seed = 7;
+        long long n = 65;
+        char tail[16] = "";
+        const int chain = !strcmp(rest, "chain");
+        if (!chain && sscanf(rest, "s%llu.n%lld.%15s", &seed, &n, tail) < 2) {
+            EXPECT(0, "%s: unparsed name", t->name);
+            continue;
+        }
+        float *got = draw(kinds[ki].k, seed, n, chain);
+        int64_t bad;
+        if (!strcmp(tail, "crc32")) {
+            int64_t want;
+            memcpy(&want, t->data, 8);
+            const uLong crc = crc32(0L, (const Bytef *)got, (uInt)(n * 4));
+            bad = (int64_t)crc != want;
+        } else {
+            float *ref = values(t);
+            bad = mismatches(got, ref, (int64_t)t->numel);
+            free(ref);
+        }
+        EXPECT(bad == 0, "%s: %lld of %lld values differ", t->name, (long long)bad,
+               (long long)t->numel);
+        cases[ki]++;
+        failed[ki] += bad != 0;
+        free(got);
+    }
+    for (int j = 0; j < 6; j++) {
+        printf("  randn %-10s %3d cases, %d with mismatches\n", kinds[j].name, cases[j], failed[j]);
+        EXPECT(cases[j] > 0, "the fixture has no %s draws (see make_sampler_ref.py)",
+               kinds[j].name);
+    }
+}
+
+/* generators: the low 32 bits of the seed; a draw continues the stream */
+static void test_generator(void) {
+    float a[40], b[40], c[80];
+    sampler_randn(5, 40, NOISE_F32, a);
+    sampler_randn(5 + (1ull << 32), 40, NOISE_F32, b);
+    EXPECT(mismatches(a, b, 40) == 0, "seeds 5 and 2^32 + 5 differ");
+    sampler_rng g;
+    sampler_rng_seed(&g, 5);
+    sampler_rng_randn(&g, 32, NOISE_F32, c);
+    sampler_rng_randn(&g, 48, NOISE_F32, c + 32);
+    float d[80];
+    sampler_randn(5, 80, NOISE_F32, d);
+    /* 32 + 48 in two calls equals one call of 80: both are multiples of 16 */
+    EXPECT(mismatches(c, d, 80) == 0, "two draws from one generator != one draw");
+}
+
+/* ---- schedule ---- */
+
+/* MODEL-SPEC §6.1: FLUX-dev 28 steps at 1024x1024 */
+static const float spec_dev28[29] = {1,
+                                     0.988408625f,
+                                     0.976222456f,
+                                     0.963394403f,
+                                     0.949872553f,
+                                     0.93559891f,
+                                     0.920508981f,
+                                     0.904530764f,
+                                     0.887583435f,
+                                     0.869575918f,
+                                     0.850405693f,
+                                     0.829956412f,
+                                     0.808095515f,
+                                     0.784671605f,
+                                     0.759510934f,
+                                     0.732412815f,
+                                     0.703144729f,
+                                     0.67143482f,
+                                     0.6369645f,
+                                     0.599356711f,
+                                     0.558162868f,
+                                     0.512844145f,
+                                     0.462748408f,
+                                     0.407078415f,
+                                     0.344848931f,
+                                     0.274827987f,
+                                     0.195454597f,
+                                     0.104720898f,
+                                     0};
+
+/* MODEL-SPEC §6.3's table: bf16(t), bf16(t)/1000 in bf16, and tau, for the same schedule */
+static const float spec_tau[28][3] = {{1000, 1.0f, 1000},       {988, 0.98828125f, 988},
+                                      {976, 0.9765625f, 976},   {964, 0.96484375f, 964},
+                                      {948, 0.94921875f, 948},  {936, 0.9375f, 936},
+                                      {920, 0.921875f, 920},    {904, 0.90234375f, 904},
+                                      {888, 0.88671875f, 888},  {868, 0.8671875f, 868},
+                                      {852, 0.8515625f, 852},   {828, 0.828125f, 828},
+                                      {808, 0.80859375f, 808},  {784, 0.78515625f, 784},
+                                      {760, 0.76171875f, 760},  {732, 0.73046875f, 732},
+                                      {704, 0.703125f, 704},    {672, 0.671875f, 672},
+                                      {636, 0.63671875f, 636},  {600, 0.6015625f, 600},
+                                      {560, 0.55859375f, 560},  {512, 0.51171875f, 512},
+                                      {462, 0.462890625f, 462}, {408, 0.408203125f, 408},
+                                      {344, 0.34375f, 344},     {274, 0.2734375f, 274},
+                                      {195, 0.1953125f, 195},   {104.5f, 0.1044921875f, 104.5f}};
+
+/* the transformer's timestep input (MODEL-SPEC §6.3): bf16(t) / 1000 rounded to bf16, then
+ * times 1000 rounded to bf16 */
+static void tau_chain(float t, float *bt, float *div, float *tau) {
+    *bt = bf16_round(t);
+    *div = bf16_round(*bt / 1000.0f);
+    *tau = bf16_round(*div * 1000.0f);
+}
+
+/* the config a case was made with: the built-in one for dev/schnell, then its JSON applied */
+static void case_config(const char *cname, sampler_config *c) {
+    if (!strncmp(cname, "schnell", 7))
+        sampler_config_flux_schnell(c);
+    else
+        sampler_config_flux_dev(c);
+    char key[96];
+    snprintf(key, sizeof key, "sched.%s.config", cname);
+    const char *js = st_meta(fx, key);
+    EXPECT(js != NULL, "no metadata %s", key);
+    if (!js) return;
+    cJSON *j = cJSON_Parse(js);
+    CHECK(j);
+    sampler_config fromjs = *c;
+    EXPECT(sampler_config_from_json(j, key, &fromjs) == ERR_OK, "%s: %s", key, err_msg());
+    cJSON_Delete(j);
+    if (!strncmp(cname, "dev_", 4) || !strncmp(cname, "schnell_", 8))
+        EXPECT(!memcmp(&fromjs, c, sizeof *c), "%s: the JSON config differs from the built-in",
+               cname);
+    *c = fromjs;
+}
+
+static void test_schedule_fixture(void) {
+    int n_cases = 0;
+    for (int i = 0; i < st_count(fx); i++) {
+        const st_tensor *t = st_at(fx, i);
+        char cname[64], field[16];
+        if (sscanf(t->name, "sched.%63[^.].%15s", cname, field) != 2 || strcmp(field, "params"))
+            continue;
+        n_cases++;
+        int64_t p[4];
+        memcpy(p, t->data, sizeof p);
+        const int steps = (int)p[0];
+        sampler_config c;
+        case_config(cname, &c);
+        EXPECT(p[3] == (p[1] / 16) * (p[2] / 16), "%s: image_seq_len %lld", cname, (long long)p[3]);
+        char key[96];
+        snprintf(key, sizeof key, "sched.%s.mu", cname);
+        double mu_ref;
+        memcpy(&mu_ref, need(key)->data, 8);
+        const double mu = sampler_flux_mu(&c, p[3]);
+        EXPECT(mu == mu_ref, "%s: mu %.17g, diffusers %.17g", cname, mu, mu_ref);
+
+        float *sig = malloc(sizeof *sig * (size_t)(steps + 1)), *ts = malloc(sizeof *ts * steps);
+        CHECK(sig && ts);
+        sampler_flux_sigmas(&c, steps, p[3], sig);
+        sampler_timesteps(&c, steps, sig, ts);
+        snprintf(key, sizeof key, "sched.%s.sigmas", cname);
+        float *ref = values(need(key));
+        int64_t bad = mismatches(sig, ref, steps + 1);
+        EXPECT(bad == 0, "%s: %lld of %d sigmas differ", cname, (long long)bad, steps + 1);
+        free(ref);
+        snprintf(key, sizeof key, "sched.%s.timesteps", cname);
+        ref = values(need(key));
+        bad = mismatches(ts, ref, steps);
+        EXPECT(bad == 0, "%s: %lld of %d timesteps differ", cname, (long long)bad, steps);
+        free(ref);
+        snprintf(key, sizeof key, "sched.%s.tau", cname);
+        ref = values(need(key));
+        bad = 0;
+        for (int s = 0; s < steps; s++) {
+            float bt, dv, tau;
+            tau_chain(ts[s], &bt, &dv, &tau);
+            bad += !same_bits(tau, ref[s]);
+        }
+        EXPECT(bad == 0, "%s: %lld of %d tau values differ", cname, (long long)bad, steps);
+        free(ref);
+        printf("  schedule %-22s mu %.6f sigma[1] %.9g  exact\n", cname, mu, sig[1]);
+        free(sig);
+        free(ts);
+    }
+    EXPECT(n_cases >= 5, "only %d schedule cases in the fixture", n_cases);
+}
+
+/* MODEL-SPEC §6.1's tables and §6.3's tau table */
+static void test_schedule_spec(void) {
+    sampler_config c;
+    sampler_config_flux_dev(&c);
+    float sig[51], ts[50];
+    sampler_flux_sigmas(&c, 28, 4096, sig);
+    EXPECT(mismatches(sig, spec_dev28, 29) == 0, "dev 28 steps 1024^2: %lld sigmas differ",
+           (long long)mismatches(sig, spec_dev28, 29));
+    sampler_timesteps(&c, 28, sig, ts);
+    for (int s = 0; s < 28; s++) {
+        float bt, dv, tau;
+        tau_chain(ts[s], &bt, &dv, &tau);
+        EXPECT(bt == spec_tau[s][0] && dv == spec_tau[s][1] && tau == spec_tau[s][2],
+               "step %d: t %.7g -> %.9g %.10g %.9g, spec %.9g %.10g %.9g", s, ts[s], bt, dv, tau,
+               spec_tau[s][0], spec_tau[s][1], spec_tau[s][2]);
+    }
+    sampler_flux_sigmas(&c, 50, 4096, sig);
+    const float head[5] = {1, 0.993579507f, 0.98697859f, 0.980189562f, 0.973204136f};
+    const float tail[4] = {0.167767122f, 0.116288766f, 0.0605502762f, 0};
+    EXPECT(mismatches(sig, head, 5) == 0 && mismatches(sig + 47, tail, 4) == 0,
+           "dev 50 steps 1024^2 differs from MODEL-SPEC §6.1");
+    /* mu per size (§6.1's table, printed rounded) */
+    const struct {
+        int side;
+        double mu;
+    } mus[] = {{512, 0.63}, {768, 0.846667}, {1024, 1.15}, {1280, 1.54}};
+    for (int i = 0; i < 4; i++) {
+        const int64_t seq = (int64_t)(mus[i].side / 16) * (mus[i].side / 16);
+        EXPECT(fabs(sampler_flux_mu(&c, seq) - mus[i].mu) < 1e-6, "mu at %d^2: %.9g", mus[i].side,
+               sampler_flux_mu(&c, seq));
+    }
+    sampler_config_flux_schnell(&c);
+    sampler_flux_sigmas(&c, 4, 4096, sig);
+    const float schnell[5] = {1, 0.75f, 0.5f, 0.25f, 0};
+    EXPECT(mismatches(sig, schnell, 5) == 0, "schnell: %g %g %g %g %g", sig[0], sig[1], sig[2],
+           sig[3], sig[4]);
+}
+
+/* the bf16 Euler step of MODEL-SPEC §6.2 against diffusers' scheduler.step in bf16 */
+static void test_euler_fixture(void) {
+    const st_tensor *xt = need("euler.x"), *vt = need("euler.v");
+    const int64_t n = (int64_t)xt->numel;
+    float *x = values(xt), *v = values(vt), *out = malloc(sizeof *out * (size_t)n);
+    CHECK(out);
+    sampler_config c;
+    sampler_config_flux_dev(&c);
+    float sig[29];
+    sampler_flux_sigmas(&c, 28, 4096, sig);
+    int n_steps = 0;
+    for (int k = 0; k < 28; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "euler.i%d.out", k);
+        const st_tensor *t = st_find(fx, key);
+        if (!t) continue;
+        n_steps++;
+        const float dt = bf16_round(sig[k + 1] - sig[k]);
+        for (int64_t i = 0; i < n; i++)
+            out[i] = bf16_round(x[i] + bf16_round(dt * v[i]));
+        float *ref = values(t);
+        const int64_t bad = mismatches(out, ref, n);
+        EXPECT(bad == 0, "euler step %d: %lld of %lld values differ", k, (long long)bad,
+               (long long)n);
+        free(ref);
+    }
+    EXPECT(n_steps >= 2, "only %d Euler steps in the fixture", n_steps);
+    printf("  euler bf16: %d steps x %lld values exact\n", n_steps, (long long)n);
+    free(x);
+    free(v);
+    free(out);
+}
+
+/* ---- config JSON ---- */
+
+static err config_from(const char *js, sampler_config *c) {
+    cJSON *j = cJSON_Parse(js);
+    CHECK(j);
+    err e = sampler_config_from_json(j, "sched/scheduler_config.json", c);
+    cJSON_Delete(j);
+    return e;
+}
+
+static void test_config_json(void) {
+    sampler_config c, d;
+    sampler_config_flux_dev(&d);
+    c = d;
+    EXPECT(config_from("{}", &c) == ERR_OK && !memcmp(&c, &d, sizeof c), "{} changed the config");
+    EXPECT(config_from("{\"_class_name\": \"FlowMatchEulerDiscreteScheduler\", \"shift\": 2.5,"
+                       " \"base_shift\": null, \"use_dynamic_shifting\": false}",
+                       &c) == ERR_OK &&
+               c.shift == 2.5 && !c.dynamic && c.base_shift == 0.5,
+           "partial config: shift %g dynamic %d base %g", c.shift, c.dynamic, c.base_shift);
+    c = d;
+    err e = config_from("{\"_class_name\": \"EulerDiscreteScheduler\"}", &c);
+    EXPECT(e == ERR_UNSUPPORTED && strstr(err_msg(), "sched/scheduler_config.json") &&
+               strstr(err_msg(), "EulerDiscreteScheduler"),
+           "another class: %d %s", e, err_msg());
+    EXPECT(!memcmp(&c, &d, sizeof c), "a failed read changed the config");
+    e = config_from("{\"use_karras_sigmas\": true}", &c);
+    EXPECT(e == ERR_UNSUPPORTED && strstr(err_msg(), "use_karras_sigmas"), "karras: %d %s", e,
+           err_msg());
+    e = config_from("{\"shift_terminal\": 0.1}", &c);
+    EXPECT(e == ERR_UNSUPPORTED, "shift_terminal: %d %s", e, err_msg());
+    e = config_from("{\"shift\": \"3\"}", &c);
+    EXPECT(e == ERR_FORMAT && strstr(err_msg(), "shift"), "string shift: %d %s", e, err_msg());
+    e = config_from("[1]", &c);
+    EXPECT(e == ERR_FORMAT, "array: %d %s", e, err_msg());
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
+        fprintf(stderr, "usage: %s --cpu|--gpu FIXTURES_DIR\n", argv[0]);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--gpu")) {
+        printf("test_sampler: the sampler is host code; nothing to test on the GPU\n");
+        return 77;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/sampler_ref.safetensors", argv[2]);
+    if (st_open(path, &fx) != ERR_OK) {
+        fprintf(stderr, "%s\n", err_msg());
+        return 1;
+    }
+    test_spec_first_values();
+    test_randn_fixture();
+    test_generator();
+    test_schedule_spec();
+    test_schedule_fixture();
+    test_euler_fixture();
+    test_config_json();
+    st_close(fx);
+    return tu_finish("test_sampler");
+}
