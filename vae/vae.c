@@ -1,0 +1,596 @@
+/* vae: the AutoencoderKL decoder (vae.h) as a straight sequence of ops, mirroring diffusers
+ * models/autoencoders/vae.py::Decoder.forward and the blocks it calls. Every op output is its
+ * own rounding point on CUDA (BF16), as in eager PyTorch; the CPU path is fp32 throughout.
+ *
+ * Weights come in n_levels + 2 blocks: 0 = conv_in and the mid block, 1 + i = up_blocks.i,
+ * n_levels + 1 = conv_norm_out and conv_out. Activations live in three planned buffers
+ * (X: the running tensor; T1, T2: temporaries), each sized by plan_needs for the largest
+ * tensor it holds at the planned resolution; vae_decode allocates nothing. */
+#include "vae/vae.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cuda/gpu.h"
+#include "core/log.h"
+
+#define VAE_EPS 1e-6f /* GroupNorm eps everywhere in the decoder */
+#define NAME_LEN 96
+
+/* a resnet's tensors in block order; the shortcut is required and used only if cin != cout */
+enum { RN_N1W, RN_N1B, RN_C1W, RN_C1B, RN_N2W, RN_N2B, RN_C2W, RN_C2B, RN_SCW, RN_SCB, RN_N };
+/* the mid attention's tensors: GroupNorm, q, k, v, output projection ([C,C] each) */
+enum { AT_NW, AT_NB, AT_QW, AT_QB, AT_KW, AT_KB, AT_VW, AT_VB, AT_OW, AT_OB, AT_N };
+/* the activation buffers */
+enum { BX, BT1, BT2, NBUF };
+
+struct vae_model {
+    vae_config cfg;
+    op_ctx *ctx;
+    wt_blocks *wb;
+    int n_blocks;
+    int mid_res1; /* index of mid_block.resnets.1's first tensor in block 0 */
+    tensor *w;    /* the acquired block's tensors (room for the largest block) */
+    int64_t n_params;
+    /* plan */
+    int64_t h, wd; /* latent height and width planned for, 0 before vae_plan */
+    void *act;     /* one allocation holding the three buffers */
+    void *buf[NBUF];
+    int64_t cap[NBUF]; /* elements each */
+    size_t act_bytes;
+};
+
+/* ---- names (MODEL-SPEC §3.6) ---- */
+
+typedef enum scheme { NAMES_DIFFUSERS, NAMES_LDM } scheme;
+
+/* prefix of a resnet: level -1 is the mid block (j = 0, 1), else up_blocks.level.resnets.j */
+static void resnet_prefix(char *b, scheme s, int n_levels, int level, int j) {
+    if (level < 0 && s == NAMES_LDM)
+        snprintf(b, NAME_LEN, "decoder.mid.block_%d.", j + 1);
+    else if (level < 0)
+        snprintf(b, NAME_LEN, "decoder.mid_block.resnets.%d.", j);
+    else if (s == NAMES_LDM)
+        snprintf(b, NAME_LEN, "decoder.up.%d.block.%d.", n_levels - 1 - level, j);
+    else
+        snprintf(b, NAME_LEN, "decoder.up_blocks.%d.resnets.%d.", level, j);
+}
+
+static const char *const resnet_leaf[2][RN_N] = {
+    {"norm1.weight", "norm1.bias", "conv1.weight", "conv1.bias", "norm2.weight", "norm2.bias",
+     "conv2.weight", "conv2.bias", "conv_shortcut.weight", "conv_shortcut.bias"},
+    {"norm1.weight", "norm1.bias", "conv1.weight", "conv1.bias", "norm2.weight", "norm2.bias",
+     "conv2.weight", "conv2.bias", "nin_shortcut.weight", "nin_shortcut.bias"}};
+
+/* the original q, k, v, proj_out are 1x1 convs [C,C,1,1]; wt_blocks matches them to [C,C] */
+static const char *const attn_leaf[2][AT_N] = {
+    {"group_norm.weight", "group_norm.bias", "to_q.weight", "to_q.bias", "to_k.weight", "to_k.bias",
+     "to_v.weight", "to_v.bias", "to_out.0.weight", "to_out.0.bias"},
+    {"norm.weight", "norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
+     "proj_out.weight", "proj_out.bias"}};
+
+static const char *attn_prefix(scheme s) {
+    return s == NAMES_LDM ? "decoder.mid.attn_1." : "decoder.mid_block.attentions.0.";
+}
+
+static void upsample_prefix(char *b, scheme s, int n_levels, int level) {
+    if (s == NAMES_LDM)
+        snprintf(b, NAME_LEN, "decoder.up.%d.upsample.conv.", n_levels - 1 - level);
+    else
+        snprintf(b, NAME_LEN, "decoder.up_blocks.%d.upsamplers.0.conv.", level);
+}
+
+static const char *norm_out_prefix(scheme s) {
+    return s == NAMES_LDM ? "decoder.norm_out." : "decoder.conv_norm_out.";
+}
+
+static const char *scheme_name(scheme s) { return s == NAMES_LDM ? "original" : "diffusers"; }
+
+/* Finds the decoder under "", "vae." or "first_stage_model." and which names it uses. */
+static err detect_names(wt_source *src, scheme *s) {
+    static const char *const prefixes[] = {"", "vae.", "first_stage_model."};
+    size_t i = 0;
+    for (; i < sizeof prefixes / sizeof *prefixes; i++) {
+        wt_set_prefix(src, prefixes[i]);
+        if (wt_find(src, "decoder.conv_in.weight")) break;
+    }
+    FAIL_IF(i == sizeof prefixes / sizeof *prefixes, ERR_FORMAT,
+            "%s: no VAE decoder: tensor 'decoder.conv_in.weight' is missing (also looked for it "
+            "under 'vae.' and 'first_stage_model.')",
+            wt_path(src));
+    *s = wt_find(src, "decoder.mid.block_1.conv1.weight") ? NAMES_LDM : NAMES_DIFFUSERS;
+    /* AutoencoderKL._decode applies post_quant_conv first where the model has one (SD1/SDXL
+       VAEs); FLUX and SD3.5 have none (use_post_quant_conv false) */
+    FAIL_IF(wt_find(src, "post_quant_conv.weight"), ERR_UNSUPPORTED,
+            "%s: the VAE has a post_quant_conv (an SD1/SDXL-style VAE); only the FLUX/SD3.5 "
+            "decoder without one is supported",
+            wt_path(src));
+    return ERR_OK;
+}
+
+/* ---- config ---- */
+
+static int json_int(const cJSON *j, const char *key, int dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? (int)v->valuedouble : dflt;
+}
+
+static float json_float(const cJSON *j, const char *key, float dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? (float)v->valuedouble : dflt;
+}
+
+/* diffusers AutoencoderKL.__init__'s defaults for absent keys (shift_factor None = 0) */
+static err config_from_json(const cJSON *j, const char *path, vae_config *c) {
+    c->latent_channels = json_int(j, "latent_channels", 4);
+    c->out_channels = json_int(j, "out_channels", 3);
+    c->groups = json_int(j, "norm_num_groups", 32);
+    c->layers_per_block = json_int(j, "layers_per_block", 1);
+    c->scaling_factor = json_float(j, "scaling_factor", 0.18215f);
+    c->shift_factor = json_float(j, "shift_factor", 0.0f);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "mid_block_add_attention");
+    c->mid_attention = a ? cJSON_IsTrue(a) : 1;
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "block_out_channels");
+    if (!ch) {
+        c->n_levels = 1;
+        c->ch[0] = 64;
+        return ERR_OK;
+    }
+    FAIL_IF(!cJSON_IsArray(ch), ERR_FORMAT, "%s: block_out_channels is not an array", path);
+    c->n_levels = cJSON_GetArraySize(ch);
+    FAIL_IF(c->n_levels < 1 || c->n_levels > VAE_MAX_LEVELS, ERR_UNSUPPORTED,
+            "%s: %d entries in block_out_channels; 1 to %d supported", path, c->n_levels,
+            VAE_MAX_LEVELS);
+    for (int i = 0; i < c->n_levels; i++) {
+        const cJSON *v = cJSON_GetArrayItem(ch, i);
+        FAIL_IF(!cJSON_IsNumber(v), ERR_FORMAT, "%s: block_out_channels[%d] is not a number", path,
+                i);
+        c->ch[i] = (int64_t)v->valuedouble;
+    }
+    return ERR_OK;
+}
+
+/* From the tensors alone (single files): levels, channels and layers from the up blocks'
+ * shapes; 32 groups and FLUX's scaling as the spec documents for ae.safetensors. */
+static err config_from_shapes(const wt_source *src, scheme s, vae_config *c) {
+    char p[NAME_LEN], n[2 * NAME_LEN];
+    const df11_tensor *cin = wt_find(src, "decoder.conv_in.weight");
+    const df11_tensor *cout = wt_find(src, "decoder.conv_out.weight");
+    FAIL_IF(cin->ndim != 4, ERR_FORMAT,
+            "%s: tensor 'decoder.conv_in.weight' has %d dims, 4 expected", wt_path(src), cin->ndim);
+    FAIL_IF(!cout || cout->ndim != 4, ERR_FORMAT,
+            "%s: tensor 'decoder.conv_out.weight' is missing or not 4-D", wt_path(src));
+    c->latent_channels = (int)cin->shape[1];
+    c->out_channels = (int)cout->shape[0];
+    c->groups = 32;
+    c->scaling_factor = 0.3611f;
+    c->shift_factor = 0.1159f;
+    c->mid_attention =
+        wt_find(src, s == NAMES_LDM ? "decoder.mid.attn_1.norm.weight"
+                                    : "decoder.mid_block.attentions.0.group_norm.weight") != NULL;
+    /* count the levels by their stored index (the original names number them up.0 .. up.(n-1)
+       as well, in reverse) */
+    int levels = 0;
+    for (; levels < VAE_MAX_LEVELS; levels++) {
+        snprintf(n, sizeof n,
+                 s == NAMES_LDM ? "decoder.up.%d.block.0.conv1.weight"
+                                : "decoder.up_blocks.%d.resnets.0.conv1.weight",
+                 levels);
+        if (!wt_find(src, n)) break;
+    }
+    FAIL_IF(levels == 0, ERR_FORMAT, "%s: no decoder up blocks (tensor '%s' is missing)",
+            wt_path(src), n);
+    c->n_levels = levels;
+    for (int i = 0; i < levels; i++) {
+        resnet_prefix(p, s, levels, i, 0);
+        snprintf(n, sizeof n, "%sconv1.weight", p);
+        c->ch[levels - 1 - i] = wt_find(src, n)->shape[0]; /* up block i outputs ch[n-1-i] */
+    }
+    int layers = 0;
+    for (;; layers++) {
+        resnet_prefix(p, s, levels, 0, layers);
+        snprintf(n, sizeof n, "%sconv1.weight", p);
+        if (!wt_find(src, n)) break;
+    }
+    c->layers_per_block = layers - 1;
+    return ERR_OK;
+}
+
+static err config_check(const vae_config *c, const char *path) {
+    FAIL_IF(c->latent_channels < 1 || c->out_channels < 1 || c->layers_per_block < 0 ||
+                c->groups < 1,
+            ERR_FORMAT,
+            "%s: VAE config: latent_channels %d, out_channels %d, layers_per_block %d, groups %d",
+            path, c->latent_channels, c->out_channels, c->layers_per_block, c->groups);
+    for (int i = 0; i < c->n_levels; i++)
+        FAIL_IF(c->ch[i] < 1 || c->ch[i] % c->groups, ERR_FORMAT,
+                "%s: VAE block_out_channels[%d] = %lld is not a positive multiple of the %d groups",
+                path, i, (long long)c->ch[i], c->groups);
+    return ERR_OK;
+}
+
+/* ---- weights ---- */
+
+typedef struct spec_builder {
+    wt_spec *v;
+    char (*names)[NAME_LEN * 2];
+    int n;
+} spec_builder;
+
+static void spec_add(spec_builder *b, const char *prefix, const char *leaf, int ndim, int64_t a,
+                     int64_t c, int64_t k, int optional) {
+    snprintf(b->names[b->n], sizeof b->names[b->n], "%s%s", prefix, leaf);
+    wt_spec s = ndim == 1   ? wt_spec_1d(b->names[b->n], a)
+                : ndim == 2 ? wt_spec_2d(b->names[b->n], a, c)
+                            : wt_spec_4d(b->names[b->n], a, c, k, k);
+    s.optional = optional;
+    b->v[b->n++] = s;
+}
+
+static void spec_conv(spec_builder *b, const char *prefix, int64_t co, int64_t ci, int64_t k) {
+    spec_add(b, prefix, "weight", 4, co, ci, k, 0);
+    spec_add(b, prefix, "bias", 1, co, 0, 0, 0);
+}
+
+static void spec_resnet(spec_builder *b, const char *prefix, scheme s, int64_t ci, int64_t co) {
+    const char *const *l = resnet_leaf[s];
+    spec_add(b, prefix, l[RN_N1W], 1, ci, 0, 0, 0);
+    spec_add(b, prefix, l[RN_N1B], 1, ci, 0, 0, 0);
+    spec_add(b, prefix, l[RN_C1W], 4, co, ci, 3, 0);
+    spec_add(b, prefix, l[RN_C1B], 1, co, 0, 0, 0);
+    spec_add(b, prefix, l[RN_N2W], 1, co, 0, 0, 0);
+    spec_add(b, prefix, l[RN_N2B], 1, co, 0, 0, 0);
+    spec_add(b, prefix, l[RN_C2W], 4, co, co, 3, 0);
+    spec_add(b, prefix, l[RN_C2B], 1, co, 0, 0, 0);
+    /* diffusers ResnetBlock2D builds conv_shortcut only when channels change */
+    spec_add(b, prefix, l[RN_SCW], 4, co, ci, 1, ci == co);
+    spec_add(b, prefix, l[RN_SCB], 1, co, 0, 0, ci == co);
+}
+
+static void spec_attention(spec_builder *b, scheme s, int64_t C) {
+    const char *p = attn_prefix(s);
+    const char *const *l = attn_leaf[s];
+    spec_add(b, p, l[AT_NW], 1, C, 0, 0, 0);
+    spec_add(b, p, l[AT_NB], 1, C, 0, 0, 0);
+    for (int k = AT_QW; k < AT_N; k += 2) {
+        spec_add(b, p, l[k], 2, C, C, 0, 0);
+        spec_add(b, p, l[k + 1], 1, C, 0, 0, 0);
+    }
+}
+
+/* Lists every block's tensors and creates the wt_blocks (GPU: resident BF16). */
+static err load_weights(vae_model *m, wt_source *src, scheme s) {
+    const vae_config *c = &m->cfg;
+    const int n = c->n_levels, per_level = (c->layers_per_block + 1) * RN_N + 2;
+    const int total = 2 + 2 * RN_N + AT_N + n * per_level + 4;
+    int counts[VAE_MAX_LEVELS + 2];
+    const wt_spec *specs[VAE_MAX_LEVELS + 2];
+    spec_builder b = {calloc((size_t)total, sizeof *b.v), calloc((size_t)total, sizeof *b.names),
+                      0};
+    m->w = calloc((size_t)total, sizeof *m->w);
+    if (!b.v || !b.names || !m->w) {
+        free(b.v);
+        free(b.names);
+        FAIL(ERR_NOMEM, "out of memory");
+    }
+    char p[NAME_LEN];
+    int64_t C = c->ch[n - 1];
+    /* block 0: conv_in, mid block */
+    spec_conv(&b, "decoder.conv_in.", C, c->latent_channels, 3);
+    resnet_prefix(p, s, n, -1, 0);
+    spec_resnet(&b, p, s, C, C);
+    if (c->mid_attention) spec_attention(&b, s, C);
+    m->mid_res1 = b.n;
+    resnet_prefix(p, s, n, -1, 1);
+    spec_resnet(&b, p, s, C, C);
+    counts[0] = b.n;
+    /* blocks 1 .. n: up blocks */
+    for (int i = 0; i < n; i++) {
+        const int first = b.n;
+        const int64_t co = c->ch[n - 1 - i];
+        for (int j = 0; j <= c->layers_per_block; j++, C = co) {
+            resnet_prefix(p, s, n, i, j);
+            spec_resnet(&b, p, s, C, co);
+        }
+        if (i < n - 1) {
+            upsample_prefix(p, s, n, i);
+            spec_conv(&b, p, C, C, 3);
+        }
+        counts[1 + i] = b.n - first;
+    }
+    /* block n + 1: conv_norm_out, conv_out */
+    const int first = b.n;
+    spec_add(&b, norm_out_prefix(s), "weight", 1, C, 0, 0, 0);
+    spec_add(&b, norm_out_prefix(s), "bias", 1, C, 0, 0, 0);
+    spec_conv(&b, "decoder.conv_out.", c->out_channels, C, 3);
+    counts[n + 1] = b.n - first;
+    CHECK(b.n <= total);
+    m->n_blocks = n + 2;
+    for (int i = 0, at = 0; i < m->n_blocks; at += counts[i++])
+        specs[i] = b.v + at;
+
+    wt_blocks_config bc = {op_ctx_dev(m->ctx), WP_RESIDENT, 0, op_ctx_stream(m->ctx)};
+    err e = wt_blocks_create(src, m->n_blocks, counts, specs, &bc, &m->wb);
+    for (int k = 0; k < b.n && !e; k++) {
+        if (b.v[k].optional && !wt_find(src, b.v[k].name)) continue;
+        int64_t numel = 1;
+        for (int d = 0; d < b.v[k].ndim; d++)
+            numel *= b.v[k].shape[d];
+        m->n_params += numel;
+    }
+    free(b.v);
+    free(b.names);
+    return e;
+}
+
+err vae_load(wt_source *src, op_ctx *ctx, vae_model **out) {
+    *out = NULL;
+    scheme s = NAMES_DIFFUSERS;
+    TRY(detect_names(src, &s));
+    vae_model *m = calloc(1, sizeof *m);
+    FAIL_IF(!m, ERR_NOMEM, "out of memory");
+    m->ctx = ctx;
+    cJSON *j = NULL;
+    err e = wt_config(src, &j);
+    const int from_json = j != NULL;
+    if (!e)
+        e = j ? config_from_json(j, wt_path(src), &m->cfg) : config_from_shapes(src, s, &m->cfg);
+    cJSON_Delete(j);
+    if (!e) e = config_check(&m->cfg, wt_path(src));
+    /* the CUDA attention kernels take head dims 64, 128 and 512 (core/cuda/attention.cu) */
+    const int64_t top = e ? 0 : m->cfg.ch[m->cfg.n_levels - 1];
+    if (!e && op_ctx_dev(ctx) == TENSOR_CUDA && m->cfg.mid_attention && top != 64 && top != 128 &&
+        top != 512)
+        e = err_set(ERR_UNSUPPORTED,
+                    "%s: VAE mid attention over %lld channels; the GPU takes 64, 128 or 512",
+                    wt_path(src), (long long)top);
+    if (!e) e = load_weights(m, src, s);
+    if (e) {
+        vae_free(m);
+        return e;
+    }
+    const vae_config *c = &m->cfg;
+    char chs[96];
+    int at = 0;
+    for (int i = 0; i < c->n_levels; i++)
+        at +=
+            snprintf(chs + at, sizeof chs - (size_t)at, i ? " %lld" : "%lld", (long long)c->ch[i]);
+    LOG_INFO("vae: %s (%s names): latent %d, channels %s, %d layers, %d groups%s, scaling %.4f "
+             "shift %.4f%s; %.2fM parameters%s",
+             wt_path(src), scheme_name(s), c->latent_channels, chs, c->layers_per_block, c->groups,
+             c->mid_attention ? ", mid attention" : "", c->scaling_factor, c->shift_factor,
+             from_json ? "" : " (from shapes)", (double)m->n_params * 1e-6,
+             op_ctx_dev(ctx) == TENSOR_CUDA ? " resident on the GPU" : "");
+    *out = m;
+    return ERR_OK;
+}
+
+const vae_config *vae_get_config(const vae_model *m) { return &m->cfg; }
+
+void vae_set_scaling(vae_model *m, float scaling_factor, float shift_factor) {
+    m->cfg.scaling_factor = scaling_factor;
+    m->cfg.shift_factor = shift_factor;
+}
+
+int64_t vae_upscale(const vae_model *m) { return (int64_t)1 << (m->cfg.n_levels - 1); }
+
+/* ---- plan ---- */
+
+static void need(int64_t *nd, int b, int64_t elems) {
+    if (elems > nd[b]) nd[b] = elems;
+}
+
+/* a resnet from cin to cout channels at hw pixels: see resnet() */
+static void need_resnet(int64_t *nd, int64_t cin, int64_t cout, int64_t hw) {
+    need(nd, BX, cin * hw);
+    need(nd, BX, cout * hw);
+    need(nd, BT1, cin * hw);
+    need(nd, BT1, cout * hw);
+    need(nd, BT2, cout * hw);
+}
+
+/* The elements each buffer must hold: the same walk as vae_decode (whose views CHECK it). */
+static void plan_needs(const vae_config *c, int64_t h, int64_t w, int64_t *nd) {
+    const int n = c->n_levels;
+    int64_t C = c->ch[n - 1], hw = h * w;
+    need(nd, BX, C * hw);
+    need_resnet(nd, C, C, hw);
+    if (c->mid_attention) {
+        need(nd, BT1, 3 * C * hw); /* q, k, v */
+        need(nd, BT2, C * hw);
+    }
+    for (int i = 0; i < n; i++) {
+        const int64_t co = c->ch[n - 1 - i];
+        for (int j = 0; j <= c->layers_per_block; j++, C = co)
+            need_resnet(nd, C, co, hw);
+        if (i < n - 1) {
+            hw *= 4;
+            need(nd, BX, C * hw);
+            need(nd, BT1, C * hw);
+        }
+    }
+    need(nd, BT1, C * hw);
+}
+
+static void plan_free(vae_model *m) {
+    if (op_ctx_dev(m->ctx) == TENSOR_CUDA)
+        gpu_free(m->act);
+    else
+        free(m->act);
+    m->act = NULL;
+    memset(m->buf, 0, sizeof m->buf);
+    memset(m->cap, 0, sizeof m->cap);
+    m->act_bytes = 0;
+    m->h = m->wd = 0;
+}
+
+err vae_plan(vae_model *m, int64_t h, int64_t w) {
+    FAIL_IF(h < 1 || w < 1, ERR_ARG, "vae: latent size %lldx%lld", (long long)h, (long long)w);
+    plan_free(m);
+    const int cuda = op_ctx_dev(m->ctx) == TENSOR_CUDA;
+    const size_t es = cuda ? 2 : 4;
+    int64_t nd[NBUF] = {0};
+    plan_needs(&m->cfg, h, w, nd);
+    size_t off[NBUF + 1] = {0};
+    for (int b = 0; b < NBUF; b++)
+        off[b + 1] = off[b] + ((size_t)nd[b] * es + 255) / 256 * 256;
+    const size_t bytes = off[NBUF];
+    err e = ERR_OK;
+    if (cuda)
+        e = gpu_alloc(&m->act, bytes);
+    else if (!(m->act = malloc(bytes)))
+        e = err_set(ERR_NOMEM, "out of host memory");
+    if (e)
+        return err_wrap(e, "vae: activations for %lldx%lld latents need %zu bytes (%.1f MiB)",
+                        (long long)h, (long long)w, bytes, (double)bytes / (1 << 20));
+    for (int b = 0; b < NBUF; b++) {
+        m->buf[b] = (char *)m->act + off[b];
+        m->cap[b] = nd[b];
+    }
+    m->act_bytes = bytes;
+    m->h = h;
+    m->wd = w;
+    const int64_t up = vae_upscale(m);
+    LOG_INFO("vae: plan %lldx%lld latents -> %lldx%lld image: activations X %.1f + T1 %.1f + T2 "
+             "%.1f = %.1f MiB (%s)",
+             (long long)h, (long long)w, (long long)(h * up), (long long)(w * up),
+             (double)(off[1] - off[0]) / (1 << 20), (double)(off[2] - off[1]) / (1 << 20),
+             (double)(off[3] - off[2]) / (1 << 20), (double)bytes / (1 << 20),
+             cuda ? "BF16, GPU" : "F32, host");
+    return ERR_OK;
+}
+
+/* ---- forward ---- */
+
+/* A contiguous view of ndim dims at element off of buffer b; CHECKs the plan's capacity. */
+static tensor act_view(const vae_model *m, int b, int64_t off, int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= shape[d];
+    CHECK(off + n <= m->cap[b]);
+    const int cuda = op_ctx_dev(m->ctx) == TENSOR_CUDA;
+    char *p = (char *)m->buf[b] + off * (cuda ? 2 : 4);
+    return tensor_make(p, cuda ? DTYPE_BF16 : DTYPE_F32, op_ctx_dev(m->ctx), ndim, shape);
+}
+
+static tensor img(const vae_model *m, int b, int64_t C, int64_t H, int64_t W) {
+    return act_view(m, b, 0, 4, (int64_t[]){1, C, H, W});
+}
+
+static const int PAD1[4] = {1, 1, 1, 1}, PAD0[4] = {0, 0, 0, 0};
+
+/* diffusers resnet.py::ResnetBlock2D.forward (no temb, output_scale_factor 1): X holds the
+ * input [1,cin,H,W] and receives the output [1,cout,H,W]. */
+static void resnet(vae_model *m, const tensor *w, int64_t cin, int64_t cout, int64_t H, int64_t W) {
+    op_ctx *c = m->ctx;
+    const int g = m->cfg.groups;
+    tensor x = img(m, BX, cin, H, W), a = img(m, BT1, cin, H, W);
+    op_groupnorm(c, a, x, w[RN_N1W], w[RN_N1B], g, VAE_EPS, 1); /* norm1, SiLU */
+    tensor h = img(m, BT2, cout, H, W);
+    op_conv2d(c, h, a, w[RN_C1W], &w[RN_C1B], 1, PAD1);
+    a = img(m, BT1, cout, H, W);
+    op_groupnorm(c, a, h, w[RN_N2W], w[RN_N2B], g, VAE_EPS, 1); /* norm2, SiLU */
+    op_conv2d(c, h, a, w[RN_C2W], &w[RN_C2B], 1, PAD1);
+    tensor y = img(m, BX, cout, H, W);
+    if (cin != cout) {
+        op_conv2d(c, a, x, w[RN_SCW], &w[RN_SCB], 1, PAD0); /* conv_shortcut, 1x1 */
+        op_add(c, y, a, h);
+    } else {
+        op_add(c, y, x, h); /* the residual add is its own rounding point */
+    }
+}
+
+/* diffusers attention_processor.py::AttnProcessor2_0 on the mid block's Attention (one head
+ * of dim C, group_norm, residual_connection, rescale 1): X [1,C,H,W] in place. */
+static void mid_attention(vae_model *m, const tensor *w, int64_t C, int64_t H, int64_t W) {
+    op_ctx *c = m->ctx;
+    const int64_t N = H * W;
+    tensor x = img(m, BX, C, H, W), gn = img(m, BT1, C, H, W);
+    op_groupnorm(c, gn, x, w[AT_NW], w[AT_NB], m->cfg.groups, VAE_EPS, 0);
+    /* NCHW -> tokens [1,N,C]: a strided copy of the transposed view (exact) */
+    tensor tok = act_view(m, BT2, 0, 3, (int64_t[]){1, N, C});
+    op_copy(c, tok, tensor_transpose(tensor_reshape(gn, 3, (int64_t[]){1, C, N}), 1, 2));
+    tensor q = act_view(m, BT1, 0, 3, (int64_t[]){1, N, C});
+    tensor k = act_view(m, BT1, N * C, 3, (int64_t[]){1, N, C});
+    tensor v = act_view(m, BT1, 2 * N * C, 3, (int64_t[]){1, N, C});
+    op_linear(c, q, tok, w[AT_QW], &w[AT_QB], OP_ACT_NONE);
+    op_linear(c, k, tok, w[AT_KW], &w[AT_KB], OP_ACT_NONE);
+    op_linear(c, v, tok, w[AT_VW], &w[AT_VB], OP_ACT_NONE);
+    /* F.scaled_dot_product_attention's default scale 1/sqrt(head dim) */
+    const int64_t heads[4] = {1, N, 1, C};
+    tensor o = act_view(m, BT2, 0, 4, heads);
+    op_attention(c, o, tensor_reshape(q, 4, heads), tensor_reshape(k, 4, heads),
+                 tensor_reshape(v, 4, heads), NULL, (float)(1.0 / sqrt((double)C)), 0);
+    tensor p = act_view(m, BT1, 0, 3, (int64_t[]){1, N, C});
+    op_linear(c, p, tensor_reshape(o, 3, (int64_t[]){1, N, C}), w[AT_OW], &w[AT_OB], OP_ACT_NONE);
+    tensor back = img(m, BT2, C, H, W);
+    op_copy(c, tensor_reshape(back, 3, (int64_t[]){1, C, N}), tensor_transpose(p, 1, 2));
+    op_add(c, x, back, x); /* hidden_states + residual */
+}
+
+/* diffusers upsampling.py::Upsample2D (interpolate nearest x2, then conv): X [1,C,H,W] ->
+ * X [1,C,2H,2W]. */
+static void upsample(vae_model *m, const tensor *w, int64_t C, int64_t H, int64_t W) {
+    tensor u = img(m, BT1, C, 2 * H, 2 * W);
+    op_upsample2x(m->ctx, u, img(m, BX, C, H, W));
+    op_conv2d(m->ctx, img(m, BX, C, 2 * H, 2 * W), u, w[0], &w[1], 1, PAD1);
+}
+
+void vae_decode(vae_model *m, tensor out, tensor z) {
+    const vae_config *cf = &m->cfg;
+    const int n = cf->n_levels;
+    op_ctx *c = m->ctx;
+    tensor *w = m->w;
+    int64_t H = m->h, W = m->wd, C = cf->ch[n - 1];
+    const int64_t up = vae_upscale(m);
+    CHECK(m->act && z.ndim == 4 && z.shape[0] == 1 && z.shape[1] == cf->latent_channels &&
+          z.shape[2] == H && z.shape[3] == W);
+    CHECK(out.ndim == 4 && out.shape[0] == 1 && out.shape[1] == cf->out_channels &&
+          out.shape[2] == H * up && out.shape[3] == W * up);
+
+    /* diffusers vae.py::Decoder.forward: conv_in, mid block (resnet, attention, resnet) */
+    wt_blocks_acquire(m->wb, 0, w);
+    op_conv2d(c, img(m, BX, C, H, W), z, w[0], &w[1], 1, PAD1);
+    resnet(m, w + 2, C, C, H, W);
+    if (cf->mid_attention) mid_attention(m, w + 2 + RN_N, C, H, W);
+    resnet(m, w + m->mid_res1, C, C, H, W);
+    wt_blocks_release(m->wb, 0);
+
+    /* up blocks (diffusers unet_2d_blocks.py::UpDecoderBlock2D): layers_per_block + 1 resnets,
+       then Upsample2D except on the last level */
+    for (int i = 0; i < n; i++) {
+        const int64_t co = cf->ch[n - 1 - i];
+        wt_blocks_acquire(m->wb, 1 + i, w);
+        for (int j = 0; j <= cf->layers_per_block; j++, C = co)
+            resnet(m, w + j * RN_N, C, co, H, W);
+        if (i < n - 1) {
+            upsample(m, w + (cf->layers_per_block + 1) * RN_N, C, H, W);
+            H *= 2;
+            W *= 2;
+        }
+        wt_blocks_release(m->wb, 1 + i);
+    }
+
+    /* conv_norm_out, conv_act (SiLU), conv_out */
+    wt_blocks_acquire(m->wb, n + 1, w);
+    tensor a = img(m, BT1, C, H, W);
+    op_groupnorm(c, a, img(m, BX, C, H, W), w[0], w[1], cf->groups, VAE_EPS, 1);
+    op_conv2d(c, out, a, w[2], &w[3], 1, PAD1);
+    wt_blocks_release(m->wb, n + 1);
+}
+
+size_t vae_device_bytes(const vae_model *m) {
+    if (op_ctx_dev(m->ctx) != TENSOR_CUDA) return 0;
+    return wt_blocks_device_bytes(m->wb) + m->act_bytes;
+}
+
+void vae_free(vae_model *m) {
+    if (!m) return;
+    plan_free(m);
+    wt_blocks_free(m->wb);
+    free(m->w);
+    free(m);
+}
