@@ -1,0 +1,473 @@
+/* clip.c: the CLIP text transformer as a straight sequence of ops, mirroring transformers
+ * models/clip/modeling_clip.py (CLIPTextTransformer.forward, CLIPEncoderLayer.forward,
+ * CLIPAttention, CLIPMLP, CLIPTextModelWithProjection.forward). MODEL-SPEC.md §4.1. */
+#include "text_encoder/clip.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cuda/gpu.h"
+#include "core/log.h"
+
+#define CLIP_HEAD_DIM 64 /* every CLIP text model (L, G) has 64-wide heads */
+#define CLIP_PREFIX_MAX 128
+#define CLIP_NAME_MAX 256
+#define CLIP_ALIGN 256
+
+/* Blocks in the order the forward uses them (so any provider mode could serve them): 0 the
+ * embeddings, 1 + i layer i, layers + 1 the final norm and projection. Indices into each
+ * block's tensors, with their shapes (D hidden, I intermediate, V vocab, T positions, P
+ * projection). */
+enum {
+    E_TOK, /* embeddings.token_embedding.weight [V,D] */
+    E_POS, /* embeddings.position_embedding.weight [T,D] */
+    E_N
+};
+enum {
+    F_LN_W, /* final_layer_norm.weight [D] */
+    F_LN_B, /* final_layer_norm.bias [D] */
+    F_PROJ, /* text_projection.weight [P,D], optional (outside text_model.) */
+    F_N
+};
+enum {
+    L_LN1_W, /* layer_norm1.weight [D] */
+    L_LN1_B, /* layer_norm1.bias [D] */
+    L_Q_W,   /* self_attn.q_proj.weight [D,D] */
+    L_Q_B,   /* self_attn.q_proj.bias [D] */
+    L_K_W,   /* self_attn.k_proj.weight [D,D] */
+    L_K_B,   /* self_attn.k_proj.bias [D] */
+    L_V_W,   /* self_attn.v_proj.weight [D,D] */
+    L_V_B,   /* self_attn.v_proj.bias [D] */
+    L_O_W,   /* self_attn.out_proj.weight [D,D] */
+    L_O_B,   /* self_attn.out_proj.bias [D] */
+    L_LN2_W, /* layer_norm2.weight [D] */
+    L_LN2_B, /* layer_norm2.bias [D] */
+    L_FC1_W, /* mlp.fc1.weight [I,D] */
+    L_FC1_B, /* mlp.fc1.bias [I] */
+    L_FC2_W, /* mlp.fc2.weight [D,I] */
+    L_FC2_B, /* mlp.fc2.bias [D] */
+    L_N
+};
+
+typedef struct clip_config {
+    int64_t dim;       /* D, hidden_size */
+    int64_t heads;     /* H; head dim D / H */
+    int64_t layers;    /* num_hidden_layers */
+    int64_t inter;     /* intermediate_size (fc1 rows) */
+    int64_t vocab;     /* token_embedding rows */
+    int64_t positions; /* max_position_embeddings (77) */
+    int64_t proj;      /* text_projection rows, 0 without one */
+    op_act act;        /* hidden_act */
+    float eps;         /* layer_norm_eps */
+    int64_t eos;       /* eos_token_id (2 selects transformers' legacy argmax pooling) */
+} clip_config;
+
+struct clip_model {
+    clip_config cfg;
+    op_ctx *ctx;
+    wt_blocks *w;
+    char outer[CLIP_PREFIX_MAX]; /* text_projection.weight's prefix */
+    char inner[CLIP_PREFIX_MAX]; /* the text model's: outer or outer + "text_model." */
+    /* activations, one allocation on the ctx's device: [positions, .] each */
+    void *act_mem;
+    size_t act_bytes;
+    tensor h;            /* [L,D] residual stream */
+    tensor x;            /* [L,D] normed input of a sublayer; final-normed output */
+    tensor q, k, v, att; /* [L,D] */
+    tensor t;            /* [L,D] sublayer output */
+    tensor f;            /* [L,inter] MLP hidden */
+    int32_t *pos_ids;    /* 0..positions-1 on the host */
+};
+
+static const char *act_name(op_act a) {
+    switch (a) {
+    case OP_ACT_QUICK_GELU: return "quick_gelu";
+    case OP_ACT_GELU_ERF: return "gelu";
+    case OP_ACT_GELU_TANH: return "gelu_tanh";
+    default: return "none";
+    }
+}
+
+/* The prefix in front of "embeddings.token_embedding.weight" (ending in "text_model." in the
+ * HF layout; transformers 5 saves a bare CLIPTextModel without it); ERR_ARG when the file holds
+ * more than one text model (the caller then names one). */
+static err find_inner(const wt_source *src, char *inner) {
+    static const char key[] = "embeddings.token_embedding.weight";
+    const size_t kl = sizeof key - 1;
+    int found = 0;
+    for (int i = 0; i < wt_count(src); i++) {
+        const char *name = wt_at(src, i)->name;
+        size_t nl = strlen(name);
+        if (nl < kl || strcmp(name + nl - kl, key) != 0) continue;
+        size_t pl = nl - kl;
+        if (pl && name[pl - 1] != '.') continue;
+        FAIL_IF(pl >= CLIP_PREFIX_MAX, ERR_FORMAT, "%s: tensor '%s': prefix too long", wt_path(src),
+                name);
+        if (found && (strlen(inner) != pl || strncmp(inner, name, pl) != 0))
+            FAIL(ERR_ARG, "%s: two CLIP text models, under '%s' and '%.*s'; pass the prefix of one",
+                 wt_path(src), inner, (int)pl, name);
+        memcpy(inner, name, pl);
+        inner[pl] = 0;
+        found = 1;
+    }
+    FAIL_IF(!found, ERR_FORMAT, "%s: no CLIP text model (no tensor named '*%s')", wt_path(src),
+            key);
+    return ERR_OK;
+}
+
+/* The two prefixes: outer (where text_projection.weight lives) and inner (the text model's
+ * tensors: outer + "text_model." in the HF layout, or outer itself). */
+static err set_prefixes(clip_model *m, const wt_source *src, const char *prefix) {
+    static const char tm[] = "text_model.";
+    char probe[CLIP_NAME_MAX];
+    if (prefix) {
+        FAIL_IF(strlen(prefix) >= CLIP_PREFIX_MAX - strlen(tm), ERR_ARG,
+                "CLIP prefix too long: '%s'", prefix);
+        strcpy(m->outer, prefix);
+        snprintf(probe, sizeof probe, "%s%sembeddings.token_embedding.weight", prefix, tm);
+        snprintf(m->inner, sizeof m->inner, "%s%s", prefix, wt_find(src, probe) ? tm : "");
+        return ERR_OK;
+    }
+    TRY(find_inner(src, m->inner));
+    size_t il = strlen(m->inner), tl = sizeof tm - 1;
+    strcpy(m->outer, m->inner);
+    if (il >= tl && !strcmp(m->inner + il - tl, tm) && (il == tl || m->inner[il - tl - 1] == '.'))
+        m->outer[il - tl] = 0;
+    return ERR_OK;
+}
+
+/* name, which must exist with ndim dims */
+static const df11_tensor *need(const wt_source *src, const char *name, int ndim) {
+    const df11_tensor *t = wt_find(src, name);
+    if (!t)
+        err_set(ERR_FORMAT, "%s: tensor '%s' is missing", wt_path(src), name);
+    else if (t->ndim != ndim) {
+        err_set(ERR_FORMAT, "%s: tensor '%s': expected %d dims, got %d", wt_path(src), name, ndim,
+                t->ndim);
+        t = NULL;
+    }
+    return t;
+}
+
+static int64_t json_int(const cJSON *o, const char *key, int64_t dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
+}
+
+/* transformers' ACT2FN names that CLIP configs use */
+static err parse_act(const char *path, const char *s, op_act *a) {
+    if (!strcmp(s, "quick_gelu"))
+        *a = OP_ACT_QUICK_GELU;
+    else if (!strcmp(s, "gelu"))
+        *a = OP_ACT_GELU_ERF;
+    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh"))
+        *a = OP_ACT_GELU_TANH;
+    else
+        FAIL(ERR_UNSUPPORTED, "%s: config.json: hidden_act '%s' is not supported", path, s);
+    return ERR_OK;
+}
+
+/* Config from config.json where there is one, the rest from the shapes (documented defaults). */
+static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
+    const char *path = wt_path(src), *in = m->inner;
+    char name[CLIP_NAME_MAX];
+    snprintf(name, sizeof name, "%sembeddings.token_embedding.weight", in);
+    const df11_tensor *tok = need(src, name, 2);
+    if (!tok) return ERR_FORMAT;
+    snprintf(name, sizeof name, "%sembeddings.position_embedding.weight", in);
+    const df11_tensor *pos = need(src, name, 2);
+    if (!pos) return ERR_FORMAT;
+    snprintf(name, sizeof name, "%sencoder.layers.0.mlp.fc1.weight", in);
+    const df11_tensor *fc1 = need(src, name, 2);
+    if (!fc1) return ERR_FORMAT;
+    snprintf(name, sizeof name, "%stext_projection.weight", m->outer);
+    const df11_tensor *proj = wt_find(src, name);
+    c->dim = tok->shape[1];
+    c->vocab = tok->shape[0];
+    c->positions = pos->shape[0];
+    c->inter = fc1->shape[0];
+    c->proj = proj && proj->ndim == 2 ? proj->shape[0] : 0;
+    c->layers = 0;
+    for (;; c->layers++) {
+        snprintf(name, sizeof name, "%sencoder.layers.%lld.self_attn.q_proj.weight", in,
+                 (long long)c->layers);
+        if (!wt_find(src, name)) break;
+    }
+    /* the defaults: CLIP-L (768: 12 heads, quick_gelu), OpenCLIP bigG (1280: 20 heads, gelu) */
+    c->heads = c->dim % CLIP_HEAD_DIM == 0 ? c->dim / CLIP_HEAD_DIM : 1;
+    c->act = c->dim == 1280 ? OP_ACT_GELU_ERF : OP_ACT_QUICK_GELU;
+    c->eps = 1e-5f;
+    c->eos = CLIP_EOS_ID;
+
+    cJSON *root = NULL;
+    TRY(wt_config(src, &root));
+    if (root) {
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+        if (!cJSON_IsObject(j)) j = root;
+        c->dim = json_int(j, "hidden_size", c->dim);
+        c->heads = json_int(j, "num_attention_heads", c->heads);
+        c->layers = json_int(j, "num_hidden_layers", c->layers);
+        c->inter = json_int(j, "intermediate_size", c->inter);
+        c->vocab = json_int(j, "vocab_size", c->vocab);
+        c->positions = json_int(j, "max_position_embeddings", c->positions);
+        c->eos = json_int(j, "eos_token_id", c->eos);
+        if (c->proj)
+            c->proj = json_int(j, "projection_dim", json_int(root, "projection_dim", c->proj));
+        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(j, "layer_norm_eps");
+        if (cJSON_IsNumber(eps)) c->eps = (float)eps->valuedouble;
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+        err e = cJSON_IsString(act) ? parse_act(path, act->valuestring, &c->act) : ERR_OK;
+        cJSON_Delete(root);
+        TRY(e);
+    }
+    FAIL_IF(c->layers < 1, ERR_FORMAT, "%s: no CLIP layers (no 'text_model.encoder.layers.0.*')",
+            path);
+    FAIL_IF(c->heads < 1 || c->dim % c->heads, ERR_FORMAT,
+            "%s: hidden size %lld is not a multiple of %lld heads", path, (long long)c->dim,
+            (long long)c->heads);
+    return ERR_OK;
+}
+
+/* Names of block 0 (globals) and of each layer, and their shapes. */
+static err make_blocks(clip_model *m, wt_source *src, const wt_blocks_config *bc) {
+    const clip_config *c = &m->cfg;
+    const int nb = (int)c->layers + 2;
+    int *counts = calloc((size_t)nb, sizeof *counts);
+    wt_spec *specs = calloc((size_t)nb * L_N, sizeof *specs);
+    const wt_spec **sp = calloc((size_t)nb, sizeof *sp);
+    /* names[b * L_N + j]: block b's tensor j, prefixed */
+    char(*names)[CLIP_NAME_MAX] = calloc((size_t)nb * L_N, sizeof *names);
+    err e = ERR_OK;
+    if (!counts || !specs || !sp || !names) {
+        e = err_set(ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    const int64_t D = c->dim, I = c->inter;
+    const char *in = m->inner;
+    wt_spec *e0 = specs, *fl = specs + (size_t)(nb - 1) * L_N;
+    char(*en)[CLIP_NAME_MAX] = names, (*fn)[CLIP_NAME_MAX] = names + (size_t)(nb - 1) * L_N;
+    snprintf(en[E_TOK], CLIP_NAME_MAX, "%sembeddings.token_embedding.weight", in);
+    snprintf(en[E_POS], CLIP_NAME_MAX, "%sembeddings.position_embedding.weight", in);
+    snprintf(fn[F_LN_W], CLIP_NAME_MAX, "%sfinal_layer_norm.weight", in);
+    snprintf(fn[F_LN_B], CLIP_NAME_MAX, "%sfinal_layer_norm.bias", in);
+    snprintf(fn[F_PROJ], CLIP_NAME_MAX, "%stext_projection.weight", m->outer);
+    e0[E_TOK] = wt_spec_2d(en[E_TOK], c->vocab, D);
+    e0[E_POS] = wt_spec_2d(en[E_POS], c->positions, D);
+    fl[F_LN_W] = wt_spec_1d(fn[F_LN_W], D);
+    fl[F_LN_B] = wt_spec_1d(fn[F_LN_B], D);
+    fl[F_PROJ] = wt_spec_2d(fn[F_PROJ], c->proj ? c->proj : D, D);
+    fl[F_PROJ].optional = 1;
+    counts[0] = E_N;
+    sp[0] = e0;
+    counts[nb - 1] = F_N;
+    sp[nb - 1] = fl;
+    static const struct {
+        const char *suffix;
+        int rows_inter, cols_inter, vec; /* shape from D/I: [rows, cols] or [rows] */
+    } lt[L_N] = {
+        [L_LN1_W] = {"layer_norm1.weight", 0, 0, 1},
+        [L_LN1_B] = {"layer_norm1.bias", 0, 0, 1},
+        [L_Q_W] = {"self_attn.q_proj.weight", 0, 0, 0},
+        [L_Q_B] = {"self_attn.q_proj.bias", 0, 0, 1},
+        [L_K_W] = {"self_attn.k_proj.weight", 0, 0, 0},
+        [L_K_B] = {"self_attn.k_proj.bias", 0, 0, 1},
+        [L_V_W] = {"self_attn.v_proj.weight", 0, 0, 0},
+        [L_V_B] = {"self_attn.v_proj.bias", 0, 0, 1},
+        [L_O_W] = {"self_attn.out_proj.weight", 0, 0, 0},
+        [L_O_B] = {"self_attn.out_proj.bias", 0, 0, 1},
+        [L_LN2_W] = {"layer_norm2.weight", 0, 0, 1},
+        [L_LN2_B] = {"layer_norm2.bias", 0, 0, 1},
+        [L_FC1_W] = {"mlp.fc1.weight", 1, 0, 0},
+        [L_FC1_B] = {"mlp.fc1.bias", 1, 0, 1},
+        [L_FC2_W] = {"mlp.fc2.weight", 0, 1, 0},
+        [L_FC2_B] = {"mlp.fc2.bias", 0, 0, 1},
+    };
+    for (int b = 1; b < nb - 1; b++) {
+        wt_spec *s = specs + (size_t)b * L_N;
+        for (int j = 0; j < L_N; j++) {
+            char *nm = names[(size_t)b * L_N + j];
+            snprintf(nm, CLIP_NAME_MAX, "%sencoder.layers.%d.%s", in, b - 1, lt[j].suffix);
+            int64_t rows = lt[j].rows_inter ? I : D, cols = lt[j].cols_inter ? I : D;
+            s[j] = lt[j].vec ? wt_spec_1d(nm, rows) : wt_spec_2d(nm, rows, cols);
+        }
+        counts[b] = L_N;
+        sp[b] = s;
+    }
+    e = wt_blocks_create(src, nb, counts, sp, bc, &m->w);
+done:
+    free(counts);
+    free(specs);
+    free(sp);
+    free(names);
+    return e;
+}
+
+/* One allocation on the ctx's device, carved into the activation tensors. */
+static err plan_activations(clip_model *m) {
+    const tensor_dev dev = op_ctx_dev(m->ctx);
+    const dtype dt = dev == TENSOR_CPU ? DTYPE_F32 : DTYPE_BF16;
+    const size_t es = dev == TENSOR_CPU ? 4 : 2;
+    const int64_t L = m->cfg.positions, D = m->cfg.dim;
+    const int64_t widths[] = {D, D, D, D, D, D, D, m->cfg.inter};
+    tensor *slots[] = {&m->h, &m->x, &m->q, &m->k, &m->v, &m->att, &m->t, &m->f};
+    const int ns = (int)(sizeof widths / sizeof widths[0]);
+    size_t off[sizeof widths / sizeof widths[0]], total = 0;
+    for (int i = 0; i < ns; i++) {
+        off[i] = total;
+        total += ((size_t)(L * widths[i]) * es + CLIP_ALIGN - 1) / CLIP_ALIGN * CLIP_ALIGN;
+    }
+    if (dev == TENSOR_CPU) {
+        m->act_mem = aligned_alloc(CLIP_ALIGN, total);
+        FAIL_IF(!m->act_mem, ERR_NOMEM, "CLIP activations: out of memory (%zu bytes)", total);
+    } else {
+        TRY(gpu_alloc(&m->act_mem, total));
+    }
+    m->act_bytes = total;
+    for (int i = 0; i < ns; i++)
+        *slots[i] = tensor_2d((char *)m->act_mem + off[i], dt, dev, L, widths[i]);
+    m->pos_ids = malloc((size_t)L * sizeof *m->pos_ids);
+    FAIL_IF(!m->pos_ids, ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < L; i++)
+        m->pos_ids[i] = (int32_t)i;
+    return ERR_OK;
+}
+
+static err load(clip_model *m, wt_source *src, const char *prefix) {
+    wt_set_prefix(src, ""); /* names below are full names */
+    TRY(set_prefixes(m, src, prefix));
+    TRY(read_config(m, src, &m->cfg));
+    const wt_blocks_config bc = {
+        .dev = op_ctx_dev(m->ctx), .mode = WP_RESIDENT, .compute = op_ctx_stream(m->ctx)};
+    TRY(make_blocks(m, src, &bc));
+    return plan_activations(m);
+}
+
+err clip_load_prefix(wt_source *src, op_ctx *ctx, const char *prefix, clip_model **out) {
+    *out = NULL;
+    clip_model *m = calloc(1, sizeof *m);
+    FAIL_IF(!m, ERR_NOMEM, "out of memory");
+    m->ctx = ctx;
+    err e = load(m, src, prefix);
+    if (e) {
+        clip_free(m);
+        return e;
+    }
+    const clip_config *c = &m->cfg;
+    LOG_INFO("clip: %s%s%s: %lld layers, width %lld, %lld heads, %s, projection %lld, %.1f MiB on "
+             "the device",
+             wt_path(src), m->inner[0] ? ": " : "", m->inner, (long long)c->layers,
+             (long long)c->dim, (long long)c->heads, act_name(c->act), (long long)c->proj,
+             (double)clip_device_bytes(m) / (1024.0 * 1024.0));
+    *out = m;
+    return ERR_OK;
+}
+
+err clip_load(wt_source *src, op_ctx *ctx, clip_model **out) {
+    return clip_load_prefix(src, ctx, NULL, out);
+}
+
+int64_t clip_hidden_size(const clip_model *m) { return m->cfg.dim; }
+int64_t clip_projection_size(const clip_model *m) { return m->cfg.proj; }
+int clip_max_length(const clip_model *m) { return (int)m->cfg.positions; }
+
+/* The row transformers pools (CLIPTextTransformer.forward): the first EOS id, or with the
+ * legacy eos_token_id 2 the argmax of the ids (its first maximum). */
+static int pool_row(const clip_config *c, const int32_t *ids, int n) {
+    int r = 0;
+    if (c->eos == 2) {
+        for (int i = 1; i < n; i++)
+            if (ids[i] > ids[r]) r = i;
+        return r;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] == c->eos) return i;
+    return 0; /* argmax over an all-false mask, as transformers gets without an EOS */
+}
+
+static tensor rows(tensor t, int n) { return tensor_slice(t, 0, 0, n); }
+
+void clip_encode(clip_model *m, const int32_t *ids, int n, int project, tensor pooled,
+                 const tensor *penultimate, const tensor *last) {
+    const clip_config *c = &m->cfg;
+    op_ctx *ctx = m->ctx;
+    const int64_t D = c->dim, H = c->heads;
+    CHECK(n >= 1 && n <= c->positions);
+    const int proj = project && c->proj;
+    CHECK(pooled.ndim == 2 && pooled.shape[0] == 1 && pooled.shape[1] == (proj ? c->proj : D));
+    tensor pen2 = {0}, last2 = {0};
+    if (penultimate) {
+        CHECK(penultimate->ndim == 3 && penultimate->shape[0] == 1 && penultimate->shape[1] == n);
+        pen2 = tensor_reshape(*penultimate, 2, (int64_t[]){n, D});
+    }
+    if (last) {
+        CHECK(last->ndim == 3 && last->shape[0] == 1 && last->shape[1] == n);
+        last2 = tensor_reshape(*last, 2, (int64_t[]){n, D});
+    }
+    tensor h = rows(m->h, n), x = rows(m->x, n), q = rows(m->q, n), k = rows(m->k, n);
+    tensor v = rows(m->v, n), att = rows(m->att, n), t = rows(m->t, n), f = rows(m->f, n);
+    const int64_t shape4[4] = {1, n, H, D / H};
+    tensor q4 = tensor_reshape(q, 4, shape4), k4 = tensor_reshape(k, 4, shape4);
+    tensor v4 = tensor_reshape(v, 4, shape4), att4 = tensor_reshape(att, 4, shape4);
+    const float scale = 1.0f / sqrtf((float)(D / H)); /* CLIPAttention.scale = head_dim**-0.5 */
+
+    const int last_block = (int)c->layers + 1;
+    tensor e[E_N], fw[F_N];
+    wt_blocks_acquire(m->w, 0, e);
+    /* CLIPTextEmbeddings: token embedding + position embedding (positions 0..n-1) */
+    op_embedding(ctx, h, e[E_TOK], ids);
+    op_embedding(ctx, t, e[E_POS], m->pos_ids);
+    op_add(ctx, h, h, t);
+    wt_blocks_release(m->w, 0);
+    /* hidden_states[-2] is the input of the last layer (the embeddings for a 1-layer model) */
+    if (penultimate && c->layers == 1) op_copy(ctx, pen2, h);
+    for (int64_t l = 0; l < c->layers; l++) {
+        tensor w[L_N];
+        wt_blocks_acquire(m->w, (int)l + 1, w);
+        /* self-attention: causal, no padding mask (the pipelines pass none) */
+        op_layernorm(ctx, x, h, &w[L_LN1_W], &w[L_LN1_B], c->eps);
+        op_linear(ctx, q, x, w[L_Q_W], &w[L_Q_B], OP_ACT_NONE);
+        op_linear(ctx, k, x, w[L_K_W], &w[L_K_B], OP_ACT_NONE);
+        op_linear(ctx, v, x, w[L_V_W], &w[L_V_B], OP_ACT_NONE);
+        op_attention(ctx, att4, q4, k4, v4, NULL, scale, 1);
+        op_linear(ctx, t, att, w[L_O_W], &w[L_O_B], OP_ACT_NONE);
+        op_add(ctx, h, h, t);
+        /* CLIPMLP: fc2(act(fc1(x))) */
+        op_layernorm(ctx, x, h, &w[L_LN2_W], &w[L_LN2_B], c->eps);
+        op_linear(ctx, f, x, w[L_FC1_W], &w[L_FC1_B], c->act);
+        op_linear(ctx, t, f, w[L_FC2_W], &w[L_FC2_B], OP_ACT_NONE);
+        op_add(ctx, h, h, t);
+        wt_blocks_release(m->w, (int)l + 1);
+        if (penultimate && l == c->layers - 2) op_copy(ctx, pen2, h);
+    }
+    /* final_layer_norm, then the pooled row (and its projection, a Linear without bias) */
+    tensor fin = last ? last2 : x;
+    wt_blocks_acquire(m->w, last_block, fw);
+    op_layernorm(ctx, fin, h, &fw[F_LN_W], &fw[F_LN_B], c->eps);
+    tensor row = tensor_slice(fin, 0, pool_row(c, ids, n), 1);
+    if (proj)
+        op_linear(ctx, pooled, row, fw[F_PROJ], NULL, OP_ACT_NONE);
+    else
+        op_copy(ctx, pooled, row);
+    wt_blocks_release(m->w, last_block);
+}
+
+size_t clip_device_bytes(const clip_model *m) {
+    if (op_ctx_dev(m->ctx) == TENSOR_CPU) return 0;
+    return (m->w ? wt_blocks_device_bytes(m->w) : 0) + m->act_bytes;
+}
+
+void clip_free(clip_model *m) {
+    if (!m) return;
+    wt_blocks_free(m->w);
+    if (m->act_mem) {
+        if (op_ctx_dev(m->ctx) == TENSOR_CPU)
+            free(m->act_mem);
+        else
+            gpu_free(m->act_mem);
+    }
+    free(m->pos_ids);
+    free(m);
+}

@@ -1,0 +1,455 @@
+/* t5.c: the T5 v1.1 encoder as a straight sequence of ops, mirroring transformers
+ * models/t5/modeling_t5.py (T5Stack.forward for the encoder, T5LayerSelfAttention,
+ * T5Attention.compute_bias, T5LayerFF, T5DenseGatedActDense, T5LayerNorm). MODEL-SPEC.md §4.2. */
+#include "text_encoder/t5.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cuda/gpu.h"
+#include "core/half.h"
+#include "core/log.h"
+
+#define T5_PREFIX_MAX 128
+#define T5_NAME_MAX 256
+#define T5_ALIGN 256
+
+/* Blocks in the order the forward uses them (so any provider mode could serve them): 0 the
+ * embedding and the bias table (read once, at load), 1 + i layer i (encoder.block.i.),
+ * layers + 1 the final norm. Indices into each block's tensors, with their shapes (d d_model,
+ * F d_ff, V vocab, E = H d_kv, R buckets). */
+enum {
+    E_EMB, /* shared.weight (or encoder.embed_tokens.weight) [V,d] */
+    E_REL, /* encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight [R,H] */
+    E_N
+};
+enum {
+    F_LN, /* encoder.final_layer_norm.weight [d] */
+    F_N
+};
+enum {
+    L_LN0, /* layer.0.layer_norm.weight [d] */
+    L_Q,   /* layer.0.SelfAttention.q.weight [E,d] */
+    L_K,   /* layer.0.SelfAttention.k.weight [E,d] */
+    L_V,   /* layer.0.SelfAttention.v.weight [E,d] */
+    L_O,   /* layer.0.SelfAttention.o.weight [d,E] */
+    L_LN1, /* layer.1.layer_norm.weight [d] */
+    L_WI0, /* layer.1.DenseReluDense.wi_0.weight [F,d] */
+    L_WI1, /* layer.1.DenseReluDense.wi_1.weight [F,d] */
+    L_WO,  /* layer.1.DenseReluDense.wo.weight [d,F] */
+    L_N
+};
+
+typedef struct t5_config {
+    int64_t d_model;  /* d */
+    int64_t heads;    /* H */
+    int64_t d_kv;     /* head dim; inner = H d_kv */
+    int64_t d_ff;     /* gated FFN width */
+    int64_t layers;   /* num_layers */
+    int64_t vocab;    /* embedding rows */
+    int64_t buckets;  /* relative_attention_num_buckets */
+    int64_t max_dist; /* relative_attention_max_distance */
+    float eps;        /* layer_norm_epsilon */
+} t5_config;
+
+struct t5_model {
+    t5_config cfg;
+    op_ctx *ctx;
+    wt_blocks *w;
+    char prefix[T5_PREFIX_MAX];
+    char emb_name[64]; /* "shared.weight" or "encoder.embed_tokens.weight" */
+    int max_len;
+    float *rel; /* relative_attention_bias [buckets, H] on the host, in fp32 */
+    /* activations, one allocation on the ctx's device: [max_len, .] each */
+    void *act_mem;
+    size_t act_bytes;
+    tensor h;            /* [L,d] residual stream */
+    tensor x;            /* [L,d] normed input of a sublayer */
+    tensor q, k, v, att; /* [L,inner] */
+    tensor t;            /* [L,d] sublayer output */
+    tensor a, b, g;      /* [L,d_ff] wi_0, wi_1 outputs and the gated product */
+    /* the position bias [H,n,n] F32 for the length last used (bias_len; 0: none yet) */
+    void *bias_mem;
+    float *bias_host;
+    int bias_len;
+};
+
+int t5_relative_bucket(int rp, int num_buckets, int max_distance) {
+    /* bidirectional: half the buckets for keys after the query */
+    const int half = num_buckets / 2, max_exact = half / 2;
+    const int base = rp > 0 ? half : 0, n = rp < 0 ? -rp : rp;
+    if (n < max_exact) return base + n;
+    /* fp32 like torch: log(n.float() / max_exact) / log(max_distance / max_exact) (a Python
+     * float, used as fp32) * (half - max_exact), truncated toward zero */
+    float r = logf((float)n / (float)max_exact);
+    r = r / (float)log((double)max_distance / (double)max_exact);
+    r = r * (float)(half - max_exact);
+    int large = max_exact + (int)r;
+    return base + (large < half - 1 ? large : half - 1);
+}
+
+/* The prefix in front of "encoder.block.0.layer.0.SelfAttention.q.weight". */
+static err find_prefix(const wt_source *src, char *prefix) {
+    static const char key[] = "encoder.block.0.layer.0.SelfAttention.q.weight";
+    const size_t kl = sizeof key - 1;
+    for (int i = 0; i < wt_count(src); i++) {
+        const char *name = wt_at(src, i)->name;
+        size_t nl = strlen(name);
+        if (nl < kl || strcmp(name + nl - kl, key) != 0) continue;
+        size_t pl = nl - kl;
+        if (pl && name[pl - 1] != '.') continue;
+        FAIL_IF(pl >= T5_PREFIX_MAX, ERR_FORMAT, "%s: tensor '%s': prefix too long", wt_path(src),
+                name);
+        memcpy(prefix, name, pl);
+        prefix[pl] = 0;
+        return ERR_OK;
+    }
+    FAIL(ERR_FORMAT, "%s: no T5 encoder (no tensor named '*%s')", wt_path(src), key);
+}
+
+/* prefix + name, which must exist with ndim dims */
+static const df11_tensor *need(const wt_source *src, const char *prefix, const char *name,
+                               int ndim) {
+    char full[T5_NAME_MAX];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    const df11_tensor *t = wt_find(src, full);
+    if (!t)
+        err_set(ERR_FORMAT, "%s: tensor '%s' is missing", wt_path(src), full);
+    else if (t->ndim != ndim) {
+        err_set(ERR_FORMAT, "%s: tensor '%s': expected %d dims, got %d", wt_path(src), full, ndim,
+                t->ndim);
+        t = NULL;
+    }
+    return t;
+}
+
+/* whether prefix + name exists */
+static const df11_tensor *find(const wt_source *src, const char *prefix, const char *name) {
+    char full[T5_NAME_MAX];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return wt_find(src, full);
+}
+
+static int64_t json_int(const cJSON *o, const char *key, int64_t dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
+}
+
+/* Config from config.json where there is one, the rest from the shapes (documented defaults). */
+static err read_config(t5_model *m, wt_source *src) {
+    t5_config *c = &m->cfg;
+    const char *path = wt_path(src), *pre = m->prefix;
+    strcpy(m->emb_name,
+           find(src, pre, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight");
+    FAIL_IF(!find(src, pre, m->emb_name), ERR_FORMAT,
+            "%s: tensor '%sshared.weight' (or '%sencoder.embed_tokens.weight') is missing", path,
+            pre, pre);
+    const df11_tensor *emb = need(src, pre, m->emb_name, 2);
+    if (!emb) return ERR_FORMAT;
+    const df11_tensor *rel =
+        need(src, pre, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", 2);
+    const df11_tensor *q = need(src, pre, "encoder.block.0.layer.0.SelfAttention.q.weight", 2);
+    if (!rel || !q) return ERR_FORMAT;
+    const df11_tensor *wi0 = find(src, pre, "encoder.block.0.layer.1.DenseReluDense.wi_0.weight");
+    FAIL_IF(!wi0 || wi0->ndim != 2, ERR_UNSUPPORTED,
+            "%s: tensor '%sencoder.block.0.layer.1.DenseReluDense.wi_0.weight' is missing: only "
+            "the gated-GELU FFN of T5 v1.1 is supported",
+            path, pre);
+    c->vocab = emb->shape[0];
+    c->d_model = emb->shape[1];
+    c->buckets = rel->shape[0];
+    c->heads = rel->shape[1];
+    c->d_kv = q->shape[0] / (c->heads ? c->heads : 1);
+    c->d_ff = wi0->shape[0];
+    c->max_dist = 128;
+    c->eps = 1e-6f;
+    c->layers = 0;
+    char name[T5_NAME_MAX];
+    for (;; c->layers++) {
+        snprintf(name, sizeof name, "%sencoder.block.%lld.layer.0.SelfAttention.q.weight", pre,
+                 (long long)c->layers);
+        if (!wt_find(src, name)) break;
+    }
+
+    cJSON *root = NULL;
+    TRY(wt_config(src, &root));
+    if (root) {
+        c->d_model = json_int(root, "d_model", c->d_model);
+        c->heads = json_int(root, "num_heads", c->heads);
+        c->d_kv = json_int(root, "d_kv", c->d_kv);
+        c->d_ff = json_int(root, "d_ff", c->d_ff);
+        c->layers = json_int(root, "num_layers", c->layers);
+        c->buckets = json_int(root, "relative_attention_num_buckets", c->buckets);
+        c->max_dist = json_int(root, "relative_attention_max_distance", c->max_dist);
+        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
+        if (cJSON_IsNumber(eps)) c->eps = (float)eps->valuedouble;
+        /* T5Config: "gated-gelu" means gelu_new (tanh) on wi_0, times wi_1 */
+        const cJSON *ff = cJSON_GetObjectItemCaseSensitive(root, "feed_forward_proj");
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "dense_act_fn");
+        int ok = !cJSON_IsString(ff) || !strcmp(ff->valuestring, "gated-gelu") ||
+                 (!strncmp(ff->valuestring, "gated-", 6) && cJSON_IsString(act) &&
+                  (!strcmp(act->valuestring, "gelu_new") ||
+                   !strcmp(act->valuestring, "gelu_pytorch_tanh")));
+        char what[64];
+        snprintf(what, sizeof what, "%s", cJSON_IsString(ff) ? ff->valuestring : "");
+        cJSON_Delete(root);
+        FAIL_IF(!ok, ERR_UNSUPPORTED,
+                "%s: config.json: feed_forward_proj '%s' is not supported "
+                "(only gated-gelu)",
+                path, what);
+    }
+    FAIL_IF(c->layers < 1, ERR_FORMAT, "%s: no T5 blocks", path);
+    FAIL_IF(c->buckets < 4 || c->max_dist < c->buckets / 2, ERR_FORMAT,
+            "%s: %lld buckets with max distance %lld", path, (long long)c->buckets,
+            (long long)c->max_dist);
+    return ERR_OK;
+}
+
+/* Names of block 0 (globals) and of each layer, and their shapes. */
+static err make_blocks(t5_model *m, wt_source *src, const wt_blocks_config *bc) {
+    const t5_config *c = &m->cfg;
+    const int nb = (int)c->layers + 2;
+    int *counts = calloc((size_t)nb, sizeof *counts);
+    wt_spec *specs = calloc((size_t)nb * L_N, sizeof *specs);
+    const wt_spec **sp = calloc((size_t)nb, sizeof *sp);
+    char(*names)[T5_NAME_MAX] = calloc((size_t)nb * L_N, sizeof *names);
+    err e = ERR_OK;
+    if (!counts || !specs || !sp || !names) {
+        e = err_set(ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    const int64_t d = c->d_model, inner = c->heads * c->d_kv, ff = c->d_ff;
+    const char *pre = m->prefix;
+    wt_spec *e0 = specs, *fl = specs + (size_t)(nb - 1) * L_N;
+    char(*en)[T5_NAME_MAX] = names, (*fn)[T5_NAME_MAX] = names + (size_t)(nb - 1) * L_N;
+    snprintf(en[E_EMB], T5_NAME_MAX, "%s%s", pre, m->emb_name);
+    snprintf(en[E_REL], T5_NAME_MAX,
+             "%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", pre);
+    snprintf(fn[F_LN], T5_NAME_MAX, "%sencoder.final_layer_norm.weight", pre);
+    e0[E_EMB] = wt_spec_2d(en[E_EMB], c->vocab, d);
+    e0[E_REL] = wt_spec_2d(en[E_REL], c->buckets, c->heads);
+    fl[F_LN] = wt_spec_1d(fn[F_LN], d);
+    counts[0] = E_N;
+    sp[0] = e0;
+    counts[nb - 1] = F_N;
+    sp[nb - 1] = fl;
+    static const char *const suffix[L_N] = {
+        [L_LN0] = "layer.0.layer_norm.weight",
+        [L_Q] = "layer.0.SelfAttention.q.weight",
+        [L_K] = "layer.0.SelfAttention.k.weight",
+        [L_V] = "layer.0.SelfAttention.v.weight",
+        [L_O] = "layer.0.SelfAttention.o.weight",
+        [L_LN1] = "layer.1.layer_norm.weight",
+        [L_WI0] = "layer.1.DenseReluDense.wi_0.weight",
+        [L_WI1] = "layer.1.DenseReluDense.wi_1.weight",
+        [L_WO] = "layer.1.DenseReluDense.wo.weight",
+    };
+    const int64_t shape[L_N][2] = {
+        [L_LN0] = {d, 0},   [L_Q] = {inner, d}, [L_K] = {inner, d},
+        [L_V] = {inner, d}, [L_O] = {d, inner}, [L_LN1] = {d, 0},
+        [L_WI0] = {ff, d},  [L_WI1] = {ff, d},  [L_WO] = {d, ff},
+    };
+    for (int b = 1; b < nb - 1; b++) {
+        wt_spec *s = specs + (size_t)b * L_N;
+        for (int j = 0; j < L_N; j++) {
+            char *nm = names[(size_t)b * L_N + j];
+            snprintf(nm, T5_NAME_MAX, "%sencoder.block.%d.%s", pre, b - 1, suffix[j]);
+            s[j] = shape[j][1] ? wt_spec_2d(nm, shape[j][0], shape[j][1])
+                               : wt_spec_1d(nm, shape[j][0]);
+        }
+        counts[b] = L_N;
+        sp[b] = s;
+    }
+    e = wt_blocks_create(src, nb, counts, sp, bc, &m->w);
+done:
+    free(counts);
+    free(specs);
+    free(sp);
+    free(names);
+    return e;
+}
+
+/* relative_attention_bias to fp32 on the host: stored as BF16/F16/F32 on the CPU, BF16 on
+ * the device. */
+static err read_rel_table(t5_model *m) {
+    const int64_t n = m->cfg.buckets * m->cfg.heads;
+    m->rel = malloc((size_t)n * sizeof *m->rel);
+    uint16_t *tmp = malloc((size_t)n * sizeof *tmp);
+    err e = !m->rel || !tmp ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
+    tensor g[E_N];
+    wt_blocks_acquire(m->w, 0, g);
+    const tensor r = g[E_REL];
+    if (!e && r.dev == TENSOR_CUDA) {
+        e = op_ctx_sync(m->ctx);
+        if (!e) e = gpu_download(tmp, r.data, (size_t)n * 2);
+        for (int64_t i = 0; !e && i < n; i++)
+            m->rel[i] = bf16_to_f32(tmp[i]);
+    } else if (!e) {
+        for (int64_t i = 0; i < n; i++) {
+            if (r.dt == DTYPE_F32)
+                m->rel[i] = ((const float *)r.data)[i];
+            else if (r.dt == DTYPE_F16)
+                m->rel[i] = f16_to_f32(((const uint16_t *)r.data)[i]);
+            else
+                m->rel[i] = bf16_to_f32(((const uint16_t *)r.data)[i]);
+        }
+    }
+    wt_blocks_release(m->w, 0);
+    free(tmp);
+    return e;
+}
+
+/* One allocation on the ctx's device, carved into the activation tensors; and the bias. */
+static err plan_activations(t5_model *m) {
+    const tensor_dev dev = op_ctx_dev(m->ctx);
+    const dtype dt = dev == TENSOR_CPU ? DTYPE_F32 : DTYPE_BF16;
+    const size_t es = dev == TENSOR_CPU ? 4 : 2;
+    const int64_t L = m->max_len, d = m->cfg.d_model, in = m->cfg.heads * m->cfg.d_kv;
+    const int64_t ff = m->cfg.d_ff;
+    const int64_t widths[] = {d, d, in, in, in, in, d, ff, ff, ff};
+    tensor *slots[] = {&m->h, &m->x, &m->q, &m->k, &m->v, &m->att, &m->t, &m->a, &m->b, &m->g};
+    enum { NS = sizeof widths / sizeof widths[0] };
+    size_t off[NS], total = 0;
+    for (int i = 0; i < NS; i++) {
+        off[i] = total;
+        total += ((size_t)(L * widths[i]) * es + T5_ALIGN - 1) / T5_ALIGN * T5_ALIGN;
+    }
+    const size_t bias_bytes = (size_t)(m->cfg.heads * L * L) * sizeof(float);
+    m->bias_host = malloc(bias_bytes);
+    FAIL_IF(!m->bias_host, ERR_NOMEM, "T5 position bias: out of memory (%zu bytes)", bias_bytes);
+    if (dev == TENSOR_CPU) {
+        m->act_mem = aligned_alloc(T5_ALIGN, total);
+        FAIL_IF(!m->act_mem, ERR_NOMEM, "T5 activations: out of memory (%zu bytes)", total);
+        m->bias_mem = m->bias_host;
+    } else {
+        TRY(gpu_alloc(&m->act_mem, total));
+        TRY(gpu_alloc(&m->bias_mem, bias_bytes));
+        total += bias_bytes;
+    }
+    m->act_bytes = total;
+    for (int i = 0; i < NS; i++)
+        *slots[i] = tensor_2d((char *)m->act_mem + off[i], dt, dev, L, widths[i]);
+    return ERR_OK;
+}
+
+static err load(t5_model *m, wt_source *src) {
+    wt_set_prefix(src, ""); /* names below are full names */
+    TRY(find_prefix(src, m->prefix));
+    TRY(read_config(m, src));
+    const wt_blocks_config bc = {
+        .dev = op_ctx_dev(m->ctx), .mode = WP_RESIDENT, .compute = op_ctx_stream(m->ctx)};
+    TRY(make_blocks(m, src, &bc));
+    TRY(read_rel_table(m));
+    return plan_activations(m);
+}
+
+err t5_load(wt_source *src, op_ctx *ctx, int max_len, t5_model **out) {
+    *out = NULL;
+    FAIL_IF(max_len < 1, ERR_ARG, "T5: max length %d", max_len);
+    t5_model *m = calloc(1, sizeof *m);
+    FAIL_IF(!m, ERR_NOMEM, "out of memory");
+    m->ctx = ctx;
+    m->max_len = max_len;
+    err e = load(m, src);
+    if (e) {
+        t5_free(m);
+        return e;
+    }
+    const t5_config *c = &m->cfg;
+    LOG_INFO("t5: %s: %lld blocks, d_model %lld, %lld heads of %lld, d_ff %lld, up to %d tokens, "
+             "%.1f MiB on the device",
+             wt_path(src), (long long)c->layers, (long long)c->d_model, (long long)c->heads,
+             (long long)c->d_kv, (long long)c->d_ff, max_len,
+             (double)t5_device_bytes(m) / (1024.0 * 1024.0));
+    *out = m;
+    return ERR_OK;
+}
+
+int64_t t5_hidden_size(const t5_model *m) { return m->cfg.d_model; }
+
+/* T5Attention.compute_bias for n queries and n keys: bias[h,i,j] = rel[bucket(j - i), h],
+ * computed on the host and kept on the device until the length changes. */
+static void set_bias(t5_model *m, int n) {
+    if (m->bias_len == n) return;
+    const int64_t H = m->cfg.heads;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            int bk = t5_relative_bucket(j - i, (int)m->cfg.buckets, (int)m->cfg.max_dist);
+            for (int64_t h = 0; h < H; h++)
+                m->bias_host[(h * n + i) * n + j] = m->rel[bk * H + h];
+        }
+    if (op_ctx_dev(m->ctx) == TENSOR_CUDA) {
+        /* the previous length's bias may still be read by enqueued attention */
+        CHECK(op_ctx_sync(m->ctx) == ERR_OK);
+        CHECK(gpu_upload(m->bias_mem, m->bias_host, (size_t)(H * n * n) * sizeof(float)) == ERR_OK);
+    }
+    m->bias_len = n;
+}
+
+static tensor rows(tensor t, int n) { return tensor_slice(t, 0, 0, n); }
+
+void t5_encode(t5_model *m, const int32_t *ids, int n, tensor out) {
+    const t5_config *c = &m->cfg;
+    op_ctx *ctx = m->ctx;
+    CHECK(n >= 1 && n <= m->max_len);
+    CHECK(out.ndim == 3 && out.shape[0] == 1 && out.shape[1] == n && out.shape[2] == c->d_model);
+    set_bias(m, n);
+    tensor h = rows(m->h, n), x = rows(m->x, n), q = rows(m->q, n), k = rows(m->k, n);
+    tensor v = rows(m->v, n), att = rows(m->att, n), t = rows(m->t, n);
+    tensor a = rows(m->a, n), b = rows(m->b, n), g = rows(m->g, n);
+    const int64_t shape4[4] = {1, n, c->heads, c->d_kv};
+    tensor q4 = tensor_reshape(q, 4, shape4), k4 = tensor_reshape(k, 4, shape4);
+    tensor v4 = tensor_reshape(v, 4, shape4), att4 = tensor_reshape(att, 4, shape4);
+    const tensor bias = tensor_3d(m->bias_mem, DTYPE_F32, op_ctx_dev(ctx), c->heads, n, n);
+
+    const int last_block = (int)c->layers + 1;
+    tensor e[E_N], fw[F_N];
+    wt_blocks_acquire(m->w, 0, e);
+    op_embedding(ctx, h, e[E_EMB], ids); /* no scaling of the embeddings in T5 */
+    wt_blocks_release(m->w, 0);
+    for (int64_t l = 0; l < c->layers; l++) {
+        tensor w[L_N];
+        wt_blocks_acquire(m->w, (int)l + 1, w);
+        /* T5LayerSelfAttention: scores q k^T + bias, no 1/sqrt(d_kv), no mask */
+        op_rmsnorm2(ctx, x, h, w[L_LN0], c->eps);
+        op_linear(ctx, q, x, w[L_Q], NULL, OP_ACT_NONE);
+        op_linear(ctx, k, x, w[L_K], NULL, OP_ACT_NONE);
+        op_linear(ctx, v, x, w[L_V], NULL, OP_ACT_NONE);
+        op_attention(ctx, att4, q4, k4, v4, &bias, 1.0f, 0);
+        op_linear(ctx, t, att, w[L_O], NULL, OP_ACT_NONE);
+        op_add(ctx, h, h, t);
+        /* T5LayerFF with T5DenseGatedActDense: wo(gelu_tanh(wi_0 x) * wi_1 x) */
+        op_rmsnorm2(ctx, x, h, w[L_LN1], c->eps);
+        op_linear(ctx, a, x, w[L_WI0], NULL, OP_ACT_NONE);
+        op_linear(ctx, b, x, w[L_WI1], NULL, OP_ACT_NONE);
+        op_gated_gelu(ctx, g, a, b);
+        op_linear(ctx, t, g, w[L_WO], NULL, OP_ACT_NONE);
+        op_add(ctx, h, h, t);
+        wt_blocks_release(m->w, (int)l + 1);
+    }
+    wt_blocks_acquire(m->w, last_block, fw);
+    op_rmsnorm2(ctx, tensor_reshape(out, 2, (int64_t[]){n, c->d_model}), h, fw[F_LN], c->eps);
+    wt_blocks_release(m->w, last_block);
+}
+
+size_t t5_device_bytes(const t5_model *m) {
+    if (op_ctx_dev(m->ctx) == TENSOR_CPU) return 0;
+    return (m->w ? wt_blocks_device_bytes(m->w) : 0) + m->act_bytes;
+}
+
+void t5_free(t5_model *m) {
+    if (!m) return;
+    wt_blocks_free(m->w);
+    if (op_ctx_dev(m->ctx) == TENSOR_CPU) {
+        free(m->act_mem);
+    } else {
+        gpu_free(m->act_mem);
+        gpu_free(m->bias_mem);
+    }
+    free(m->bias_host);
+    free(m->rel);
+    free(m);
+}
