@@ -11,11 +11,14 @@
 #define DF11_PROGRAM_VERSION "0.1.0"
 
 static const char usage[] =
-    "df11 " DF11_PROGRAM_VERSION " - lossless DF11 compression of BF16 safetensors checkpoints\n"
+    "df11 " DF11_PROGRAM_VERSION
+    " - FLUX.1 text-to-image from losslessly compressed (DF11) weights\n"
     "\n"
     "usage: df11 <command> [options] [args]\n"
     "\n"
     "commands:\n"
+    "  generate -m DIR -p PROMPT   render a PNG with FLUX.1 dev or schnell (BF16 or DF11 weights;\n"
+    "                     a DF11 run writes the same bytes as the BF16 run)\n"
     "  compress IN OUT    compress IN to DF11 (BF16 exponents entropy-coded, every bit kept).\n"
     "                     IN is a .safetensors file, a sharded checkpoint (its\n"
     "                     *.safetensors.index.json) or a model folder (diffusers layout: every\n"
@@ -42,6 +45,50 @@ static const char *help_for(const char *cmd) {
                "  -j, --threads N     encoder threads (default: all cores)\n"
                "      --table-log N   tANS table size 2^N, 5..12 (default 12)\n"
                "      --steps N       steps per segment, 1..65536 (default 512: 64 Ki weights)\n";
+    if (!strcmp(cmd, "generate"))
+        return "usage: df11 generate -m MODEL_DIR -p PROMPT [options]\n"
+               "Renders PNGs with FLUX.1 (dev or schnell, found from the weights), as diffusers'\n"
+               "FluxPipeline does. Weights may be BF16, F16, F32 or DF11 (df11 compress); a DF11\n"
+               "run writes the same bytes as the BF16 run of the same job.\n"
+               "model:\n"
+               "  -m, --model DIR          a diffusers FLUX.1 folder (model_index.json, "
+               "transformer/,\n"
+               "                           vae/, text_encoder/, text_encoder_2/, tokenizer/, ...)\n"
+               "      --diffusion-model F  the transformer on its own (flux1-dev.safetensors, BFL\n"
+               "                           names, or a diffusers transformer/ folder)\n"
+               "      --vae F              the VAE (ae.safetensors or a vae/ folder)\n"
+               "      --clip_l F           CLIP-L (clip_l.safetensors or a text_encoder/ folder)\n"
+               "      --t5xxl F            T5-XXL (t5xxl_fp16.safetensors, ... or a folder)\n"
+               "      --clip-tokenizer DIR vocab.json + merges.txt, or tokenizer.json\n"
+               "      --t5-tokenizer DIR   tokenizer.json or spiece.model\n"
+               "                           (parts given on their own win over -m's)\n"
+               "image:\n"
+               "  -p, --prompt TEXT        the prompt (CLIP sees 75 tokens, T5 the sequence "
+               "length)\n"
+               "  -s, --seed N             seed of the initial noise (default 0; torch.randn on a\n"
+               "                           CPU generator, as diffusers and ComfyUI draw it)\n"
+               "  -W, --width N, -H, --height N   size in pixels, multiples of 16 (default 1024)\n"
+               "      --steps N            denoising steps (default: dev 28, schnell 4)\n"
+               "      --guidance X         dev's distilled guidance (default 3.5; schnell: none)\n"
+               "      --max-sequence-length N   T5 tokens, 2..512 (default 512)\n"
+               "  -b, --batch-count N      N images, seeds seed, seed+1, ... (models loaded once)\n"
+               "  -o, --output PATTERN     output file (default output.png); may hold one %d\n"
+               "                           (or %03d) for the image index; else several images\n"
+               "                           get _0, _1, ... before the extension\n"
+               "  -f, --force              replace existing outputs\n"
+               "run:\n"
+               "      --cpu                the CPU reference backend (fp32; slow, for checking)\n"
+               "      --noise-dtype T      the dtype torch.randn draws the noise in: f32, bf16, "
+               "f16\n"
+               "                           (torch <= 2.11's arithmetic), bf16-f32, f16-f32 (newer\n"
+               "                           torch), f32-scalar (torch without SIMD). Default: as\n"
+               "                           diffusers' matching pipeline, bf16 on the GPU, f32 on\n"
+               "                           the CPU\n"
+               "      --vram-budget GB     stream DF11 transformer blocks from host memory so the\n"
+               "                           weights take at most GB of device memory\n"
+               "The PNG holds the parameters (A1111 \"parameters\" text and \"df11\" JSON) and a\n"
+               "hash of the original weights; no time, path or weight format. stdout lists the\n"
+               "files written.\n";
     if (!strcmp(cmd, "decompress"))
         return "usage: df11 decompress IN OUT [-f] [-j N]\n"
                "  -f, --force         replace OUT if it exists\n"
@@ -110,7 +157,8 @@ int main(int argc, char **argv) {
     } cmds[] = {{"compress", cmd_compress},
                 {"decompress", cmd_decompress},
                 {"verify", cmd_verify},
-                {"inspect", cmd_inspect}};
+                {"inspect", cmd_inspect},
+                {"generate", cmd_generate}};
     if (argc < 2) {
         fputs(usage, stderr);
         return CLI_EXIT_USAGE;
@@ -136,9 +184,12 @@ int main(int argc, char **argv) {
                 free(rest);
                 return 0;
             }
-            if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) c.quiet = 1;
-            else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) c.verbose = 1;
-            else rest[n++] = argv[i];
+            if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet"))
+                c.quiet = 1;
+            else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+                c.verbose = 1;
+            else
+                rest[n++] = argv[i];
         }
         if (c.verbose) log_set_level(LOG_LEVEL_DEBUG);
         int rc = cmds[k].fn(n, rest, &c);

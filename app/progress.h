@@ -10,6 +10,7 @@ typedef struct progress {
     double start, last_draw;
     int last_decile;
     uint64_t done, total;
+    const char *count_unit; /* NULL: done and total are bytes; else counts of this ("it") */
 } progress;
 
 void progress_init(progress *p, const char *label, int quiet);

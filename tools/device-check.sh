@@ -4,7 +4,9 @@
 # included), compute-sanitizer on the CUDA decoder's and ops' tests, and the codec and runtime
 # benchmarks (with PyTorch's SDPA as the attention ceiling), printing short tables last.
 # Logs go to $OUT (or build-gpu/) when set.
-# usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu]
+# usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu] [--flux-bench]
+#   --flux-bench: also FLUX.1-dev end to end at full size (tests/bench/bench_flux.sh: random
+#     weights made here, BF16 and DF11, beside diffusers; needs the diffusers wheel in .whl/)
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
@@ -12,10 +14,17 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0 fixtures=0
+bench=1 sanitize=1 ncu=0 fixtures=0 flux=0
 for a in "$@"; do
-  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;; --fixtures) fixtures=1 ;; esac
+  case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;;
+    --fixtures) fixtures=1 ;; --flux-bench) flux=1 ;; esac
 done
+if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and bench_flux
+  py=/tmp/df11-py
+  mkdir -p $py
+  for w in .whl/*.whl; do python3 -m zipfile -e "$w" $py >/dev/null; done
+  export PYTHONPATH=$py${PYTHONPATH:+:$PYTHONPATH}
+fi
 deps=/tmp/df11-deps
 if ! pkg-config --exists libcjson 2>/dev/null; then
   mkdir -p $deps
@@ -32,10 +41,7 @@ if [ ! -f /usr/include/zlib.h ]; then
   zlib=(-DZLIB_INCLUDE_DIR=$deps/usr/include -DZLIB_LIBRARY=$deps/usr/lib/x86_64-linux-gnu/libz.a)
 fi
 if [ $fixtures = 1 ]; then
-  py=/tmp/df11-py
-  mkdir -p $py
-  for w in .whl/*.whl; do python3 -m zipfile -e "$w" $py >/dev/null; done
-  PYTHONPATH=$py python3 tests/fixtures/make_ops_ref.py tests/fixtures/ops_ref.safetensors || exit 1
+  python3 tests/fixtures/make_ops_ref.py tests/fixtures/ops_ref.safetensors || exit 1
   cp tests/fixtures/ops_ref.safetensors "$OUTDIR/"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
@@ -59,6 +65,9 @@ if [ $bench = 1 ]; then
   echo "attention ceiling, measured now on this GPU:"
   python3 tests/bench/sdpa_ref.py 2>&1 | tee -a "$OUTDIR/bench_runtime.txt"
   build-gpu/tests/bench_blocks 2>&1 | tee "$OUTDIR/bench_blocks.txt"
+fi
+if [ $flux = 1 ]; then
+  bash tests/bench/bench_flux.sh build-gpu /tmp/df11-flux "$OUTDIR/flux" 2>&1 | tee "$OUTDIR/bench_flux.txt" | tail -12
 fi
 if [ $ncu = 1 ]; then
   if command -v ncu >/dev/null; then

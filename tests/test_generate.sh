@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# test_generate: `df11 generate` end to end on the tiny FLUX.1 fixtures (tests/fixtures/
+# flux_tiny): a DF11 run and a BF16 run write the same PNG bytes, the same job twice writes the
+# same bytes (CPU backend always, the GPU too where there is one); the PNG's text chunks carry
+# the parameters and nothing run-specific; batches and output patterns; parts given on their
+# own; and the errors a user can cause, each a clear message and a non-zero exit, never a
+# partial output. usage: test_generate.sh DF11 FIXTURES_DIR
+set -u
+DF11=$1
+FX=$2
+T=$(mktemp -d /tmp/df11_gen_XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fails=0 passes=0
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAILED: $*" >&2; fails=$((fails + 1)); }
+expect() { # expect RC CMD...: runs CMD, checks its exit code, keeps stderr in $T/err
+  local want=$1; shift
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (wanted $want): $*"; sed 's/^/  | /' "$T/err" >&2; fi
+}
+says() { if grep -qF -- "$1" "$T/err"; then ok; else bad "message lacks '$1':"; sed 's/^/  | /' "$T/err" >&2; fi; }
+same() { if cmp -s "$1" "$2"; then ok; else bad "$1 and $2 differ"; fi; }
+differ() { if cmp -s "$1" "$2"; then bad "$1 and $2 are the same"; else ok; fi; }
+
+DEV=$FX/flux_tiny/dev
+P="A cat holding a sign that says hello world"
+small=(-W 128 -H 128 --steps 3 --max-sequence-length 64 -s 7)
+expect 0 "$DF11" compress -q "$DEV" "$T/dev-df11"
+backends=(--cpu)
+nvidia-smi >/dev/null 2>&1 && backends+=(gpu)
+for be in "${backends[@]}"; do
+  b=(); [ "$be" = --cpu ] && b=(--cpu)
+  expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" "${b[@]}" -o "$T/bf16$be.png"
+  expect 0 "$DF11" generate -m "$T/dev-df11" -p "$P" "${small[@]}" "${b[@]}" -o "$T/df11$be.png"
+  same "$T/bf16$be.png" "$T/df11$be.png"
+  expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" "${b[@]}" -o "$T/again$be.png"
+  same "$T/bf16$be.png" "$T/again$be.png"
+done
+
+# the text chunks: parameters with the prompt and the seed, JSON, the model hash; no path,
+# no time chunk, no weight format
+png=$T/bf16--cpu.png
+for s in "parameters" "$P" "Seed: 7" "Steps: 3" "Size: 128x128" "Model: FLUX.1-dev" "Model hash: " \
+  '"seed":7' '"model":"FLUX.1-dev"'; do
+  if grep -aqF -- "$s" "$png"; then ok; else bad "the PNG lacks '$s'"; fi
+done
+for s in "$T" "tIME" "DF11" "df11-df11" "flux_tiny"; do
+  if grep -aqF -- "$s" "$png"; then bad "the PNG holds '$s'"; else ok; fi
+done
+# stdout lists the file written
+expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -o "$T/list.png"
+if grep -qx "$T/list.png" "$T/out"; then ok; else bad "stdout does not list the file"; fi
+
+# batches: seeds seed, seed+1 with a pattern; without one, _0 and _1 before the extension
+expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -b 2 -o "$T/img_%02d.png"
+[ -f "$T/img_00.png" ] && [ -f "$T/img_01.png" ] && ok || bad "-b 2 with %02d: files missing"
+same "$T/img_00.png" "$T/bf16--cpu.png"
+differ "$T/img_00.png" "$T/img_01.png"
+expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -b 2 -o "$T/b.png"
+[ -f "$T/b_0.png" ] && [ -f "$T/b_1.png" ] && ok || bad "-b 2 without a pattern: files missing"
+if grep -aqF "Seed: 8" "$T/b_1.png"; then ok; else bad "the second image's seed is not 8"; fi
+
+# the parts given on their own (no -m): the same image
+expect 0 "$DF11" generate --diffusion-model "$DEV/transformer" --vae "$DEV/vae" \
+  --clip_l "$DEV/text_encoder/model.safetensors" --t5xxl "$DEV/text_encoder_2" \
+  --clip-tokenizer "$DEV/tokenizer" --t5-tokenizer "$DEV/tokenizer_2" -p "$P" "${small[@]}" --cpu \
+  -o "$T/parts.png"
+same "$T/parts.png" "$T/bf16--cpu.png"
+
+# schnell: no guidance, 4 steps by default
+expect 0 "$DF11" generate -m "$FX/flux_tiny/schnell" -p "$P" -W 128 -H 128 --max-sequence-length 64 \
+  --cpu -o "$T/schnell.png"
+if grep -aqF "Model: FLUX.1-schnell" "$T/schnell.png" && grep -aqF "Steps: 4," "$T/schnell.png"; then ok; else bad "schnell's parameters"; fi
+
+# errors
+expect 2 "$DF11" generate -m "$DEV" -p "$P" --bogus
+says 'unknown option "--bogus"'
+expect 2 "$DF11" generate -m "$DEV"
+says "no prompt"
+expect 2 "$DF11" generate -p "$P"
+says "no model"
+expect 2 "$DF11" generate -m "$DEV" -p "$P" -W 8
+says "16..8192"
+expect 2 "$DF11" generate -m "$DEV" -p "$P" --steps 0
+expect 2 "$DF11" generate -m "$DEV" -p "$P" -o "$T/x_%s.png"
+says "integer conversion"
+expect 2 "$DF11" generate -m "$DEV" -p "$P" --noise-dtype f64
+says "--noise-dtype"
+expect 1 "$DF11" generate -m "$T/nope" -p "$P" --cpu -o "$T/e1.png"
+says "$T/nope"
+[ ! -e "$T/e1.png" ] && ok || bad "an output was written after an error"
+expect 1 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -o "$T/bf16--cpu.png"
+says "exists"
+# a folder without its VAE
+mkdir -p "$T/novae" && for c in transformer text_encoder text_encoder_2 tokenizer tokenizer_2 scheduler model_index.json; do
+  ln -s "$(cd "$DEV" && pwd)/$c" "$T/novae/$c"; done
+expect 1 "$DF11" generate -m "$T/novae" -p "$P" "${small[@]}" --cpu -o "$T/e2.png"
+says "no VAE"
+# a truncated transformer shard: the message names the file
+mkdir -p "$T/trunc" && cp -rL "$DEV"/. "$T/trunc/"
+shard=$(ls "$T/trunc/transformer/"*.safetensors | head -1)
+head -c 5000 "$shard" >"$shard.tmp" && mv "$shard.tmp" "$shard"
+expect 1 "$DF11" generate -m "$T/trunc" -p "$P" "${small[@]}" --cpu -o "$T/e3.png"
+says "$(basename "$shard")"
+[ ! -e "$T/e3.png" ] && ok || bad "an output was written after an error"
+# an output folder that does not exist: an error, no temporary file left
+expect 1 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -o "$T/no/such/dir.png"
+if ls "$T" | grep -q "\.tmp\."; then bad "a temporary file was left"; else ok; fi
+
+echo "test_generate: $passes checks passed, $fails failed"
+[ $fails -eq 0 ]
