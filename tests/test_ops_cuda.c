@@ -218,6 +218,20 @@ static void test_elementwise(void) {
     op_euler_step(cpu, xe.h, ve.h, -0.0116f);
     op_euler_step(gpu, xe.d, ve.d, -0.0116f);
     check("euler_step", xe, TWO);
+    /* shapes the 16-byte paths cannot take: the scalar fallbacks */
+    pair ab2 = MK(2.0, 7, 2 * 95), og2 = OUT(7, 95);
+    op_gated_gelu(cpu, og2.h, slice(ab2, 1, 0, 95).h, slice(ab2, 1, 95, 95).h);
+    op_gated_gelu(gpu, og2.d, slice(ab2, 1, 0, 95).d, slice(ab2, 1, 95, 95).d);
+    check("gated_gelu D=95", og2, TWO);
+    pair fa = MK(1.0, 1001), fb = MK(1.0, 1001), fo = OUT(1001);
+    pair fa1 = slice(fa, 0, 1, 1000), fb1 = slice(fb, 0, 1, 1000), fo1 = slice(fo, 0, 1, 1000);
+    op_add(cpu, fo1.h, fa1.h, fb1.h);
+    op_add(gpu, fo1.d, fa1.d, fb1.d);
+    check("add on misaligned slices", fo, ONE);
+    pair xr2 = MK(1.0, 2, 19, 160), y2 = MK(1.0, 2, 19, 200), mod2 = MK(1.0, 2, 3 * 160);
+    op_gate_residual(cpu, xr2.h, slice(mod2, 1, 160, 160).h, slice(y2, 2, 3, 160).h);
+    op_gate_residual(gpu, xr2.d, slice(mod2, 1, 160, 160).d, slice(y2, 2, 3, 160).d);
+    check("gate_residual, y rows at offset 3", xr2, TWO);
 }
 
 static void test_norms(void) {
@@ -235,6 +249,16 @@ static void test_norms(void) {
     op_layernorm_modulate(gpu, om.d, xm.d, slice(mod, 1, 0, 264).d, slice(mod, 1, 264, 264).d,
                           1e-6f);
     check("layernorm_modulate", om, MOD);
+    pair xm2 = MK(3.0, 2, 13, 262), mod2 = MK(0.5, 2, 3 * 262), om2 = OUT(2, 13, 262);
+    op_layernorm_modulate(cpu, om2.h, xm2.h, slice(mod2, 1, 0, 262).h,
+                          slice(mod2, 1, 262, 262).h, 1e-6f);
+    op_layernorm_modulate(gpu, om2.d, xm2.d, slice(mod2, 1, 0, 262).d,
+                          slice(mod2, 1, 262, 262).d, 1e-6f);
+    check("layernorm_modulate C=262", om2, MOD);
+    pair xq2 = MK(1.5, 30, 2, 140), wq2 = MK(1.0, 128), q2 = slice(xq2, 2, 4, 128);
+    op_rmsnorm(cpu, q2.h, q2.h, wq2.h, 1e-6f);
+    op_rmsnorm(gpu, q2.d, q2.d, wq2.d, 1e-6f);
+    check("rmsnorm on heads at offset 4", xq2, ONE);
     /* heads of 128 inside rows of 256 (rows strided), normalised in place */
     pair xq = MK(1.5, 50, 4, 256), wq = MK(1.0, 128), q = slice(xq, 2, 64, 128);
     op_rmsnorm(cpu, q.h, q.h, wq.h, 1e-6f);

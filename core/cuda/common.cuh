@@ -84,6 +84,41 @@ __device__ __forceinline__ float act_eval(float x, op_act a) {
     }
 }
 
+/* VW consecutive BF16 values as floats and back: with VW == 8 one 16-byte access (p 16-byte
+ * aligned: opcu_al16), else one value at a time. Conversions are exact one way and round to
+ * nearest even the other, value by value, as bf2f and f2bf. */
+template <int VW> __device__ __forceinline__ void ldv(const bf16 *p, float *v) {
+    if constexpr (VW == 8) {
+        const uint4 u = *(const uint4 *)p;
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float2 f = __bfloat1622float2(h[k]);
+            v[2 * k] = f.x, v[2 * k + 1] = f.y;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            v[k] = bf2f(p[k]);
+    }
+}
+template <int VW> __device__ __forceinline__ void stv(bf16 *p, const float *v) {
+    if constexpr (VW == 8) {
+        uint4 u;
+        __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        *(uint4 *)p = u;
+    } else {
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            p[k] = f2bf(v[k]);
+    }
+}
+/* Whether p may take 16-byte accesses (NULL may: it is never read). */
+static inline bool opcu_al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -5,7 +5,10 @@
  * BF16, except where the eager bf16 reference rounds in between (rbf(), MODEL-SPEC §1.11).
  * Flat ops are grid-stride loops; ops over strided rows put a row's values on the grid's x and
  * the rows on y (and z), looping past the grid's limits, so no value needs an index division.
- * No reductions: every op is deterministic. */
+ * The activation ops are bound by DRAM bandwidth: a thread moves VW = 8 values with 16-byte
+ * accesses where the pointers, row lengths and strides allow (checked at launch), else one at
+ * a time (VW = 1, the fallback for odd shapes); the arithmetic per value is the same either
+ * way. No reductions: every op is deterministic. */
 #include <cuda_fp16.h>
 
 #include "core/cuda/common.cuh"
@@ -17,77 +20,174 @@
 static unsigned grid_yz(int64_t n) { return (unsigned)(n < GRID_YZ_MAX ? n : GRID_YZ_MAX); }
 /* Blocks of ELEM_THREADS that cover n values once. */
 static unsigned cover(int64_t n) { return (unsigned)((n + ELEM_THREADS - 1) / ELEM_THREADS); }
-
-/* Grid-stride over the n values. */
-static __global__ void act_kernel(bf16 *out, const bf16 *x, int64_t n, op_act a) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = f2bf(act_eval(bf2f(x[i]), a));
+/* Threads of each block on the grid's x for a row of n items: as few blocks of at most
+ * ELEM_THREADS as cover it, evenly (a row of 384 groups of 8: 2 x 192, not 256 + 128). */
+static int row_block(int64_t n) {
+    const int64_t b = (n + ELEM_THREADS - 1) / ELEM_THREADS, t = ((n + b - 1) / b + 31) / 32 * 32;
+    return (int)(t < 32 ? 32 : t);
 }
 
-/* x: a row's values; y: rows r, r + gridDim.y, ... */
-static __global__ void gated_gelu_kernel(bf16 *out, const bf16 *a, int64_t as, const bf16 *b,
-                                         int64_t bs, int64_t rows, int64_t D) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= D) return;
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        /* the activation's output is a bf16 tensor before the product */
-        const float g = rbf(act_eval(bf2f(a[r * as + i]), OP_ACT_GELU_TANH));
-        out[r * D + i] = f2bf(g * bf2f(b[r * bs + i]));
+/* The flat ops' groups: the last one may hold k < VW values, which go one at a time. */
+template <int VW> static __device__ __forceinline__ void ldk(const bf16 *p, int k, float *v) {
+    if (k == VW) {
+        ldv<VW>(p, v);
+    } else {
+#pragma unroll
+        for (int j = 0; j < VW; j++)
+            v[j] = j < k ? bf2f(p[j]) : 0.0f;
+    }
+}
+template <int VW> static __device__ __forceinline__ void stk(bf16 *p, int k, const float *v) {
+    if (k == VW) {
+        stv<VW>(p, v);
+    } else {
+#pragma unroll
+        for (int j = 0; j < VW; j++)
+            if (j < k) p[j] = f2bf(v[j]);
+    }
+}
+/* n consecutive F32 values: two 16-byte loads for 8 (p 16-byte aligned), else one at a time. */
+template <int N> static __device__ __forceinline__ void ldf(const float *p, float *v) {
+    if constexpr (N == 8) {
+        const float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
+        v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; k++)
+            v[k] = p[k];
     }
 }
 
-/* Grid-stride over the n values. */
-static __global__ void add_kernel(bf16 *out, const bf16 *a, const bf16 *b, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = f2bf(bf2f(a[i]) + bf2f(b[i]));
+/* The first value of a flat op's group of VW for this thread, and the grid's stride. */
+#define FLAT_FIRST(VW) (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * (VW))
+#define FLAT_STRIDE(VW) ((int64_t)gridDim.x * blockDim.x * (VW))
+#define FLAT_K(VW, n, i) ((n) - (i) < (VW) ? (int)((n) - (i)) : (VW))
+
+/* Grid-stride over the n values, VW at a time. */
+template <int VW> static __global__ void act_kernel(bf16 *out, const bf16 *x, int64_t n, op_act a) {
+    for (int64_t i = FLAT_FIRST(VW); i < n; i += FLAT_STRIDE(VW)) {
+        const int k = FLAT_K(VW, n, i);
+        float v[VW];
+        ldk<VW>(x + i, k, v);
+#pragma unroll
+        for (int j = 0; j < VW; j++)
+            v[j] = act_eval(v[j], a);
+        stk<VW>(out + i, k, v);
+    }
 }
 
-/* Grid-stride over the n values: bf16(bf16(x mul) + add), two eager ops. */
+/* x: groups of VW values of a row; y: rows r, r + gridDim.y, ... */
+template <int VW>
+static __global__ void gated_gelu_kernel(bf16 *out, const bf16 *a, int64_t as, const bf16 *b,
+                                         int64_t bs, int64_t rows, int64_t D) {
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VW;
+    if (i >= D) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        float g[VW], u[VW];
+        ldv<VW>(a + r * as + i, g);
+        ldv<VW>(b + r * bs + i, u);
+        /* the activation's output is a bf16 tensor before the product */
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            g[k] = rbf(act_eval(g[k], OP_ACT_GELU_TANH)) * u[k];
+        stv<VW>(out + r * D + i, g);
+    }
+}
+
+/* Grid-stride over the n values, VW at a time. */
+template <int VW>
+static __global__ void add_kernel(bf16 *out, const bf16 *a, const bf16 *b, int64_t n) {
+    for (int64_t i = FLAT_FIRST(VW); i < n; i += FLAT_STRIDE(VW)) {
+        const int k = FLAT_K(VW, n, i);
+        float u[VW], v[VW];
+        ldk<VW>(a + i, k, u);
+        ldk<VW>(b + i, k, v);
+#pragma unroll
+        for (int j = 0; j < VW; j++)
+            u[j] = u[j] + v[j];
+        stk<VW>(out + i, k, u);
+    }
+}
+
+/* Grid-stride over the n values, VW at a time: bf16(bf16(x mul) + add), two eager ops. */
+template <int VW>
 static __global__ void scale_shift_kernel(bf16 *out, const bf16 *x, int64_t n, float mul,
                                           float add) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = f2bf(rbf(bf2f(x[i]) * mul) + add);
+    for (int64_t i = FLAT_FIRST(VW); i < n; i += FLAT_STRIDE(VW)) {
+        const int k = FLAT_K(VW, n, i);
+        float v[VW];
+        ldk<VW>(x + i, k, v);
+#pragma unroll
+        for (int j = 0; j < VW; j++)
+            v[j] = rbf(v[j] * mul) + add;
+        stk<VW>(out + i, k, v);
+    }
 }
 
-/* Grid-stride over the n values: the scheduler's x + dt v with dt already rounded to BF16;
- * the product is a bf16 tensor, the sum is taken in fp32 and rounded (MODEL-SPEC §6.2). */
+/* Grid-stride over the n values, VW at a time: the scheduler's x + dt v with dt already rounded
+ * to BF16; the product is a bf16 tensor, the sum is taken in fp32 and rounded (MODEL-SPEC
+ * §6.2). */
+template <int VW>
 static __global__ void euler_step_kernel(bf16 *x, const bf16 *v, int64_t n, float dt) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        x[i] = f2bf(bf2f(x[i]) + rbf(dt * bf2f(v[i])));
+    for (int64_t i = FLAT_FIRST(VW); i < n; i += FLAT_STRIDE(VW)) {
+        const int k = FLAT_K(VW, n, i);
+        float u[VW], w[VW];
+        ldk<VW>(x + i, k, u);
+        ldk<VW>(v + i, k, w);
+#pragma unroll
+        for (int j = 0; j < VW; j++)
+            u[j] = u[j] + rbf(dt * w[j]);
+        stk<VW>(x + i, k, u);
+    }
 }
 
-/* x: a row's C values; y: tokens; z: batches (the gate's row). */
+/* x: groups of VW of a row's C values; y: tokens; z: batches (the gate's row). */
+template <int VW>
 static __global__ void gate_residual_kernel(bf16 *x, const bf16 *gate, int64_t gs, const bf16 *y,
                                             int64_t ys, int64_t B, int64_t N, int64_t C) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VW;
     if (i >= C) return;
     for (int64_t bi = blockIdx.z; bi < B; bi += gridDim.z) {
-        const float g = bf2f(gate[bi * gs + i]);
+        float g[VW];
+        ldv<VW>(gate + bi * gs + i, g);
         for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
             const int64_t r = bi * N + n;
+            float u[VW], v[VW];
+            ldv<VW>(x + r * C + i, u);
+            ldv<VW>(y + r * ys + i, v);
             /* the product is a bf16 tensor before the sum */
-            x[r * C + i] = f2bf(bf2f(x[r * C + i]) + rbf(g * bf2f(y[r * ys + i])));
+#pragma unroll
+            for (int k = 0; k < VW; k++)
+                u[k] = u[k] + rbf(g[k] * v[k]);
+            stv<VW>(x + r * C + i, u);
         }
     }
 }
 
-/* x: the (head, pair) of a token, H D/2 of them; y: tokens; z: batches. */
+/* x: groups of PW adjacent pairs of a token's heads, H D / (2 PW) of them; y: tokens; z:
+ * batches. */
+template <int PW>
 static __global__ void rope_kernel(bf16 *x, int64_t s0, int64_t s1, int64_t s2, const float *cs,
                                    const float *sn, int64_t B, int64_t L, int H, int D) {
-    const int half = D / 2, p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= H * half) return;
-    const int h = p / half, m = 2 * (p - h * half);
+    const int gph = D / (2 * PW), p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= H * gph) return;
+    const int h = p / gph, m = 2 * PW * (p - h * gph);
     for (int64_t bi = blockIdx.z; bi < B; bi += gridDim.z)
         for (int64_t l = blockIdx.y; l < L; l += gridDim.y) {
             bf16 *v = x + bi * s0 + l * s1 + h * s2 + m;
-            const float c0 = cs[l * D + m], si = sn[l * D + m], a = bf2f(v[0]), b = bf2f(v[1]);
-            /* torch's x cos + rotate(x) sin: each product rounded, then the sum (no FMA) */
-            v[0] = f2bf(__fsub_rn(__fmul_rn(a, c0), __fmul_rn(b, si)));
-            v[1] = f2bf(__fadd_rn(__fmul_rn(b, c0), __fmul_rn(a, si)));
+            float u[2 * PW], c[2 * PW], s[2 * PW];
+            ldv<2 * PW>(v, u);
+            ldf<2 * PW>(cs + l * D + m, c); /* the tables hold each value twice: the even ones */
+            ldf<2 * PW>(sn + l * D + m, s);
+#pragma unroll
+            for (int k = 0; k < 2 * PW; k += 2) {
+                const float a = u[k], b = u[k + 1];
+                /* torch's x cos + rotate(x) sin: each product rounded, then the sum (no FMA) */
+                u[k] = __fsub_rn(__fmul_rn(a, c[k]), __fmul_rn(b, s[k]));
+                u[k + 1] = __fadd_rn(__fmul_rn(b, c[k]), __fmul_rn(a, s[k]));
+            }
+            stv<2 * PW>(v, u);
         }
 }
 
@@ -242,8 +342,13 @@ extern "C" {
 
 void opcu_act_apply(op_ctx *c, tensor out, tensor x, op_act a) {
     const int64_t n = tensor_numel(&x);
-    act_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(x),
-                                                                                 n, a);
+    if (n == 0) return;
+    if (opcu_al16(out.data) && opcu_al16(x.data))
+        act_kernel<8><<<opcu_blocks(c, (n + 7) / 8, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(x), n, a);
+    else
+        act_kernel<1><<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(x), n, a);
     CU_LAUNCHED(c);
 }
 
@@ -253,23 +358,40 @@ void opcu_gated_gelu(op_ctx *c, tensor out, tensor a, tensor b) {
     const int64_t rows = tensor_rows(&a, &as), D = a.shape[a.ndim - 1];
     tensor_rows(&b, &bs);
     if (rows == 0 || D == 0) return;
-    gated_gelu_kernel<<<dim3(cover(D), grid_yz(rows)), ELEM_THREADS, 0, opcu_st(c)>>>(
-        mbf(out), cbf(a), as, cbf(b), bs, rows, D);
+    const bool vec = D % 8 == 0 && as % 8 == 0 && bs % 8 == 0 && opcu_al16(out.data) &&
+                     opcu_al16(a.data) && opcu_al16(b.data);
+    const int64_t ng = vec ? D / 8 : D;
+    const int t = row_block(ng);
+    const dim3 grid((unsigned)((ng + t - 1) / t), grid_yz(rows));
+    if (vec)
+        gated_gelu_kernel<8><<<grid, t, 0, opcu_st(c)>>>(mbf(out), cbf(a), as, cbf(b), bs, rows, D);
+    else
+        gated_gelu_kernel<1><<<grid, t, 0, opcu_st(c)>>>(mbf(out), cbf(a), as, cbf(b), bs, rows, D);
     CU_LAUNCHED(c);
 }
 
 void opcu_add(op_ctx *c, tensor out, tensor a, tensor b) {
     const int64_t n = tensor_numel(&a);
-    add_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(a),
-                                                                                 cbf(b), n);
+    if (n == 0) return;
+    if (opcu_al16(out.data) && opcu_al16(a.data) && opcu_al16(b.data))
+        add_kernel<8><<<opcu_blocks(c, (n + 7) / 8, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(a), cbf(b), n);
+    else
+        add_kernel<1><<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(a), cbf(b), n);
     CU_LAUNCHED(c);
 }
 
 void opcu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
     const int64_t n = tensor_numel(&x);
     if (n == 0) return;
-    scale_shift_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(out), cbf(x), n, mul,
-                                                                         add);
+    if (opcu_al16(out.data) && opcu_al16(x.data))
+        scale_shift_kernel<8>
+            <<<opcu_blocks(c, (n + 7) / 8, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+                mbf(out), cbf(x), n, mul, add);
+    else
+        scale_shift_kernel<1><<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(x), n, mul, add);
     CU_LAUNCHED(c);
 }
 
@@ -277,9 +399,14 @@ void opcu_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
     const int64_t n = tensor_numel(&x);
     if (n == 0) return;
     /* dt is a float32 0-dim tensor cast to the bf16 compute dtype */
-    euler_step_kernel<<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(mbf(x), cbf(v), n,
-                                                                        __bfloat162float(
-                                                                            __float2bfloat16(dt)));
+    const float dtb = __bfloat162float(__float2bfloat16(dt));
+    if (opcu_al16(x.data) && opcu_al16(v.data))
+        euler_step_kernel<8>
+            <<<opcu_blocks(c, (n + 7) / 8, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+                mbf(x), cbf(v), n, dtb);
+    else
+        euler_step_kernel<1><<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(x), cbf(v), n, dtb);
     CU_LAUNCHED(c);
 }
 
@@ -289,8 +416,17 @@ void opcu_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y) {
     int64_t ys;
     tensor_rows(&y, &ys);
     if (B * N * C == 0) return;
-    gate_residual_kernel<<<dim3(cover(C), grid_yz(N), grid_yz(B)), ELEM_THREADS, 0, opcu_st(c)>>>(
-        mbf(x), cbf(gate), gate.stride[0], cbf(y), ys, B, N, C);
+    const bool vec = C % 8 == 0 && ys % 8 == 0 && gate.stride[0] % 8 == 0 && opcu_al16(x.data) &&
+                     opcu_al16(gate.data) && opcu_al16(y.data);
+    const int64_t ng = vec ? C / 8 : C;
+    const int t = row_block(ng);
+    const dim3 grid((unsigned)((ng + t - 1) / t), grid_yz(N), grid_yz(B));
+    if (vec)
+        gate_residual_kernel<8>
+            <<<grid, t, 0, opcu_st(c)>>>(mbf(x), cbf(gate), gate.stride[0], cbf(y), ys, B, N, C);
+    else
+        gate_residual_kernel<1>
+            <<<grid, t, 0, opcu_st(c)>>>(mbf(x), cbf(gate), gate.stride[0], cbf(y), ys, B, N, C);
     CU_LAUNCHED(c);
 }
 
@@ -299,10 +435,20 @@ void opcu_rope(op_ctx *c, tensor x, tensor cos, tensor sin) {
     const int64_t B = x.shape[0], L = x.shape[1], H = x.shape[2], D = x.shape[3];
     if (B * L * H * D == 0) return;
     CHECK(H * D <= INT32_MAX);
-    const dim3 grid(cover(H * (D / 2)), grid_yz(L), grid_yz(B));
-    rope_kernel<<<grid, ELEM_THREADS, 0, opcu_st(c)>>>(
-        mbf(x), x.stride[0], x.stride[1], x.stride[2], (const float *)cos.data,
-        (const float *)sin.data, B, L, (int)H, (int)D);
+    const bool vec = D % 8 == 0 && x.stride[0] % 8 == 0 && x.stride[1] % 8 == 0 &&
+                     x.stride[2] % 8 == 0 && opcu_al16(x.data) && opcu_al16(cos.data) &&
+                     opcu_al16(sin.data);
+    const int64_t ng = H * D / (vec ? 8 : 2); /* groups of 4 pairs, or pairs */
+    const int t = row_block(ng);
+    const dim3 grid((unsigned)((ng + t - 1) / t), grid_yz(L), grid_yz(B));
+    if (vec)
+        rope_kernel<4><<<grid, t, 0, opcu_st(c)>>>(mbf(x), x.stride[0], x.stride[1], x.stride[2],
+                                                   (const float *)cos.data, (const float *)sin.data,
+                                                   B, L, (int)H, (int)D);
+    else
+        rope_kernel<1><<<grid, t, 0, opcu_st(c)>>>(mbf(x), x.stride[0], x.stride[1], x.stride[2],
+                                                   (const float *)cos.data, (const float *)sin.data,
+                                                   B, L, (int)H, (int)D);
     CU_LAUNCHED(c);
 }
 

@@ -1,21 +1,28 @@
 /* norm.cu: LayerNorm (plain, and with the adaLN modulation), RMSNorm, GroupNorm (+SiLU) and the
  * row softmax on BF16 activations, statistics in fp32 (ops.h; the CPU reference is
- * ops_cpu.c). A row is one block (one warp for RMSNorm rows of up to 1024, the q/k heads); each
- * thread keeps its NORM_VPT values of the row in registers from the load to the write, so a row
- * is read once and RMSNorm may write in place. Every sum goes through warp_sum/block_sum in a
- * fixed order, so the same input gives the same bits. A GroupNorm group can hold 16M values:
- * blocks of GN_CHUNK values each store their (mean, M2), a second kernel merges a group's
- * chunks by Chan's formula in a fixed order, and a third normalises. */
+ * ops_cpu.c). A row is one block (a group of lanes of a warp for RMSNorm rows of up to 1024,
+ * the q/k heads); each thread keeps its values of the row in registers from the load to the
+ * write, so a row is read once and RMSNorm may write in place. Where the row length, pointers
+ * and strides allow, a thread moves its values in groups of 8 (16-byte accesses: these kernels
+ * are bound by DRAM bandwidth, and scalar 2-byte accesses leave it mostly idle), else one at a
+ * time; the arithmetic per value is the same either way. Every sum goes through
+ * warp_sum/block_sum or a fixed butterfly, so the same input gives the same bits. A GroupNorm
+ * group can hold 16M values: blocks of GN_CHUNK values each store their (mean, M2), a second
+ * kernel merges a group's chunks by Chan's formula in a fixed order, and a third normalises. */
 #include "core/cuda/common.cuh"
 
-#define NORM_VPT 8  /* row values a thread keeps: rows of up to 8192 in one block */
-#define RMS_WARPS 8 /* rows per block of the warp-per-row RMSNorm */
+#define NORM_VPT 8 /* scalar path: row values a thread keeps (rows of up to 8192) */
+/* 16-byte path: threads of a row's block, about (apex's fast LayerNorm also takes 4 warps a row
+ * of 1024-8192 values) */
+#define NORM_THREADS 128
+#define RMS_THREADS 256 /* block of the RMSNorm kernel for rows of up to 1024 */
+#define RMS_RPT 2       /* rows a lane group holds at once: two rows' loads in flight */
 #define GN_THREADS 256
 #define GN_VPT 16                      /* values a thread keeps in the statistics pass */
 #define GN_CHUNK (GN_THREADS * GN_VPT) /* values of one partial statistic */
 #define GN_APPLY 4                     /* values a thread normalises, about */
 
-/* Threads of a block that holds a row of n values, NORM_VPT to a thread. */
+/* Threads of a block that holds a row of n values, NORM_VPT to a thread (scalar path). */
 static int row_threads(int64_t n) {
     int64_t t = (n + NORM_VPT - 1) / NORM_VPT;
     t = (t + 31) / 32 * 32;
@@ -23,103 +30,209 @@ static int row_threads(int64_t n) {
     return t < 32 ? 32 : (int)t;
 }
 
-/* The thread's values t, t + T, t + 2T, ... of a row of n (0 past the end). */
-static __device__ __forceinline__ void row_load(const bf16 *xr, int n, float v[NORM_VPT]) {
+/* 16-byte path: groups of 8 a thread holds (1-4, 6 or 8, the kernels instantiated) for a row of
+ * nvec groups over about NORM_THREADS threads, and the threads that then cover the row. */
+static int vec_nv(int64_t nvec) {
+    const int64_t nv = (nvec + NORM_THREADS - 1) / NORM_THREADS;
+    return nv <= 4 ? (int)nv : nv <= 6 ? 6 : 8;
+}
+static int vec_threads(int64_t nvec, int nv) {
+    int64_t t = ((nvec + nv - 1) / nv + 31) / 32 * 32;
+    CHECK(t <= 1024);
+    return (int)t;
+}
+
+/* Thread t of a block of T holds the NV groups of VW consecutive values at (t + j T) VW, j < NV,
+ * of a row of n (0 past the end; a group lies wholly inside the row or past it). */
+template <int VW, int NV>
+static __device__ __forceinline__ void row_load(const bf16 *xr, int n, float *v) {
 #pragma unroll
-    for (int k = 0; k < NORM_VPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < n ? bf2f(xr[i]) : 0.0f;
+    for (int j = 0; j < NV; j++) {
+        const int i = (threadIdx.x + j * blockDim.x) * VW;
+        if (i < n) {
+            ldv<VW>(xr + i, v + j * VW);
+        } else {
+#pragma unroll
+            for (int k = 0; k < VW; k++)
+                v[j * VW + k] = 0.0f;
+        }
+    }
+}
+
+/* The same groups of a parameter row kept as BF16 (half the registers) until they are used,
+ * so their loads go out with x's before the reductions; dflt where p is NULL or past n. */
+template <int VW, int NV>
+static __device__ __forceinline__ void row_load_raw(const bf16 *p, int n, bf16 *r, float dflt) {
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = (threadIdx.x + j * blockDim.x) * VW;
+        if (p && i < n) {
+            if constexpr (VW == 8) {
+                *(uint4 *)(r + j * VW) = *(const uint4 *)(p + i);
+            } else {
+#pragma unroll
+                for (int k = 0; k < VW; k++)
+                    r[j * VW + k] = p[i + k];
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < VW; k++)
+                r[j * VW + k] = f2bf(dflt);
+        }
     }
 }
 
 /* Mean and 1/sqrt(var + eps) of the row the block holds: the mean first, then the biased
  * variance of x - mean (two passes over registers; torch.nn.LayerNorm's fp32 statistics). */
-static __device__ __forceinline__ float2 row_moments(const float v[NORM_VPT], int n, float eps,
-                                                     float *sh) {
+template <int VW, int NV>
+static __device__ __forceinline__ float2 row_moments(const float *v, int n, float eps, float *sh) {
     float s = 0.0f;
 #pragma unroll
-    for (int k = 0; k < NORM_VPT; k++)
+    for (int k = 0; k < NV * VW; k++)
         s += v[k];
     const float mu = block_sum(s, sh) / (float)n;
     float q = 0.0f;
 #pragma unroll
-    for (int k = 0; k < NORM_VPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        const float d = v[k] - mu;
-        if (i < n) q += d * d;
+    for (int j = 0; j < NV; j++) {
+        if ((threadIdx.x + j * blockDim.x) * VW >= n) continue;
+#pragma unroll
+        for (int k = 0; k < VW; k++) {
+            const float d = v[j * VW + k] - mu;
+            q += d * d;
+        }
     }
     return make_float2(mu, rsqrtf(block_sum(q, sh) / (float)n + eps));
 }
 
-/* One block per row of C. Plain LayerNorm (optional affine w, b, one rounding), or with MOD the
- * adaLN modulation, where the row's batch picks the shift and scale rows and the eager bf16
- * reference rounds LN(x), 1 + scale, the product and the sum. */
-template <bool MOD>
-static __global__ void layernorm_kernel(bf16 *out, const bf16 *x, int64_t xs, const bf16 *w,
-                                        const bf16 *b, const bf16 *shift, int64_t shs,
-                                        const bf16 *scale, int64_t scs, int64_t N, int C,
+/* One block per row (blockIdx.x; blockIdx.y the batch, which picks pa's and pb's rows), spread
+ * over the threads as row_load spreads it. MOD: the adaLN modulation, pa = scale, pb = shift,
+ * where the eager bf16 reference rounds LN(x), 1 + scale, the product and the sum. Else plain
+ * LayerNorm, pa = w and pb = b (NULL: 1 and 0), one fused multiply-add and one rounding. */
+template <bool MOD, int VW, int NV>
+static __global__ void layernorm_kernel(bf16 *out, const bf16 *x, int64_t xs, const bf16 *pa,
+                                        int64_t pas, const bf16 *pb, int64_t pbs, int C,
                                         float eps) {
     __shared__ float sh[32];
-    const int64_t r = blockIdx.x;
-    float v[NORM_VPT];
-    row_load(x + r * xs, C, v);
-    const float2 m = row_moments(v, C, eps, sh);
+    const int64_t r = (int64_t)blockIdx.y * gridDim.x + blockIdx.x;
+    float v[NV * VW];
+    alignas(16) bf16 a[NV * VW], b[NV * VW];
+    row_load<VW, NV>(x + r * xs, C, v);
+    row_load_raw<VW, NV>(pa ? pa + blockIdx.y * pas : NULL, C, a, 1.0f);
+    row_load_raw<VW, NV>(pb ? pb + blockIdx.y * pbs : NULL, C, b, 0.0f);
+    const float2 m = row_moments<VW, NV>(v, C, eps, sh);
     bf16 *o = out + r * C;
-    const bf16 *shr = MOD ? shift + r / N * shs : NULL, *scr = MOD ? scale + r / N * scs : NULL;
 #pragma unroll
-    for (int k = 0; k < NORM_VPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
+    for (int j = 0; j < NV; j++) {
+        const int i = (threadIdx.x + j * blockDim.x) * VW;
         if (i >= C) continue;
-        const float y = (v[k] - m.x) * m.y;
-        if (MOD)
-            o[i] = f2bf(rbf(rbf(y) * rbf(1.0f + bf2f(scr[i]))) + bf2f(shr[i]));
-        else
-            o[i] = f2bf(y * (w ? bf2f(w[i]) : 1.0f) + (b ? bf2f(b[i]) : 0.0f));
+        float y[VW];
+#pragma unroll
+        for (int k = 0; k < VW; k++) {
+            const float z = (v[j * VW + k] - m.x) * m.y;
+            const float s = bf2f(a[j * VW + k]), t = bf2f(b[j * VW + k]);
+            y[k] = MOD ? rbf(rbf(z) * rbf(1.0f + s)) + t : __fmaf_rn(z, s, t);
+        }
+        stv<VW>(o + i, y);
     }
 }
 
-/* One warp per row of D <= 32 VPL, RMS_WARPS rows to a block; lane l holds l, l + 32, ... */
-template <int VPL>
-static __global__ void rmsnorm_warp_kernel(bf16 *out, int64_t os, const bf16 *x, int64_t xs,
+/* Groups of G lanes (a power of two, at most 32) hold a row of D each, lane l of a group the NV
+ * groups of VW values at (l + j G) VW, j < NV; a block takes RMS_RPT rows to a group, all
+ * loaded before the first write (out may be x). */
+template <int VW, int NV, int G>
+static __global__ void rmsnorm_rows_kernel(bf16 *out, int64_t os, const bf16 *x, int64_t xs,
                                            const bf16 *w, int64_t rows, int D, float eps,
                                            int twice) {
-    const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * RMS_WARPS + (threadIdx.x >> 5);
-    if (r >= rows) return; /* a whole warp: the shuffles below see all 32 lanes */
-    const bf16 *xr = x + r * xs;
-    float v[VPL], ss = 0.0f;
+    const int l = threadIdx.x % G, ng = RMS_THREADS / G;
+    const int64_t r0 = (int64_t)blockIdx.x * ng * RMS_RPT + threadIdx.x / G;
+    float v[RMS_RPT][NV * VW];
+    alignas(16) bf16 wr[NV * VW];
 #pragma unroll
-    for (int k = 0; k < VPL; k++) {
-        const int i = lane + 32 * k;
-        v[k] = i < D ? bf2f(xr[i]) : 0.0f;
-        ss += v[k] * v[k];
+    for (int j = 0; j < NV; j++) {
+        const int i = (l + j * G) * VW;
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            wr[j * VW + k] = f2bf(0.0f);
+        if (i < D) {
+            if constexpr (VW == 8)
+                *(uint4 *)(wr + j * VW) = *(const uint4 *)(w + i);
+            else
+                wr[j * VW] = w[i];
+        }
     }
-    /* the whole row is in registers before the first write: out may be x */
-    const float rs = rsqrtf(warp_sum(ss) / (float)D + eps);
-    bf16 *o = out + r * os;
 #pragma unroll
-    for (int k = 0; k < VPL; k++) {
-        const int i = lane + 32 * k;
-        if (i < D) o[i] = f2bf((twice ? rbf(v[k] * rs) : v[k] * rs) * bf2f(w[i]));
+    for (int q = 0; q < RMS_RPT; q++) {
+        const int64_t r = r0 + q * ng;
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int i = (l + j * G) * VW;
+            if (r < rows && i < D) {
+                ldv<VW>(x + r * xs + i, v[q] + j * VW);
+            } else {
+#pragma unroll
+                for (int k = 0; k < VW; k++)
+                    v[q][j * VW + k] = 0.0f;
+            }
+        }
+    }
+    /* every lane takes part in the shuffles, rows past the end included */
+    float rs[RMS_RPT];
+#pragma unroll
+    for (int q = 0; q < RMS_RPT; q++) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV * VW; k++)
+            ss += v[q][k] * v[q][k];
+#pragma unroll
+        for (int o = G / 2; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        rs[q] = rsqrtf(ss / (float)D + eps);
+    }
+#pragma unroll
+    for (int q = 0; q < RMS_RPT; q++) {
+        const int64_t r = r0 + q * ng;
+        if (r >= rows) continue;
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int i = (l + j * G) * VW;
+            if (i >= D) continue;
+            float y[VW];
+#pragma unroll
+            for (int k = 0; k < VW; k++) {
+                const float n = v[q][j * VW + k] * rs[q];
+                y[k] = (twice ? rbf(n) : n) * bf2f(wr[j * VW + k]);
+            }
+            stv<VW>(out + r * os + i, y);
+        }
     }
 }
 
-/* One block per row of D (T5's 4096). */
+/* One block per row of D (T5's 4096), spread as row_load spreads it. */
+template <int VW, int NV>
 static __global__ void rmsnorm_block_kernel(bf16 *out, int64_t os, const bf16 *x, int64_t xs,
                                             const bf16 *w, int D, float eps, int twice) {
     __shared__ float sh[32];
     const int64_t r = blockIdx.x;
-    float v[NORM_VPT], ss = 0.0f;
-    row_load(x + r * xs, D, v);
+    float v[NV * VW], ss = 0.0f;
+    alignas(16) bf16 wr[NV * VW];
+    row_load<VW, NV>(x + r * xs, D, v);
+    row_load_raw<VW, NV>(w, D, wr, 0.0f);
 #pragma unroll
-    for (int k = 0; k < NORM_VPT; k++)
+    for (int k = 0; k < NV * VW; k++)
         ss += v[k] * v[k];
     const float rs = rsqrtf(block_sum(ss, sh) / (float)D + eps);
     bf16 *o = out + r * os;
 #pragma unroll
-    for (int k = 0; k < NORM_VPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < D) o[i] = f2bf((twice ? rbf(v[k] * rs) : v[k] * rs) * bf2f(w[i]));
+    for (int j = 0; j < NV; j++) {
+        const int i = (threadIdx.x + j * blockDim.x) * VW;
+        if (i >= D) continue;
+        float y[VW];
+#pragma unroll
+        for (int k = 0; k < VW; k++) {
+            const float n = v[j * VW + k] * rs;
+            y[k] = (twice ? rbf(n) : n) * bf2f(wr[j * VW + k]);
+        }
+        stv<VW>(o + i, y);
     }
 }
 
@@ -222,57 +335,118 @@ static __global__ void softmax_kernel(bf16 *out, const bf16 *x, int64_t n) {
         o[i] = f2bf(expf(bf2f(xr[i]) - mx) / s);
 }
 
+/* B batches of N rows of C: x's rows xs apart, out contiguous, pa and pb one row per batch
+ * (pas, pbs apart; NULL: none). 16-byte groups where C, the pointers and the strides allow,
+ * else the scalar path. */
+template <bool MOD>
+static void layernorm(op_ctx *c, bf16 *out, const bf16 *x, int64_t xs, const bf16 *pa, int64_t pas,
+                      const bf16 *pb, int64_t pbs, int64_t B, int64_t N, int64_t C, float eps) {
+    if (B * N == 0) return;
+    CHECK(N <= INT32_MAX && B <= 65535);
+    const bool vec = C > 0 && C % 8 == 0 && xs % 8 == 0 && pas % 8 == 0 && pbs % 8 == 0 &&
+                     opcu_al16(out) && opcu_al16(x) && opcu_al16(pa) && opcu_al16(pb);
+    const int nv = vec ? vec_nv(C / 8) : 0;
+    const int threads = vec ? vec_threads(C / 8, nv) : row_threads(C);
+    const dim3 grid((unsigned)N, (unsigned)B);
+#define LN(vw, n)                                                                                  \
+    layernorm_kernel<MOD, vw, n>                                                                   \
+        <<<grid, threads, 0, opcu_st(c)>>>(out, x, xs, pa, pas, pb, pbs, (int)C, eps)
+    switch (nv) {
+    case 0: LN(1, NORM_VPT); break;
+    case 1: LN(8, 1); break;
+    case 2: LN(8, 2); break;
+    case 3: LN(8, 3); break;
+    case 4: LN(8, 4); break;
+    case 6: LN(8, 6); break;
+    default: LN(8, 8); break;
+    }
+#undef LN
+    CU_LAUNCHED(c);
+}
+
 extern "C" {
 
 /* torch.nn.LayerNorm(C, eps, elementwise_affine = w != NULL) */
 void opcu_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor *b, float eps) {
     int64_t xs;
     const int64_t rows = tensor_rows(&x, &xs), C = x.shape[x.ndim - 1];
-    if (rows == 0) return;
-    layernorm_kernel<false><<<(unsigned)rows, row_threads(C), 0, opcu_st(c)>>>(
-        mbf(out), cbf(x), xs, w ? cbf(*w) : NULL, b ? cbf(*b) : NULL, NULL, 0, NULL, 0, 1, (int)C,
-        eps);
-    CU_LAUNCHED(c);
+    layernorm<false>(c, mbf(out), cbf(x), xs, w ? cbf(*w) : NULL, 0, b ? cbf(*b) : NULL, 0, 1, rows,
+                     C, eps);
 }
 
 /* diffusers AdaLayerNormZero / FluxTransformerBlock: norm(x) * (1 + scale[:, None]) + shift */
 void opcu_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale,
                              float eps) {
-    const int64_t N = x.shape[1], C = x.shape[2], rows = x.shape[0] * N;
-    if (rows == 0) return;
-    layernorm_kernel<true><<<(unsigned)rows, row_threads(C), 0, opcu_st(c)>>>(
-        mbf(out), cbf(x), C, NULL, NULL, cbf(shift), shift.stride[0], cbf(scale), scale.stride[0],
-        N, (int)C, eps);
-    CU_LAUNCHED(c);
+    const int64_t C = x.shape[2];
+    layernorm<true>(c, mbf(out), cbf(x), C, cbf(scale), scale.stride[0], cbf(shift),
+                    shift.stride[0], x.shape[0], x.shape[1], C, eps);
 }
 
 /* x rsqrt(mean(x^2) + eps) w. once: rounded once, as torch.nn.RMSNorm / F.rms_norm's fused
  * CUDA kernel in torch 2.11 (FLUX q/k, MODEL-SPEC §1.11); twice: the normalised x is rounded
- * before the product, as T5LayerNorm and diffusers' RMSNorm compute it (§2.5, §4.2). */
+ * before the product, as T5LayerNorm and diffusers' RMSNorm compute it (§2.5, §4.2). Rows of
+ * up to 1024 go to lane groups (16 lanes of 8 values for FLUX's heads of 128), longer ones to
+ * a block each. */
 static void rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps, int twice) {
     int64_t xs, os;
     const int64_t rows = tensor_rows(&x, &xs), D = x.shape[x.ndim - 1];
     tensor_rows(&out, &os);
     if (rows == 0) return;
     const cudaStream_t st = opcu_st(c);
+    const bool vec = D % 8 == 0 && xs % 8 == 0 && os % 8 == 0 && opcu_al16(out.data) &&
+                     opcu_al16(x.data) && opcu_al16(w.data);
     if (D > 1024) {
-        rmsnorm_block_kernel<<<(unsigned)rows, row_threads(D), 0, st>>>(
-            mbf(out), os, cbf(x), xs, cbf(w), (int)D, eps, twice);
+        const int nv = vec ? vec_nv(D / 8) : 0;
+        const int threads = vec ? vec_threads(D / 8, nv) : row_threads(D);
+#define RMS_BLOCK(vw, n)                                                                           \
+    rmsnorm_block_kernel<vw, n>                                                                    \
+        <<<(unsigned)rows, threads, 0, st>>>(mbf(out), os, cbf(x), xs, cbf(w), (int)D, eps, twice)
+        switch (nv) {
+        case 0: RMS_BLOCK(1, NORM_VPT); break;
+        case 1: RMS_BLOCK(8, 1); break;
+        case 2: RMS_BLOCK(8, 2); break;
+        case 3: RMS_BLOCK(8, 3); break;
+        case 4: RMS_BLOCK(8, 4); break;
+        case 6: RMS_BLOCK(8, 6); break;
+        default: RMS_BLOCK(8, 8); break;
+        }
+#undef RMS_BLOCK
         CU_LAUNCHED(c);
         return;
     }
-    const unsigned blocks = (unsigned)((rows + RMS_WARPS - 1) / RMS_WARPS);
-#define RMS_WARP(vpl)                                                                              \
-    rmsnorm_warp_kernel<vpl><<<blocks, RMS_WARPS * 32, 0, st>>>(mbf(out), os, cbf(x), xs, cbf(w),  \
-                                                                rows, (int)D, eps, twice)
-    switch (D <= 64 ? 2 : D <= 128 ? 4 : D <= 256 ? 8 : D <= 512 ? 16 : 32) {
-    case 2: RMS_WARP(2); break;
-    case 4: RMS_WARP(4); break;
-    case 8: RMS_WARP(8); break;
-    case 16: RMS_WARP(16); break;
-    default: RMS_WARP(32); break;
+    /* lanes per row and values per lane: a power-of-two row of 8-value groups fills a lane
+     * group exactly; any other row takes a warp, 8 values (vec) or 1 to a lane at a time */
+    const int64_t g = D / 8;
+    const int G = vec && (g == 4 || g == 8 || g == 16) ? (int)g : 32;
+    int nv = 1;
+    if (!vec)
+        nv = D <= 64 ? 2 : D <= 128 ? 4 : D <= 256 ? 8 : D <= 512 ? 16 : 32;
+    else if (G == 32)
+        nv = g <= 32 ? 1 : g <= 64 ? 2 : 4;
+    const int64_t per_block = RMS_THREADS / G * RMS_RPT;
+    const unsigned blocks = (unsigned)((rows + per_block - 1) / per_block);
+#define RMS_ROWS(vw, n, lanes)                                                                     \
+    rmsnorm_rows_kernel<vw, n, lanes><<<blocks, RMS_THREADS, 0, st>>>(                             \
+        mbf(out), os, cbf(x), xs, cbf(w), rows, (int)D, eps, twice)
+    if (vec) {
+        switch (G == 32 ? 32 * nv : G) {
+        case 4: RMS_ROWS(8, 1, 4); break;
+        case 8: RMS_ROWS(8, 1, 8); break;
+        case 16: RMS_ROWS(8, 1, 16); break;
+        case 32: RMS_ROWS(8, 1, 32); break;
+        case 64: RMS_ROWS(8, 2, 32); break;
+        default: RMS_ROWS(8, 4, 32); break;
+        }
+    } else {
+        switch (nv) {
+        case 2: RMS_ROWS(1, 2, 32); break;
+        case 4: RMS_ROWS(1, 4, 32); break;
+        case 8: RMS_ROWS(1, 8, 32); break;
+        case 16: RMS_ROWS(1, 16, 32); break;
+        default: RMS_ROWS(1, 32, 32); break;
+        }
     }
-#undef RMS_WARP
+#undef RMS_ROWS
     CU_LAUNCHED(c);
 }
 
