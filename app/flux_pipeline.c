@@ -280,6 +280,24 @@ static err denoise(run *r, flux_model *m, int img, buf *lat, buf *x, buf *vel, c
     return e;
 }
 
+/* The parts must fit together: T5's width is the transformer's joint_attention_dim, CLIP's
+ * the pooled projection's input, and the latents are 16 channels packed 2x2 into 64. */
+static err check_parts(const run *r, const flux_config *fc) {
+    FAIL_IF(fc->ctx_dim != r->t5h.t.shape[2], ERR_FORMAT,
+            "the transformer takes text states of width %lld (joint_attention_dim), but the T5 "
+            "encoder %s gives %lld: the two are not parts of one model",
+            (long long)fc->ctx_dim, r->pt.t5, (long long)r->t5h.t.shape[2]);
+    FAIL_IF(fc->pooled_dim != r->pooled.t.shape[1], ERR_FORMAT,
+            "the transformer takes a pooled text vector of %lld (pooled_projection_dim), but the "
+            "CLIP encoder %s gives %lld: the two are not parts of one model",
+            (long long)fc->pooled_dim, r->pt.clip, (long long)r->pooled.t.shape[1]);
+    FAIL_IF(fc->in_ch != 64, ERR_UNSUPPORTED,
+            "the transformer takes %lld input channels; FLUX.1 packs 16-channel latents 2x2 "
+            "into 64",
+            (long long)fc->in_ch);
+    return ERR_OK;
+}
+
 static err run_transformer(run *r, wt_source *s) {
     const flux_job *j = r->job;
     double t0 = now_s();
@@ -303,6 +321,7 @@ static err run_transformer(run *r, wt_source *s) {
     sampler_flux_sigmas(&r->sc, r->info.steps, h2 * w2, sig);
     sampler_timesteps(&r->sc, r->info.steps, sig, sig + r->info.steps + 1);
     err e = flux_load(s, r->ctx, &o, &m);
+    if (!e) e = check_parts(r, flux_get_config(m));
     if (!e) e = flux_plan(m, h2, w2, r->info.max_seq);
     const int64_t C = e ? 0 : flux_get_config(m)->in_ch;
     if (!e) e = buf_make(r->ctx, 3, (int64_t[]){1, h2 * w2, C}, &x);
@@ -353,6 +372,9 @@ static err run_vae(run *r) {
     err e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
     if (!e) e = wt_open(r->pt.vae, &s);
     if (!e) e = vae_load(s, r->ctx, &m);
+    if (!e && vae_get_config(m)->latent_channels != 16)
+        e = err_set(ERR_FORMAT, "%s: the VAE has %d latent channels; FLUX.1's has 16", r->pt.vae,
+                    vae_get_config(m)->latent_channels);
     if (!e) e = vae_plan(m, r->lh, r->lw);
     if (!e) e = buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &z);
     if (!e) e = buf_make(r->ctx, 4, (int64_t[]){1, 3, H, W}, &img);

@@ -96,6 +96,9 @@ mkdir -p "$T/novae" && for c in transformer text_encoder text_encoder_2 tokenize
   ln -s "$(cd "$DEV" && pwd)/$c" "$T/novae/$c"; done
 expect 1 "$DF11" generate -m "$T/novae" -p "$P" "${small[@]}" --cpu -o "$T/e2.png"
 says "no VAE"
+# a wrong part: CLIP given as T5; the message names the part
+expect 1 "$DF11" generate -m "$DEV" --t5xxl "$DEV/text_encoder" -p "$P" "${small[@]}" --cpu -o "$T/e4.png"
+says "T5 text encoder $DEV/text_encoder"
 # a truncated transformer shard: the message names the file
 mkdir -p "$T/trunc" && cp -rL "$DEV"/. "$T/trunc/"
 shard=$(ls "$T/trunc/transformer/"*.safetensors | head -1)

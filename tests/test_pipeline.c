@@ -16,9 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "app/flux_pipeline.h"
+#include "core/half.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "df11/tree.h"
@@ -188,6 +190,116 @@ static void check_variant(const char *fixtures, const char *v, int gpu, st_file 
     if (system(cmd)) printf("note: could not remove %s\n", tmp);
 }
 
+/* Writes src (a single safetensors file of BF16 tensors) as dst with every BF16 tensor in dt
+ * (F32 or F16), the way users meet fp32/fp16 checkpoints. */
+static err convert_file(const char *src, const char *dst, dtype dt) {
+    st_file *f;
+    TRY(st_open(src, &f));
+    st_writer *w = NULL;
+    err e = st_writer_create(&w);
+    void **bufs = calloc((size_t)st_count(f) + 1, sizeof *bufs);
+    for (int i = 0; !e && i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        if (t->dtype != DTYPE_BF16) {
+            e = st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->end - t->begin);
+            continue;
+        }
+        const uint16_t *v = (const uint16_t *)t->data;
+        size_t sz = dt == DTYPE_F32 ? 4 : 2;
+        uint8_t *o = bufs[i] = malloc(t->numel * sz + 4);
+        for (uint64_t k = 0; k < t->numel; k++) {
+            float x = bf16_to_f32(v[k]);
+            if (dt == DTYPE_F32)
+                memcpy(o + 4 * k, &x, 4);
+            else {
+                uint16_t h = f32_to_f16(x);
+                memcpy(o + 2 * k, &h, 2);
+            }
+        }
+        e = st_writer_add(w, t->name, dt, t->ndim, t->shape, o, t->numel * sz);
+    }
+    if (!e) e = st_writer_finish(w, dst, 8);
+    for (int i = 0; i < st_count(f); i++)
+        free(bufs[i]);
+    free(bufs);
+    st_writer_free(w);
+    st_close(f);
+    return e;
+}
+
+/* A copy of the dev pipeline whose VAE, CLIP and T5 are stored as dt (the transformer stays
+ * BF16: its sharded files are the DF11 tests' subject). F32 widens BF16 exactly, so the render
+ * must be the BF16 one's bytes; F16 holds every BF16 weight of normal size exactly but rounds
+ * the smallest (F16 subnormals), so its render is only close. */
+static void check_dtypes(const char *fixtures, int gpu) {
+    char rel[1024], dev[PATH_MAX], cmd[8 * PATH_MAX];
+    snprintf(rel, sizeof rel, "%s/flux_tiny/dev", fixtures);
+    if (!realpath(rel, dev)) {
+        expect(0, "dtypes: %s not found", rel);
+        return;
+    }
+    flux_job j;
+    flux_job_init(&j);
+    j.prompt = "a red house by the sea";
+    j.width = j.height = 128;
+    j.steps = 3;
+    j.max_seq = 64;
+    j.cpu = !gpu;
+    capture ref = {0};
+    if (render(dev, &j, &ref)) {
+        expect(0, "dtypes: BF16 render (%s)", err_msg());
+        return;
+    }
+    static const struct {
+        dtype dt;
+        const char *name;
+    } kinds[] = {{DTYPE_F32, "F32"}, {DTYPE_F16, "F16"}};
+    for (int k = 0; k < 2; k++) {
+        char tmp[] = "/tmp/df11_dtype_XXXXXX";
+        if (!mkdtemp(tmp)) return;
+        snprintf(
+            cmd, sizeof cmd,
+            "cd '%s' && for c in transformer tokenizer tokenizer_2 scheduler model_index.json; "
+            "do ln -s '%s'/$c $c; done && mkdir vae text_encoder "
+            "text_encoder_2 && cp '%s'/vae/config.json vae/ && cp '%s'/text_encoder/config.json "
+            "text_encoder/ && cp '%s'/text_encoder_2/config.json text_encoder_2/",
+            tmp, dev, dev, dev, dev);
+        int ok = system(cmd) == 0;
+        static const char *files[] = {"vae/diffusion_pytorch_model.safetensors",
+                                      "text_encoder/model.safetensors",
+                                      "text_encoder_2/model.safetensors"};
+        for (int i = 0; ok && i < 3; i++) {
+            char a[4200], b[4200];
+            snprintf(a, sizeof a, "%s/%s", dev, files[i]);
+            snprintf(b, sizeof b, "%s/%s", tmp, files[i]);
+            ok = !convert_file(a, b, kinds[k].dt);
+        }
+        capture c = {0};
+        err e = ok ? render(tmp, &j, &c) : ERR_IO;
+        if (e || !c.rgb) {
+            expect(0, "dtypes: %s parts render (%s)", kinds[k].name, ok ? err_msg() : "setup");
+        } else {
+            double mse = 0;
+            for (int64_t i = 0; i < 3 * c.h * c.w; i++)
+                mse += ((double)c.rgb[i] - ref.rgb[i]) * ((double)c.rgb[i] - ref.rgb[i]);
+            mse /= (double)(3 * c.h * c.w);
+            double psnr = mse > 0 ? 10 * log10(255.0 * 255.0 / mse) : INFINITY;
+            if (kinds[k].dt == DTYPE_F32)
+                expect(mse == 0,
+                       "dtypes: VAE, CLIP and T5 in F32 render the BF16 bytes (PSNR %.1f)", psnr);
+            else
+                expect(psnr >= 40,
+                       "dtypes: VAE, CLIP and T5 in F16: PSNR %.1f dB against BF16 "
+                       "(bound 40)",
+                       psnr);
+        }
+        capture_free(&c);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        if (system(cmd)) printf("note: could not remove %s\n", tmp);
+    }
+    capture_free(&ref);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
         fprintf(stderr, "usage: test_pipeline --cpu|--gpu FIXTURES_DIR\n");
@@ -211,6 +323,7 @@ int main(int argc, char **argv) {
     }
     check_variant(argv[2], "dev", gpu, ref);
     check_variant(argv[2], "schnell", gpu, ref);
+    check_dtypes(argv[2], gpu);
     st_close(ref);
     printf("%s\n", fails ? "FAILED" : "all passed");
     return fails != 0;

@@ -17,6 +17,7 @@ size=()
 if [ -z "$model" ]; then
   model=$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures/flux_tiny/dev
   size=(-W 256 -H 256 --steps 8 --max-sequence-length 64)
+  nvidia-smi >/dev/null 2>&1 || size=(-W 128 -H 128 --steps 8 --max-sequence-length 64)
   echo "== no model given: the tiny random-weight FLUX.1-dev fixture ($model)"
 fi
 backend=()
@@ -43,8 +44,13 @@ cp "$T/df11.png" demo.png
 echo "the image: $(pwd)/demo.png"
 echo "== df11 decompress, then sha256 of every file"
 "$B/df11" decompress -q "$T/model-df11" "$T/model-back"
-(cd "$model" && find . -type f | sort | xargs sha256sum) >"$T/a"
-(cd "$T/model-back" && find . -type f | sort | xargs sha256sum) >"$T/b"
-cmp "$T/a" "$T/b" && echo "round trip: all $(wc -l <"$T/a") files byte-identical"
+(cd "$model" && find -L . -type f | sort | xargs sha256sum) >"$T/a"
+(cd "$T/model-back" && find -L . -type f | sort | xargs sha256sum) >"$T/b"
+if ! cmp -s "$T/a" "$T/b"; then
+  echo "round trip: the rebuilt files DIFFER" >&2
+  diff "$T/a" "$T/b" >&2
+  exit 1
+fi
+echo "round trip: all $(wc -l <"$T/a") files byte-identical"
 du -sbL "$model" "$T/model-df11" |
   awk 'NR==1{a=$1} NR==2{printf "size: %d -> %d bytes (%.1f%%)\n", a, $1, 100*$1/a}'
