@@ -47,13 +47,15 @@ static void act_type(const op_ctx *c, const tensor *t) {
 }
 static void same_shape(const tensor *a, const tensor *b) {
     CHECK(a->ndim == b->ndim);
-    for (int i = 0; i < a->ndim; i++) CHECK(a->shape[i] == b->shape[i]);
+    for (int i = 0; i < a->ndim; i++)
+        CHECK(a->shape[i] == b->shape[i]);
 }
 static int64_t last(const tensor *t) { return t->shape[t->ndim - 1]; }
 static void weight(const op_ctx *c, const tensor *t) {
     on_dev(c, t);
     CHECK(tensor_is_contiguous(t));
-    CHECK(t->dt == DTYPE_BF16 || (c->dev == TENSOR_CPU && (t->dt == DTYPE_F32 || t->dt == DTYPE_F16)));
+    CHECK(t->dt == DTYPE_BF16 ||
+          (c->dev == TENSOR_CPU && (t->dt == DTYPE_F32 || t->dt == DTYPE_F16)));
 }
 /* an elementwise operand: contiguous, the backend's activation type */
 static void plain(const op_ctx *c, const tensor *t) {
@@ -63,8 +65,10 @@ static void plain(const op_ctx *c, const tensor *t) {
 
 #define DISPATCH(name, ...)                                                                        \
     do {                                                                                           \
-        if (c->dev == TENSOR_CPU) opcpu_##name(c, __VA_ARGS__);                                    \
-        else opcu_##name(c, __VA_ARGS__);                                                          \
+        if (c->dev == TENSOR_CPU)                                                                  \
+            opcpu_##name(c, __VA_ARGS__);                                                          \
+        else                                                                                       \
+            opcu_##name(c, __VA_ARGS__);                                                           \
     } while (0)
 
 void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act) {
@@ -127,8 +131,7 @@ static void batch_vec(const op_ctx *c, const tensor *v, int64_t B, int64_t C) {
     CHECK(v->ndim == 2 && v->shape[0] == B && v->shape[1] == C && v->stride[1] == 1);
 }
 
-void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale,
-                           float eps) {
+void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale, float eps) {
     plain(c, &out);
     plain(c, &x);
     same_shape(&out, &x);
@@ -138,26 +141,56 @@ void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor
     DISPATCH(layernorm_modulate, out, x, shift, scale, eps);
 }
 
+/* RMSNorm's operands: rows of D (maybe strided), a weight of D */
+static void rmsnorm_args(const op_ctx *c, tensor *out, tensor *x, const tensor *w) {
+    act_type(c, out);
+    act_type(c, x);
+    same_shape(out, x);
+    weight(c, w);
+    CHECK(tensor_numel(w) == last(x));
+    tensor_rows(out, NULL);
+    tensor_rows(x, NULL);
+}
+
 void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
-    act_type(c, &out);
-    act_type(c, &x);
-    same_shape(&out, &x);
-    weight(c, &w);
-    CHECK(tensor_numel(&w) == last(&x));
-    tensor_rows(&out, NULL);
-    tensor_rows(&x, NULL);
+    rmsnorm_args(c, &out, &x, &w);
     DISPATCH(rmsnorm, out, x, w, eps);
 }
 
 void op_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
-    act_type(c, &out);
-    act_type(c, &x);
-    same_shape(&out, &x);
-    weight(c, &w);
-    CHECK(tensor_numel(&w) == last(&x));
-    tensor_rows(&out, NULL);
-    tensor_rows(&x, NULL);
+    rmsnorm_args(c, &out, &x, &w);
     DISPATCH(rmsnorm2, out, x, w, eps);
+}
+
+void ops_rmsnorm_heads(op_ctx *c, tensor x, tensor w, float eps,
+                       void (*rms)(op_ctx *, tensor, tensor, tensor, float)) {
+    const int64_t B = x.shape[0], L = x.shape[1], H = x.shape[2], D = x.shape[3];
+    if (x.stride[1] == H * x.stride[2] && x.stride[0] == L * x.stride[1]) {
+        tensor r = {x.data, x.dt, x.dev, 2, {B * L * H, D}, {x.stride[2], 1}};
+        rms(c, r, r, w, eps);
+        return;
+    }
+    const int64_t es = dtype_bits(x.dt) / 8;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < L; t++) {
+            char *p = (char *)x.data + (b * x.stride[0] + t * x.stride[1]) * es;
+            tensor r = {p, x.dt, x.dev, 2, {H, D}, {x.stride[2], 1}};
+            rms(c, r, r, w, eps);
+        }
+}
+
+void op_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin) {
+    act_type(c, &x);
+    CHECK(x.ndim == 4 && x.stride[3] == 1 && x.shape[3] % 2 == 0);
+    weight(c, &w);
+    CHECK(tensor_numel(&w) == x.shape[3]);
+    on_dev(c, &cos);
+    on_dev(c, &sin);
+    CHECK(cos.dt == DTYPE_F32 && sin.dt == DTYPE_F32);
+    CHECK(tensor_is_contiguous(&cos) && tensor_is_contiguous(&sin));
+    CHECK(cos.ndim == 2 && cos.shape[0] == x.shape[1] && cos.shape[1] == x.shape[3]);
+    same_shape(&cos, &sin);
+    DISPATCH(rmsnorm_rope, x, w, eps, cos, sin);
 }
 
 void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
@@ -266,7 +299,8 @@ void op_embedding(op_ctx *c, tensor out, tensor table, const int32_t *ids) {
     weight(c, &table);
     CHECK(table.ndim == 2 && table.shape[1] == last(&out));
     int64_t rows = tensor_rows(&out, NULL);
-    for (int64_t i = 0; i < rows; i++) CHECK(ids[i] >= 0 && ids[i] < table.shape[0]);
+    for (int64_t i = 0; i < rows; i++)
+        CHECK(ids[i] >= 0 && ids[i] < table.shape[0]);
     DISPATCH(embedding, out, table, ids);
 }
 

@@ -65,6 +65,10 @@ void op_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int group
 /* x[B,N,C] += gate[B,C] * y[B,N,C]; gate's rows strided; y's rows may be strided. */
 void op_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y);
 
+/* op_rmsnorm of every head of x [B,L,H,D] (tokens strided) with weight w [D], then op_rope
+ * with cos, sin [L,D]: FLUX's q/k norm and rotation, in place, in one pass over x where the
+ * shape allows; the same bits as the two ops. */
+void op_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin);
 /* out = x * mul + add elementwise (out may be x); on CUDA the product and the sum each round
  * to BF16, as eager PyTorch does (latent scale and shift, MODEL-SPEC §3.1). */
 void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add);

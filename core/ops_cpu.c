@@ -14,10 +14,12 @@ static void load_f32(const tensor *t, int64_t off, int64_t n, float *dst) {
     switch (t->dt) {
     case DTYPE_F32: memcpy(dst, (const float *)t->data + off, (size_t)n * 4); break;
     case DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(((const uint16_t *)t->data)[off + i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = bf16_to_f32(((const uint16_t *)t->data)[off + i]);
         break;
     case DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(((const uint16_t *)t->data)[off + i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = f16_to_f32(((const uint16_t *)t->data)[off + i]);
         break;
     default: CHECK(!"ops_cpu: unsupported dtype");
     }
@@ -66,7 +68,8 @@ void opcpu_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias,
             for (int64_t m = 0; m < M; m++) {
                 const float *xr = xp + m * xs;
                 float s = 0;
-                for (int64_t k = 0; k < K; k++) s += xr[k] * wr[k];
+                for (int64_t k = 0; k < K; k++)
+                    s += xr[k] * wr[k];
                 o[m * os + n] = act(s + (b ? b[n] : 0.0f), a);
             }
         }
@@ -81,7 +84,8 @@ void opcpu_act_apply(op_ctx *c, tensor out, tensor x, op_act a) {
     float *o = f32(&out);
     const float *xp = f32(&x);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) o[i] = act(xp[i], a);
+    for (int64_t i = 0; i < n; i++)
+        o[i] = act(xp[i], a);
 }
 
 /* transformers T5DenseGatedActDense: gelu_new(wi_0 x) * (wi_1 x) */
@@ -103,22 +107,24 @@ void opcpu_add(op_ctx *c, tensor out, tensor a, tensor b) {
     float *o = f32(&out);
     const float *ap = f32(&a), *bp = f32(&b);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) o[i] = ap[i] + bp[i];
+    for (int64_t i = 0; i < n; i++)
+        o[i] = ap[i] + bp[i];
 }
 
 /* mean and 1/sqrt(var + eps) of n floats (biased variance, as torch.nn.LayerNorm) */
 static void moments(const float *x, int64_t n, float eps, float *mean, float *rstd) {
     double s = 0, ss = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i];
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     double mu = s / (double)n;
-    for (int64_t i = 0; i < n; i++) ss += ((double)x[i] - mu) * ((double)x[i] - mu);
+    for (int64_t i = 0; i < n; i++)
+        ss += ((double)x[i] - mu) * ((double)x[i] - mu);
     *mean = (float)mu;
     *rstd = (float)(1.0 / sqrt(ss / (double)n + eps));
 }
 
 /* torch.nn.LayerNorm(C, eps, elementwise_affine = w != NULL) */
-void opcpu_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor *b,
-                     float eps) {
+void opcpu_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor *b, float eps) {
     (void)c;
     int64_t xs, rows = tensor_rows(&x, &xs), C = x.shape[x.ndim - 1];
     float *o = f32(&out), *wv = w ? vec_f32(w) : NULL, *bv = b ? vec_f32(b) : NULL;
@@ -165,9 +171,11 @@ void opcpu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         double ss = 0;
-        for (int64_t i = 0; i < D; i++) ss += (double)xp[r * xs + i] * xp[r * xs + i];
+        for (int64_t i = 0; i < D; i++)
+            ss += (double)xp[r * xs + i] * xp[r * xs + i];
         float rs = (float)(1.0 / sqrt(ss / (double)D + eps));
-        for (int64_t i = 0; i < D; i++) o[r * os + i] = xp[r * xs + i] * rs * wv[i];
+        for (int64_t i = 0; i < D; i++)
+            o[r * os + i] = xp[r * xs + i] * rs * wv[i];
     }
     free(wv);
 }
@@ -177,13 +185,20 @@ void opcpu_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
     opcpu_rmsnorm(c, out, x, w, eps);
 }
 
+/* FLUX's attention.norm_q / norm_k then apply_rotary_emb: the two ops in turn */
+void opcpu_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin) {
+    ops_rmsnorm_heads(c, x, w, eps, opcpu_rmsnorm);
+    opcpu_rope(c, x, cos, sin);
+}
+
 void opcpu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
     (void)c;
     int64_t n = tensor_numel(&x);
     float *o = f32(&out);
     const float *xp = f32(&x);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) o[i] = xp[i] * mul + add;
+    for (int64_t i = 0; i < n; i++)
+        o[i] = xp[i] * mul + add;
 }
 
 /* FlowMatchEulerDiscreteScheduler.step in an fp32 pipeline: x + dt * v */
@@ -193,7 +208,8 @@ void opcpu_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
     float *xp = f32(&x);
     const float *vp = f32(&v);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) xp[i] = xp[i] + dt * vp[i];
+    for (int64_t i = 0; i < n; i++)
+        xp[i] = xp[i] + dt * vp[i];
 }
 
 /* torch.nn.GroupNorm(groups, C, eps), then SiLU (diffusers ResnetBlock2D's norm + act) */
@@ -257,10 +273,13 @@ void opcpu_rope(op_ctx *c, tensor x, tensor cos, tensor sin) {
 
 static void softmax_row(float *x, int64_t n) {
     float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (x[i] = expf(x[i] - mx));
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(x[i] / s);
+    for (int64_t i = 0; i < n; i++)
+        s += (x[i] = expf(x[i] - mx));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(x[i] / s);
 }
 
 void opcpu_softmax(op_ctx *c, tensor out, tensor x) {
@@ -297,15 +316,18 @@ void opcpu_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const 
                     for (int64_t j = 0; j < n; j++) {
                         const float *kr = kp + bi * k.stride[0] + j * k.stride[1] + h * k.stride[2];
                         float s = 0;
-                        for (int64_t d = 0; d < D; d++) s += qr[d] * kr[d];
+                        for (int64_t d = 0; d < D; d++)
+                            s += qr[d] * kr[d];
                         p[j] = s * scale + (bp ? bp[(h * Lq + i) * Lk + j] : 0.0f);
                     }
                     softmax_row(p, n);
                     float *orow = o + bi * out.stride[0] + i * out.stride[1] + h * out.stride[2];
-                    for (int64_t d = 0; d < D; d++) orow[d] = 0;
+                    for (int64_t d = 0; d < D; d++)
+                        orow[d] = 0;
                     for (int64_t j = 0; j < n; j++) {
                         const float *vr = vp + bi * v.stride[0] + j * v.stride[1] + h * v.stride[2];
-                        for (int64_t d = 0; d < D; d++) orow[d] += p[j] * vr[d];
+                        for (int64_t d = 0; d < D; d++)
+                            orow[d] += p[j] * vr[d];
                     }
                 }
         free(p);
@@ -369,7 +391,8 @@ void opcpu_embedding(op_ctx *c, tensor out, tensor table, const int32_t *ids) {
     (void)c;
     int64_t rows = tensor_rows(&out, NULL), D = out.shape[out.ndim - 1];
     float *o = f32(&out);
-    for (int64_t r = 0; r < rows; r++) load_f32(&table, (int64_t)ids[r] * D, D, o + r * D);
+    for (int64_t r = 0; r < rows; r++)
+        load_f32(&table, (int64_t)ids[r] * D, D, o + r * D);
 }
 
 /* diffusers embeddings.get_timestep_embedding, in fp32 as torch computes it */
@@ -394,7 +417,8 @@ void opcpu_timestep_embedding(op_ctx *c, tensor out, const float *t, int flip, f
 /* element (i0, i1, i2, i3) of a view, as an offset in elements */
 static int64_t offset_of(const tensor *t, const int64_t *i) {
     int64_t o = 0;
-    for (int d = 0; d < t->ndim; d++) o += i[d] * t->stride[d];
+    for (int d = 0; d < t->ndim; d++)
+        o += i[d] * t->stride[d];
     return o;
 }
 
@@ -415,7 +439,8 @@ void opcpu_copy(op_ctx *c, tensor dst, tensor src) {
             }
             const int64_t so = offset_of(&src, idx), dof = offset_of(&dst, idx);
             const int64_t ss = src.stride[src.ndim - 1], ds = dst.stride[dst.ndim - 1];
-            for (int64_t i = 0; i < inner; i++) load_f32(&src, so + i * ss, 1, buf + i);
+            for (int64_t i = 0; i < inner; i++)
+                load_f32(&src, so + i * ss, 1, buf + i);
             for (int64_t i = 0; i < inner; i++) {
                 switch (dst.dt) {
                 case DTYPE_F32: ((float *)dst.data)[dof + i * ds] = buf[i]; break;
@@ -442,10 +467,14 @@ static void patch_move(float *img, float *tok, const tensor *im, int p, int chan
             for (int64_t y = 0; y < H; y++)
                 for (int64_t x = 0; x < W; x++) {
                     const int64_t dy = y % p, dx = x % p, t = (y / p) * w + x / p;
-                    const int64_t f = channels_first ? (ch * p + dy) * p + dx : (dy * p + dx) * C + ch;
-                    float *a = img + ((bi * C + ch) * H + y) * W + x, *b = tok + (bi * n_tok + t) * F + f;
-                    if (to_tokens) *b = *a;
-                    else *a = *b;
+                    const int64_t f =
+                        channels_first ? (ch * p + dy) * p + dx : (dy * p + dx) * C + ch;
+                    float *a = img + ((bi * C + ch) * H + y) * W + x,
+                          *b = tok + (bi * n_tok + t) * F + f;
+                    if (to_tokens)
+                        *b = *a;
+                    else
+                        *a = *b;
                 }
 }
 

@@ -14,6 +14,7 @@
     X(layernorm_modulate, (op_ctx * c, tensor out, tensor x, tensor shift, tensor scale, float eps)) \
     X(rmsnorm, (op_ctx * c, tensor out, tensor x, tensor w, float eps))                            \
     X(rmsnorm2, (op_ctx * c, tensor out, tensor x, tensor w, float eps))                           \
+    X(rmsnorm_rope, (op_ctx * c, tensor x, tensor w, float eps, tensor cos, tensor sin))           \
     X(scale_shift, (op_ctx * c, tensor out, tensor x, float mul, float add))                       \
     X(euler_step, (op_ctx * c, tensor x, tensor v, float dt))                                      \
     X(groupnorm, (op_ctx * c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,     \
@@ -38,6 +39,11 @@
 #define OPS_DECLARE_CUDA(name, args) void opcu_##name args;
 OPS_EACH(OPS_DECLARE_CPU)
 OPS_EACH(OPS_DECLARE_CUDA)
+
+/* RMSNorm of every head of x [B,L,H,D] in place, through a backend's rmsnorm: one call over
+ * [B L H, D] rows where the strides allow, else one per token (ops.c). */
+void ops_rmsnorm_heads(op_ctx *c, tensor x, tensor w, float eps,
+                       void (*rms)(op_ctx *, tensor, tensor, tensor, float));
 
 /* The CUDA side of a context (core/cuda/context.cu). */
 struct opcu_state;

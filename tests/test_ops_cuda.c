@@ -250,10 +250,10 @@ static void test_norms(void) {
                           1e-6f);
     check("layernorm_modulate", om, MOD);
     pair xm2 = MK(3.0, 2, 13, 262), mod2 = MK(0.5, 2, 3 * 262), om2 = OUT(2, 13, 262);
-    op_layernorm_modulate(cpu, om2.h, xm2.h, slice(mod2, 1, 0, 262).h,
-                          slice(mod2, 1, 262, 262).h, 1e-6f);
-    op_layernorm_modulate(gpu, om2.d, xm2.d, slice(mod2, 1, 0, 262).d,
-                          slice(mod2, 1, 262, 262).d, 1e-6f);
+    op_layernorm_modulate(cpu, om2.h, xm2.h, slice(mod2, 1, 0, 262).h, slice(mod2, 1, 262, 262).h,
+                          1e-6f);
+    op_layernorm_modulate(gpu, om2.d, xm2.d, slice(mod2, 1, 0, 262).d, slice(mod2, 1, 262, 262).d,
+                          1e-6f);
     check("layernorm_modulate C=262", om2, MOD);
     pair xq2 = MK(1.5, 30, 2, 140), wq2 = MK(1.0, 128), q2 = slice(xq2, 2, 4, 128);
     op_rmsnorm(cpu, q2.h, q2.h, wq2.h, 1e-6f);
@@ -315,6 +315,35 @@ static void test_rope(void) {
     op_rope(cpu, qh, cs.h, sn.h);
     op_rope(gpu, qd, cs.d, sn.d);
     check("rope on strided q", qkv, ONE);
+    /* FLUX's fused q/k norm + rotation: against the CPU on strided heads (D 128 and 64, the
+       one-pass kernel; D 96 the two-op fallback), and bit for bit against the two ops */
+    static const int64_t dims[] = {64, 96, 128};
+    for (int di = 0; di < 3; di++) {
+        const int64_t d = dims[di];
+        pair a = MK(1.0, 1, L, 3 * H * d), w = MK(1.0, d);
+        pair c2 = mk_dt(2, (int64_t[]){L, d}, 1.0, DTYPE_F32),
+             s2 = mk_dt(2, (int64_t[]){L, d}, 1.0, DTYPE_F32);
+        op_rmsnorm_rope(cpu, heads(tensor_slice(a.h, 2, H * d, H * d), H, d), w.h, 1e-6f, c2.h,
+                        s2.h);
+        op_rmsnorm_rope(gpu, heads(tensor_slice(a.d, 2, H * d, H * d), H, d), w.d, 1e-6f, c2.d,
+                        s2.d);
+        check(d == 128  ? "rmsnorm_rope D=128 strided"
+              : d == 64 ? "rmsnorm_rope D=64 strided"
+                        : "rmsnorm_rope D=96 fallback",
+              a, TWO);
+        pair x = MK(1.0, 1, L, H * d), y = OUT(1, L, H * d);
+        op_copy(gpu, y.d, x.d);
+        op_rmsnorm_rope(gpu, heads(x.d, H, d), w.d, 1e-6f, c2.d, s2.d);
+        tensor rows = tensor_reshape(y.d, 2, (int64_t[]){L * H, d});
+        op_rmsnorm(gpu, rows, rows, w.d, 1e-6f);
+        op_rope(gpu, heads(y.d, H, d), c2.d, s2.d);
+        CHECK(!op_ctx_sync(gpu));
+        size_t bx, by;
+        void *rx, *ry;
+        fetch(&x.d, &bx, &rx), fetch(&y.d, &by, &ry);
+        EXPECT(bx == by && !memcmp(rx, ry, bx), "rmsnorm_rope D=%lld: not the two ops' bits",
+               (long long)d);
+    }
 }
 
 /* q, k, v as chunks of one fused [B, L, 3, H, D] projection */

@@ -207,6 +207,55 @@ static __global__ void rmsnorm_rows_kernel(bf16 *out, int64_t os, const bf16 *x,
     }
 }
 
+/* FLUX's q/k RMSNorm then RoPE in one pass (op_rmsnorm_rope): a group of G = D/8 lanes takes
+ * one (batch, token, head) row of x [B,L,H,D], 8 values a lane. The norm is the rows kernel's
+ * with G lanes and one group of 8 (same sum order, same rounding), the rotation rope_kernel's
+ * on the rounded values, so the result is the two ops' bit for bit, with one pass over x. */
+template <int G>
+static __global__ void rmsnorm_rope_kernel(bf16 *x, int64_t s0, int64_t s1, int64_t s2,
+                                           const bf16 *w, const float *cs, const float *sn,
+                                           int64_t L, int64_t H, int64_t rows, float eps) {
+    const int l = threadIdx.x % G, D = 8 * G, i = 8 * l;
+    const int64_t r = (int64_t)blockIdx.x * (RMS_THREADS / G) + threadIdx.x / G;
+    const int64_t h = r % H, tok = r / H % L, b = r / H / L;
+    float v[8], c[8], sv[8];
+    alignas(16) bf16 wr[8];
+    bf16 *p = x + b * s0 + tok * s1 + h * s2 + i;
+    *(uint4 *)wr = *(const uint4 *)(w + i);
+    if (r < rows) {
+        ldv<8>(p, v);
+        const float4 *c4 = (const float4 *)(cs + tok * D + i),
+                     *s4 = (const float4 *)(sn + tok * D + i);
+        *(float4 *)c = c4[0], *(float4 *)(c + 4) = c4[1];
+        *(float4 *)sv = s4[0], *(float4 *)(sv + 4) = s4[1];
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            v[k] = 0.0f;
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+        ss += v[k] * v[k];
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (r >= rows) return;
+    const float rs = rsqrtf(ss / (float)D + eps);
+    float y[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+        y[k] = rbf(v[k] * rs * bf2f(wr[k]));
+#pragma unroll
+    for (int k = 0; k < 8; k += 2) {
+        const float a = y[k], bb = y[k + 1];
+        /* torch's x cos + rotate(x) sin: each product rounded, then the sum (no FMA) */
+        y[k] = __fsub_rn(__fmul_rn(a, c[k]), __fmul_rn(bb, sv[k]));
+        y[k + 1] = __fadd_rn(__fmul_rn(bb, c[k]), __fmul_rn(a, sv[k]));
+    }
+    stv<8>(p, y);
+}
+
 /* One block per row of D (T5's 4096), spread as row_load spreads it. */
 template <int VW, int NV>
 static __global__ void rmsnorm_block_kernel(bf16 *out, int64_t os, const bf16 *x, int64_t xs,
@@ -447,6 +496,31 @@ static void rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps, int tw
         }
     }
 #undef RMS_ROWS
+    CU_LAUNCHED(c);
+}
+
+/* One pass where the shape allows (D 64 or 128, 16-byte aligned rows), else the two ops. */
+void opcu_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin) {
+    const int64_t B = x.shape[0], L = x.shape[1], H = x.shape[2], D = x.shape[3];
+    const int64_t rows = B * L * H;
+    const int vec = (D == 64 || D == 128) && opcu_al16(x.data) && opcu_al16(w.data) &&
+                    x.stride[0] % 8 == 0 && x.stride[1] % 8 == 0 && x.stride[2] % 8 == 0 &&
+                    opcu_al16(cos.data) && opcu_al16(sin.data);
+    if (rows == 0) return;
+    if (!vec) {
+        ops_rmsnorm_heads(c, x, w, eps, opcu_rmsnorm);
+        opcu_rope(c, x, cos, sin);
+        return;
+    }
+    const int G = (int)D / 8;
+    const unsigned blocks = (unsigned)((rows + RMS_THREADS / G - 1) / (RMS_THREADS / G));
+    const float *cp = (const float *)cos.data, *sp = (const float *)sin.data;
+    if (G == 16)
+        rmsnorm_rope_kernel<16><<<blocks, RMS_THREADS, 0, opcu_st(c)>>>(
+            mbf(x), x.stride[0], x.stride[1], x.stride[2], cbf(w), cp, sp, L, H, rows, eps);
+    else
+        rmsnorm_rope_kernel<8><<<blocks, RMS_THREADS, 0, opcu_st(c)>>>(
+            mbf(x), x.stride[0], x.stride[1], x.stride[2], cbf(w), cp, sp, L, H, rows, eps);
     CU_LAUNCHED(c);
 }
 

@@ -318,6 +318,9 @@ int main(int argc, char **argv) {
         bench_gemm(c, "FLUX single linear2", 4608, 15360, 3072, OP_ACT_NONE);
         bench_gemm(c, "SD3.5L qkv (B=2)", 8192, 2432, 7296, OP_ACT_NONE);
         bench_gemm(c, "SD3.5L fc1 +gelu (B=2)", 8192, 2432, 9728, OP_ACT_GELU_TANH);
+        /* the per-block modulation GEMVs (M = 1): memory-bound, TFLOP/s x 1000 = GB/s of weight */
+        bench_gemm(c, "FLUX double mod (GEMV)", 1, 3072, 18432, OP_ACT_NONE);
+        bench_gemm(c, "FLUX single mod (GEMV)", 1, 3072, 9216, OP_ACT_NONE);
         printf("\nattention (no mask, fused qkv input): op_attention (cuDNN SDPA where it runs)\n");
         bench_attention(c, "FLUX 1024^2", 1, 24, 4608, 128);
         bench_attention(c, "SD3.5 Large 1024^2 CFG", 2, 38, 4429, 64);
