@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,30 @@ const df11_tensor *wt_find(const wt_source *s, const char *name) {
     return lookup(s, s->prefix, name);
 }
 
+err wt_need(const wt_source *s, const df11_tensor **out, int ndim, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    const int len = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    CHECK(len >= 0 && (size_t)len < sizeof name);
+    const df11_tensor *t = *out = wt_find(s, name);
+    FAIL_IF(!t, ERR_FORMAT, "%s: tensor '%s%s' is missing", s->path, s->prefix, name);
+    if (t->ndim != ndim) {
+        *out = NULL;
+        FAIL(ERR_FORMAT, "%s: tensor '%s%s': expected %d dims, got %d", s->path, s->prefix, name,
+             ndim, t->ndim);
+    }
+    return ERR_OK;
+}
+
+int wt_name_prefix(const char *name, const char *key, size_t *len) {
+    const size_t nl = strlen(name), kl = strlen(key);
+    if (nl < kl || strcmp(name + nl - kl, key) != 0) return 0;
+    *len = nl - kl;
+    return *len == 0 || name[*len - 1] == '.';
+}
+
 int wt_count(const wt_source *s) { return s->n; }
 const df11_tensor *wt_at(const wt_source *s, int i) {
     CHECK(i >= 0 && i < s->n);
@@ -209,6 +234,39 @@ err wt_config(const wt_source *s, cJSON **out) {
     *out = cJSON_ParseWithLength((const char *)m.data, m.size);
     fio_map_close(&m);
     FAIL_IF(!*out, ERR_FORMAT, "%s: not valid JSON", p);
+    return ERR_OK;
+}
+
+err wt_config_apply(const wt_source *s, err (*apply)(const cJSON *cfg, const char *path, void *arg),
+                    void *arg) {
+    cJSON *root = NULL;
+    TRY(wt_config(s, &root));
+    if (!root) return ERR_OK;
+    err e = apply(root, s->path, arg);
+    cJSON_Delete(root);
+    return e;
+}
+
+/* cfg[key] in *j, NULL when absent or null; ERR_FORMAT when neither a number nor a bool */
+static err config_number(const cJSON *cfg, const char *key, const char *path, const cJSON **j) {
+    *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (cJSON_IsNull(*j)) *j = NULL;
+    FAIL_IF(*j && !cJSON_IsNumber(*j) && !cJSON_IsBool(*j), ERR_FORMAT,
+            "%s: config.json: '%s' is not a number", path, key);
+    return ERR_OK;
+}
+
+err wt_config_int(const cJSON *cfg, const char *key, const char *path, int64_t *v) {
+    const cJSON *j;
+    TRY(config_number(cfg, key, path, &j));
+    if (j) *v = cJSON_IsBool(j) ? cJSON_IsTrue(j) : (int64_t)j->valuedouble;
+    return ERR_OK;
+}
+
+err wt_config_float(const cJSON *cfg, const char *key, const char *path, float *v) {
+    const cJSON *j;
+    TRY(config_number(cfg, key, path, &j));
+    if (j) *v = cJSON_IsBool(j) ? (float)cJSON_IsTrue(j) : (float)j->valuedouble;
     return ERR_OK;
 }
 
@@ -241,12 +299,6 @@ err wt_hash(wt_source *s, uint64_t *hash) {
     return ERR_OK;
 }
 
-wt_spec wt_spec_1d(const char *name, int64_t a) { return (wt_spec){name, 1, {a}, 0}; }
-wt_spec wt_spec_2d(const char *name, int64_t a, int64_t b) { return (wt_spec){name, 2, {a, b}, 0}; }
-wt_spec wt_spec_4d(const char *name, int64_t a, int64_t b, int64_t c, int64_t d) {
-    return (wt_spec){name, 4, {a, b, c, d}, 0};
-}
-
 /* ---- blocks ---- */
 
 struct wt_blocks {
@@ -259,7 +311,8 @@ struct wt_blocks {
     wp_src *src;  /* GPU: provider sources, present tensors only, block after block */
     wp_block *blk;
     weight_provider *wp;
-    void **owned; /* buffers this owns (decoded, converted, encoded) */
+    int64_t numel; /* elements of the tensors found */
+    void **owned;  /* buffers this owns (decoded, converted, encoded) */
     int n_owned, cap_owned;
 };
 
@@ -388,6 +441,7 @@ static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) 
             *h = tensor_make(NULL, DTYPE_BF16, b->cfg.dev, sp->ndim, sp->shape);
             if (!t && sp->optional) continue;
             TRY(check_tensor(s, sp, t));
+            b->numel += (int64_t)t->numel;
             if (b->cfg.dev == TENSOR_CPU) {
                 TRY(bind_cpu(b, s, t, h));
                 continue;
@@ -470,3 +524,86 @@ void wt_blocks_release(wt_blocks *b, int i) {
 }
 
 size_t wt_blocks_device_bytes(const wt_blocks *b) { return b->wp ? wp_device_bytes(b->wp) : 0; }
+
+int64_t wt_blocks_numel(const wt_blocks *b) { return b->numel; }
+
+/* ---- layout ---- */
+
+struct wt_layout {
+    int n_blocks;
+    int *count, *cap; /* tensors listed in block b, and room for them */
+    wt_spec **spec;   /* block b's specs; the names are owned */
+    int failed;       /* an allocation failed */
+};
+
+err wt_layout_create(int n_blocks, wt_layout **out) {
+    *out = NULL;
+    CHECK(n_blocks >= 0);
+    wt_layout *l = calloc(1, sizeof *l);
+    FAIL_IF(!l, ERR_NOMEM, "out of memory");
+    l->n_blocks = n_blocks;
+    l->count = calloc((size_t)n_blocks + 1, sizeof *l->count);
+    l->cap = calloc((size_t)n_blocks + 1, sizeof *l->cap);
+    l->spec = calloc((size_t)n_blocks + 1, sizeof *l->spec);
+    if (!l->count || !l->cap || !l->spec) {
+        wt_layout_free(l);
+        FAIL(ERR_NOMEM, "out of memory");
+    }
+    *out = l;
+    return ERR_OK;
+}
+
+void wt_layout_free(wt_layout *l) {
+    if (!l) return;
+    for (int b = 0; b < l->n_blocks && l->spec && l->count; b++) {
+        for (int j = 0; j < l->count[b]; j++)
+            free((char *)l->spec[b][j].name);
+        free(l->spec[b]);
+    }
+    free(l->count);
+    free(l->cap);
+    free(l->spec);
+    free(l);
+}
+
+void wt_layout_add(wt_layout *l, int b, int optional, int ndim, const int64_t *shape,
+                   const char *fmt, ...) {
+    CHECK(b >= 0 && b < l->n_blocks && ndim >= 1 && ndim <= TENSOR_MAX_DIMS);
+    if (l->count[b] == l->cap[b]) {
+        const int cap = l->cap[b] ? 2 * l->cap[b] : 16;
+        wt_spec *sp = realloc(l->spec[b], sizeof *sp * (size_t)cap);
+        if (!sp) {
+            l->failed = 1;
+            return;
+        }
+        l->spec[b] = sp, l->cap[b] = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    const int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *name = len < 0 ? NULL : malloc((size_t)len + 1);
+    if (!name) {
+        l->failed = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(name, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    wt_spec *sp = &l->spec[b][l->count[b]];
+    *sp = (wt_spec){.name = name, .ndim = ndim, .optional = optional};
+    memcpy(sp->shape, shape, sizeof *shape * (size_t)ndim);
+    l->count[b]++;
+}
+
+int wt_layout_count(const wt_layout *l, int b) {
+    CHECK(b >= 0 && b < l->n_blocks);
+    return l->count[b];
+}
+
+err wt_blocks_create_from(wt_source *s, const wt_layout *l, const wt_blocks_config *cfg,
+                          wt_blocks **out) {
+    *out = NULL;
+    FAIL_IF(l->failed, ERR_NOMEM, "%s: out of memory listing the tensors", s->path);
+    return wt_blocks_create(s, l->n_blocks, l->count, (const wt_spec *const *)l->spec, cfg, out);
+}

@@ -1,10 +1,10 @@
 /* weights: a model component's named tensors, wherever they are stored: one safetensors file,
  * a sharded checkpoint (*.safetensors.index.json), or a folder holding either (diffusers
  * layout), each plain or DF11 (container.h). Model code describes the tensors a block needs
- * (wt_spec: name and shape) and gets them back as tensors: on the CPU as stored (BF16, F16 or
- * F32, mmapped; DF11 decoded to BF16), on the GPU as BF16 through the weight provider
- * (provider.h), resident or decoded per block. A missing tensor or a wrong shape is an error
- * that names the file, the tensor, what was expected and what was found. */
+ * (wt_spec: name and shape; a wt_layout lists them) and gets them back as tensors: on the CPU as
+ * stored (BF16, F16 or F32, mmapped; DF11 decoded to BF16), on the GPU as BF16 through the weight
+ * provider (provider.h), resident or decoded per block. A missing tensor or a wrong shape is an
+ * error that names the file, the tensor, what was expected and what was found. */
 #ifndef DF11_WEIGHTS_H
 #define DF11_WEIGHTS_H
 
@@ -33,12 +33,28 @@ int wt_is_df11(const wt_source *s);
 void wt_set_prefix(wt_source *s, const char *prefix);
 /* The tensor called prefix + name, or NULL. */
 const df11_tensor *wt_find(const wt_source *s, const char *name);
+/* The tensor called prefix + the printf-formatted name, which must exist with ndim dims: else
+ * ERR_FORMAT naming the file and the tensor. */
+err wt_need(const wt_source *s, const df11_tensor **out, int ndim, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Whether name is prefix + key with the prefix empty or ending in '.'; *len the prefix's
+ * length. */
+int wt_name_prefix(const char *name, const char *key, size_t *len);
 /* All tensors (every shard), in file order. */
 int wt_count(const wt_source *s);
 const df11_tensor *wt_at(const wt_source *s, int i);
 /* The component's config.json (the folder's, or beside the file), parsed; *out is NULL when
  * there is none. Free with cJSON_Delete. */
 err wt_config(const wt_source *s, struct cJSON **out);
+/* apply(cfg, wt_path(s), arg) with the parsed config.json where there is one (freed after);
+ * returns apply's err. */
+err wt_config_apply(const wt_source *s,
+                    err (*apply)(const struct cJSON *cfg, const char *path, void *arg), void *arg);
+/* cfg's number (true/false as 1/0) at key into *v, truncated; an absent or null key leaves *v;
+ * another type is ERR_FORMAT naming path (the weights) and key. */
+err wt_config_int(const struct cJSON *cfg, const char *key, const char *path, int64_t *v);
+/* The same for a float. */
+err wt_config_float(const struct cJSON *cfg, const char *key, const char *path, float *v);
 /* A hash of the original weights: names, dtypes, shapes and the CRC-32 of every tensor's
  * original bytes (DF11 keeps them, so a DF11 file and its original hash the same). */
 err wt_hash(wt_source *s, uint64_t *hash);
@@ -71,10 +87,24 @@ void wt_blocks_acquire(wt_blocks *b, int i, tensor *w);
 void wt_blocks_release(wt_blocks *b, int i);
 /* Device bytes the weights take (0 on the CPU). */
 size_t wt_blocks_device_bytes(const wt_blocks *b);
+/* Elements of the tensors found (absent optional ones not counted): the parameter count. */
+int64_t wt_blocks_numel(const wt_blocks *b);
 
-/* Shorthand for building specs: wt_spec_2d("to_q.weight", D, D). name is borrowed. */
-wt_spec wt_spec_1d(const char *name, int64_t a);
-wt_spec wt_spec_2d(const char *name, int64_t a, int64_t b);
-wt_spec wt_spec_4d(const char *name, int64_t a, int64_t b, int64_t c, int64_t d);
+/* The specs of a component's blocks as model code lists them, tensor by tensor, block by
+ * block; owns the names. */
+typedef struct wt_layout wt_layout;
+
+/* An empty layout of n_blocks blocks. */
+err wt_layout_create(int n_blocks, wt_layout **out);
+void wt_layout_free(wt_layout *l); /* accepts NULL */
+/* Appends a tensor to block b: name printf-formatted (copied), shape[0..ndim) copied. Out of
+ * memory is kept for wt_blocks_create_from to report. */
+void wt_layout_add(wt_layout *l, int b, int optional, int ndim, const int64_t *shape,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Tensors listed in block b so far. */
+int wt_layout_count(const wt_layout *l, int b);
+/* wt_blocks_create over the layout's blocks; l is borrowed until it returns. */
+err wt_blocks_create_from(wt_source *s, const wt_layout *l, const wt_blocks_config *cfg,
+                          wt_blocks **out);
 
 #endif

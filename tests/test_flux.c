@@ -17,6 +17,7 @@
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "df11/container.h"
+#include "df11/tree.h"
 #include "tests/testutil.h"
 #include "unet_dit/flux.h"
 
@@ -52,25 +53,6 @@ typedef struct variant {
     int64_t h2, w2;
 } variant;
 
-/* a forward's output: values as floats and the raw bytes (F32 CPU, BF16 GPU) */
-typedef struct result {
-    float *v;
-    void *raw;
-    size_t raw_bytes;
-    int64_t n;
-} result;
-
-static void result_free(result *r) {
-    free(r->v);
-    free(r->raw);
-    memset(r, 0, sizeof *r);
-}
-
-static int same_bits(const result *a, const result *b) {
-    return a->raw && b->raw && a->raw_bytes == b->raw_bytes &&
-           !memcmp(a->raw, b->raw, a->raw_bytes);
-}
-
 /* host F32 values as an activation tensor on the ctx's device (GPU: rounded to BF16, as the
  * bf16 pipeline holds them); free with dev_free */
 static tensor to_dev(const st_tensor *t) {
@@ -103,7 +85,8 @@ static void dev_free(tensor t) {
 
 /* Plans m for the variant, sets its text, runs one forward (tau, gs as given when use_tau,
  * else the pipeline's chain from t = 1000 timestep and g) into r. */
-static err run_model(flux_model *m, const variant *p, int use_tau, float tau, float gs, result *r) {
+static err run_model(flux_model *m, const variant *p, int use_tau, float tau, float gs,
+                     tu_result *r) {
     TRY(flux_plan(m, p->h2, p->w2, p->t5->shape[1]));
     tensor x = to_dev(p->x), t5 = to_dev(p->t5), pooled = to_dev(p->pooled);
     const int64_t n = (int64_t)p->x->numel;
@@ -119,7 +102,7 @@ static err run_model(flux_model *m, const variant *p, int use_tau, float tau, fl
         flux_forward_tau(m, out, x, tau, gs);
     else
         flux_forward(m, out, x, t, g);
-    result_free(r);
+    tu_result_free(r);
     r->n = n;
     r->raw_bytes = (size_t)n * (gpu ? 2 : 4);
     r->v = malloc((size_t)n * 4);
@@ -136,7 +119,7 @@ static err run_model(flux_model *m, const variant *p, int use_tau, float tau, fl
 
 /* Opens path, loads with mode (budget for WP_STREAM), runs the variant through the pipeline
  * chain; prints the error and returns it on failure. */
-static err run_path(const char *path, wp_mode mode, size_t budget, const variant *p, result *r,
+static err run_path(const char *path, wp_mode mode, size_t budget, const variant *p, tu_result *r,
                     flux_config *cfg) {
     wt_source *src = NULL;
     flux_model *m = NULL;
@@ -152,7 +135,7 @@ static err run_path(const char *path, wp_mode mode, size_t budget, const variant
 }
 
 /* relative L2 error and max abs difference of got against the F32 reference */
-static double rel_l2(const result *got, const st_tensor *want, double *max_abs) {
+static double rel_l2(const tu_result *got, const st_tensor *want, double *max_abs) {
     const float *w = (const float *)want->data;
     double d2 = 0, r2 = 0, mx = 0;
     for (int64_t i = 0; i < got->n; i++) {
@@ -170,7 +153,7 @@ static const st_tensor *ref_tensor(const char *name) {
 }
 
 /* the fixture's model: config, the reference, and the same call twice */
-static void test_reference(const char *dir, const variant *p, result *base) {
+static void test_reference(const char *dir, const variant *p, tu_result *base) {
     flux_config c;
     if (run_path(dir, WP_RESIDENT, 0, p, base, &c)) {
         EXPECT(0, "%s: running the fixture transformer failed", p->name);
@@ -196,7 +179,7 @@ static void test_reference(const char *dir, const variant *p, result *base) {
     /* the same model twice, and (GPU) the arithmetic alone with the fp32 reference's inputs */
     wt_source *src = NULL;
     flux_model *m = NULL;
-    result a = {0}, b = {0}, f = {0};
+    tu_result a = {0}, b = {0}, f = {0};
     err e = wt_open(dir, &src);
     if (!e) e = flux_load(src, ctx, NULL, &m);
     if (!e) e = run_model(m, p, 0, 0, 0, &a);
@@ -207,11 +190,11 @@ static void test_reference(const char *dir, const variant *p, result *base) {
     if (!e && gpu) e = run_model(m, p, 1, tau, gs, &f);
     EXPECT(!e, "%s: %s", p->name, err_msg());
     if (!e) {
-        EXPECT(same_bits(&a, &b), "%s: the same call twice gave different bits", p->name);
-        EXPECT(same_bits(&a, base), "%s: a second model from the same files gave other bits",
+        EXPECT(tu_same_bits(&a, &b), "%s: the same call twice gave different bits", p->name);
+        EXPECT(tu_same_bits(&a, base), "%s: a second model from the same files gave other bits",
                p->name);
         printf("  %s: repeat: %s\n", p->name,
-               same_bits(&a, &b) && same_bits(&a, base) ? "identical" : "DIFFERENT");
+               tu_same_bits(&a, &b) && tu_same_bits(&a, base) ? "identical" : "DIFFERENT");
     }
     if (!e && gpu) {
         rel = rel_l2(&f, p->out, &mx);
@@ -219,7 +202,7 @@ static void test_reference(const char *dir, const variant *p, result *base) {
                p->name, tau, gs, rel, mx);
         EXPECT(rel <= GPU_REL_L2, "%s: relative L2 %.3e, bound %.0e", p->name, rel, GPU_REL_L2);
     }
-    result_free(&a), result_free(&b), result_free(&f);
+    tu_result_free(&a), tu_result_free(&b), tu_result_free(&f);
     flux_free(m);
     wt_close(src);
 }
@@ -381,7 +364,7 @@ static err write_bfl(const char *dir, const flux_config *c, const char *prefix, 
  * ops with the same shapes (the fused tensors are bound as row ranges, each a [D, D] weight;
  * the final layer's swap only exchanges which half is scale), so nothing in the arithmetic
  * can differ. */
-static void test_bfl(const char *dir, const variant *p, const result *base, const char *prefix) {
+static void test_bfl(const char *dir, const variant *p, const tu_result *base, const char *prefix) {
     char out[300];
     snprintf(out, sizeof out, "%s/%s_bfl.safetensors", tmp, p->name);
     flux_config c = {0};
@@ -395,7 +378,7 @@ static void test_bfl(const char *dir, const variant *p, const result *base, cons
     if (!e) e = write_bfl(dir, &c, prefix, out);
     EXPECT(!e, "%s: writing the BFL file: %s", p->name, err_msg());
     if (e) return;
-    result r = {0};
+    tu_result r = {0};
     flux_config bc;
     if (!run_path(out, WP_RESIDENT, 0, p, &r, &bc)) {
         EXPECT(bc.bfl_names && bc.guidance == c.guidance && bc.axes[0] == c.axes[0] &&
@@ -405,49 +388,26 @@ static void test_bfl(const char *dir, const variant *p, const result *base, cons
         double mx = 0;
         for (int64_t i = 0; i < r.n; i++)
             mx = fmax(mx, fabs((double)r.v[i] - base->v[i]));
-        EXPECT(same_bits(&r, base), "%s: BFL names (prefix '%s') gave other bits (max diff %.3e)",
-               p->name, prefix, mx);
+        EXPECT(tu_same_bits(&r, base),
+               "%s: BFL names (prefix '%s') gave other bits (max diff %.3e)", p->name, prefix, mx);
         printf("  %s: BFL names%s%s: %s\n", p->name, *prefix ? ", prefix " : "", prefix,
-               same_bits(&r, base) ? "identical to diffusers names" : "DIFFERENT");
+               tu_same_bits(&r, base) ? "identical to diffusers names" : "DIFFERENT");
     } else {
         EXPECT(0, "%s: running the BFL file failed", p->name);
     }
-    result_free(&r);
+    tu_result_free(&r);
 }
 
 /* ---- DF11 ---- */
 
-/* df11 compress of each shard of the folder (plus its index and config): a DF11 folder */
-static err compress_folder(const char *dir, const char *folder) {
-    char a[700], b[700];
-    TRY(fio_mkdirs(folder));
-    snprintf(a, sizeof a, "%s/diffusion_pytorch_model.safetensors.index.json", dir);
-    snprintf(b, sizeof b, "%s/diffusion_pytorch_model.safetensors.index.json", folder);
-    TRY(fio_copy_file(a, b));
-    snprintf(a, sizeof a, "%s/config.json", dir);
-    snprintf(b, sizeof b, "%s/config.json", folder);
-    TRY(fio_copy_file(a, b));
-    snprintf(a, sizeof a, "%s/diffusion_pytorch_model.safetensors.index.json", dir);
-    st_index *x = NULL;
-    TRY(st_index_open(a, &x));
-    df11_params prm;
-    df11_params_init(&prm);
-    err e = ERR_OK;
-    for (int i = 0; i < st_index_shard_count(x) && !e; i++) {
-        const char *in = st_index_shard_path(x, i), *base = strrchr(in, '/');
-        snprintf(b, sizeof b, "%s/%s", folder, base ? base + 1 : in);
-        e = df11_compress_file(in, b, &prm, NULL);
-    }
-    st_index_close(x);
-    return e;
-}
-
 /* DF11 shards give the same bits as the BF16 ones; on the GPU under every provider mode
  * (WP_STREAM at the smallest budget that loads, so that most blocks are streamed). */
-static void test_df11(const char *dir, const variant *p, const result *base) {
+static void test_df11(const char *dir, const variant *p, const tu_result *base) {
     char folder[300];
     snprintf(folder, sizeof folder, "%s/%s_df11", tmp, p->name);
-    err e = compress_folder(dir, folder);
+    /* df11 compress of the folder, as the CLI does it: the shards compressed, the index and
+       config.json copied */
+    err e = df11_convert_path(DF11_OP_COMPRESS, dir, folder, NULL, 0, NULL);
     EXPECT(!e, "%s: compressing: %s", p->name, err_msg());
     if (e) return;
     wt_source *src = NULL;
@@ -455,7 +415,7 @@ static void test_df11(const char *dir, const variant *p, const result *base) {
     wt_close(src);
     static const char *const names[] = {"WP_RESIDENT", "WP_DF11", "WP_STREAM"};
     for (int mode = WP_RESIDENT; mode <= (gpu ? WP_STREAM : WP_RESIDENT); mode++) {
-        result r = {0};
+        tu_result r = {0};
         size_t budget = 0;
         if (mode == WP_STREAM) {
             /* the smallest budget in 64 KiB steps the provider accepts */
@@ -469,15 +429,15 @@ static void test_df11(const char *dir, const variant *p, const result *base) {
             wt_close(src);
         }
         if (!run_path(folder, (wp_mode)mode, budget, p, &r, NULL)) {
-            EXPECT(same_bits(&r, base), "%s: DF11 (%s) and BF16 gave different bits", p->name,
+            EXPECT(tu_same_bits(&r, base), "%s: DF11 (%s) and BF16 gave different bits", p->name,
                    names[mode]);
             printf("  %s: DF11 %s%s: %s\n", p->name, gpu ? names[mode] : "(CPU)",
                    mode == WP_STREAM ? " at the smallest budget" : "",
-                   same_bits(&r, base) ? "identical to BF16" : "DIFFERENT");
+                   tu_same_bits(&r, base) ? "identical to BF16" : "DIFFERENT");
         } else {
             EXPECT(0, "%s: running DF11 (%s) failed", p->name, names[mode]);
         }
-        result_free(&r);
+        tu_result_free(&r);
     }
 }
 
@@ -601,7 +561,7 @@ int main(int argc, char **argv) {
             continue;
         }
         snprintf(path, sizeof path, "%s/flux_tiny/%s/transformer", argv[2], p.name);
-        result base = {0};
+        tu_result base = {0};
         test_reference(path, &p, &base);
         if (base.raw) {
             test_bfl(path, &p, &base, k ? "model.diffusion_model." : "");
@@ -612,7 +572,7 @@ int main(int argc, char **argv) {
             test_bad(path, NULL, "transformer_blocks.1.ff.net.2.weight", 128, 256,
                      "expected shape [128, 512], got [128, 256]");
         }
-        result_free(&base);
+        tu_result_free(&base);
     }
     /* last: after a failed cudaMalloc the CUDA runtime's last error stays set (core/cuda/gpu.cu
      * does not clear it), and the next kernel launch check would take it for its own */

@@ -36,6 +36,13 @@ for be in "${backends[@]}"; do
   expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" "${b[@]}" -o "$T/again$be.png"
   same "$T/bf16$be.png" "$T/again$be.png"
 done
+if [ ${#backends[@]} -gt 1 ]; then
+  # DF11 blocks streamed from host memory under a budget: the same bytes again; BF16 cannot
+  expect 0 "$DF11" generate -m "$T/dev-df11" -p "$P" "${small[@]}" --vram-budget 0.5 -o "$T/stream.png"
+  same "$T/bf16gpu.png" "$T/stream.png"
+  expect 1 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --vram-budget 0.5 -o "$T/stream2.png"
+  says "not DF11"
+fi
 
 # the text chunks: parameters with the prompt and the seed, JSON, the model hash; no path,
 # no time chunk, no weight format

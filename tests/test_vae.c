@@ -13,6 +13,7 @@
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "df11/container.h"
+#include "df11/tree.h"
 #include "tests/testutil.h"
 #include "vae/vae.h"
 
@@ -38,20 +39,6 @@ static op_ctx *ctx;
 static int gpu;
 static char tmp[256];
 
-/* the decoder's output on z (host F32 [1,C,h,w]): values as floats and the raw output bytes */
-typedef struct result {
-    float *v;
-    void *raw;
-    size_t raw_bytes;
-    int64_t n;
-} result;
-
-static void result_free(result *r) {
-    free(r->v);
-    free(r->raw);
-    memset(r, 0, sizeof *r);
-}
-
 /* latents fed to the decoder: host F32 [1,C,h,w] */
 typedef struct latents {
     const float *v;
@@ -62,7 +49,7 @@ static latents latents_of(const st_tensor *t) {
     return (latents){(const float *)t->data, t->shape[1], t->shape[2], t->shape[3]};
 }
 
-static err run_model(vae_model *m, latents z, result *r) {
+static err run_model(vae_model *m, latents z, tu_result *r) {
     const int64_t h = z.h, w = z.w, up = vae_upscale(m);
     const vae_config *c = vae_get_config(m);
     TRY(vae_plan(m, h, w));
@@ -107,7 +94,7 @@ static err run_model(vae_model *m, latents z, result *r) {
 }
 
 /* Opens path, loads, decodes z; prints the error and returns it on failure. */
-static err decode_path(const char *path, latents z, result *r, vae_config *cfg) {
+static err decode_path(const char *path, latents z, tu_result *r, vae_config *cfg) {
     wt_source *src = NULL;
     vae_model *m = NULL;
     err e = wt_open(path, &src);
@@ -120,12 +107,8 @@ static err decode_path(const char *path, latents z, result *r, vae_config *cfg) 
     return e;
 }
 
-static int same_bits(const result *a, const result *b) {
-    return a->raw_bytes == b->raw_bytes && memcmp(a->raw, b->raw, a->raw_bytes) == 0;
-}
-
 /* got against an F32 reference of the same shape: relative L2 error and PSNR, each bounded */
-static void compare(const char *what, const result *got, const st_tensor *ref) {
+static void compare(const char *what, const tu_result *got, const st_tensor *ref) {
     EXPECT((int64_t)ref->numel == got->n, "%s: output has %lld values, the reference %llu", what,
            (long long)got->n, (unsigned long long)ref->numel);
     if ((int64_t)ref->numel != got->n) return;
@@ -152,7 +135,7 @@ static void compare(const char *what, const result *got, const st_tensor *ref) {
 }
 
 /* vae.z -> vae.out, and the config read from config.json */
-static void test_reference(const char *dir, latents z, const st_tensor *ref, result *base) {
+static void test_reference(const char *dir, latents z, const st_tensor *ref, tu_result *base) {
     vae_config c;
     if (decode_path(dir, z, base, &c)) {
         EXPECT(0, "decoding the fixture VAE failed");
@@ -191,35 +174,35 @@ static void test_pipeline_latents(const char *dir, const st_file *ref, const cha
                 const int64_t t = (y / 2) * (w / 2) + x / 2, f = c * 4 + (y % 2) * 2 + x % 2;
                 z[(c * h + y) * w + x] = l[t * 4 * C + f] * inv + 0.1159f;
             }
-    result r = {0};
+    tu_result r = {0};
     char what[160];
     snprintf(what, sizeof what, "%s -> %s", kl, ki);
     if (!decode_path(dir, (latents){z, C, h, w}, &r, NULL))
         compare(what, &r, image);
     else
         EXPECT(0, "decoding %s failed", kl);
-    result_free(&r);
+    tu_result_free(&r);
     free(z);
 }
 
 /* The same model and z twice in one process: the same bits. */
-static void test_repeat(const char *dir, latents z, const result *base) {
+static void test_repeat(const char *dir, latents z, const tu_result *base) {
     wt_source *src = NULL;
     vae_model *m = NULL;
-    result a = {0}, b = {0};
+    tu_result a = {0}, b = {0};
     err e = wt_open(dir, &src);
     if (!e) e = vae_load(src, ctx, &m);
     if (!e) e = run_model(m, z, &a);
     if (!e) e = run_model(m, z, &b);
     EXPECT(!e, "%s", err_msg());
     if (!e) {
-        EXPECT(same_bits(&a, &b), "the same call twice gave different bits");
-        EXPECT(same_bits(&a, base), "a second model from the same files gave different bits");
+        EXPECT(tu_same_bits(&a, &b), "the same call twice gave different bits");
+        EXPECT(tu_same_bits(&a, base), "a second model from the same files gave different bits");
         printf("  repeat: %s\n",
-               same_bits(&a, &b) && same_bits(&a, base) ? "identical" : "DIFFERENT");
+               tu_same_bits(&a, &b) && tu_same_bits(&a, base) ? "identical" : "DIFFERENT");
     }
-    result_free(&a);
-    result_free(&b);
+    tu_result_free(&a);
+    tu_result_free(&b);
     vae_free(m);
     wt_close(src);
 }
@@ -233,29 +216,25 @@ static err copy_config(const char *dir, const char *folder) {
     return fio_copy_file(a, b);
 }
 
-/* df11 compress of the folder's safetensors file: the same bits as the BF16 original. */
-static void test_df11(const char *dir, latents z, const result *base) {
-    char in[700], folder[600], out[700];
-    snprintf(in, sizeof in, "%s/diffusion_pytorch_model.safetensors", dir);
+/* df11 compress of the folder (its safetensors file; config.json copied): the same bits as
+ * the BF16 original. */
+static void test_df11(const char *dir, latents z, const tu_result *base) {
+    char folder[600];
     snprintf(folder, sizeof folder, "%s/df11", tmp);
-    snprintf(out, sizeof out, "%s/diffusion_pytorch_model.safetensors", folder);
-    df11_params p;
-    df11_params_init(&p);
-    err e = copy_config(dir, folder);
-    if (!e) e = df11_compress_file(in, out, &p, NULL);
-    EXPECT(!e, "compressing %s: %s", in, err_msg());
+    err e = df11_convert_path(DF11_OP_COMPRESS, dir, folder, NULL, 0, NULL);
+    EXPECT(!e, "compressing %s: %s", dir, err_msg());
     if (e) return;
     wt_source *src = NULL;
-    EXPECT(!wt_open(folder, &src) && wt_is_df11(src), "%s is not a DF11 checkpoint", out);
+    EXPECT(!wt_open(folder, &src) && wt_is_df11(src), "%s is not a DF11 checkpoint", folder);
     wt_close(src);
-    result r = {0};
+    tu_result r = {0};
     if (!decode_path(folder, z, &r, NULL)) {
-        EXPECT(same_bits(&r, base), "DF11 and BF16 weights gave different bits");
-        printf("  df11: %s\n", same_bits(&r, base) ? "identical to BF16" : "DIFFERENT");
+        EXPECT(tu_same_bits(&r, base), "DF11 and BF16 weights gave different bits");
+        printf("  df11: %s\n", tu_same_bits(&r, base) ? "identical to BF16" : "DIFFERENT");
     } else {
         EXPECT(0, "decoding with DF11 weights failed");
     }
-    result_free(&r);
+    tu_result_free(&r);
 }
 
 /* diffusers name -> the original LDM/BFL name (MODEL-SPEC §3.6), or 0 for encoder tensors;
@@ -298,7 +277,7 @@ static int ldm_name(const char *d, char *o, size_t n, int n_levels, int *conv1x1
 
 /* The decoder under its original names, prefixed first_stage_model. (an SD3.5-style single
  * file) beside the fixture's config.json: the same bits. */
-static void test_original_names(const char *dir, latents z, const result *base) {
+static void test_original_names(const char *dir, latents z, const tu_result *base) {
     char in[700], folder[600], out[700];
     snprintf(in, sizeof in, "%s/diffusion_pytorch_model.safetensors", dir);
     snprintf(folder, sizeof folder, "%s/ldm", tmp);
@@ -324,14 +303,14 @@ static void test_original_names(const char *dir, latents z, const result *base) 
     if (!e) e = st_writer_finish(w, out, 8);
     st_writer_free(w);
     EXPECT(!e, "writing %s: %s", out, err_msg());
-    result r = {0};
+    tu_result r = {0};
     if (!e && !decode_path(folder, z, &r, NULL)) {
-        EXPECT(same_bits(&r, base), "original names gave different bits");
-        printf("  original names: %s\n", same_bits(&r, base) ? "identical" : "DIFFERENT");
+        EXPECT(tu_same_bits(&r, base), "original names gave different bits");
+        printf("  original names: %s\n", tu_same_bits(&r, base) ? "identical" : "DIFFERENT");
     } else {
         EXPECT(0, "decoding under the original names failed");
     }
-    result_free(&r);
+    tu_result_free(&r);
     st_close(f);
 }
 
@@ -411,13 +390,25 @@ static void test_bad_inputs(const char *dir) {
     snprintf(p, sizeof p, "%s/no_decoder.safetensors", tmp);
     EXPECT(!write_bad(dir, p, "decoder.conv_in.weight", ""), "%s", err_msg());
     expect_load_error(p, ERR_FORMAT, "decoder.conv_in.weight");
+    /* a config.json key of the wrong type (wt_config_int), beside the fixture's weights */
+    static const char cfg[] = "{\"latent_channels\": \"16\", \"shift_factor\": null}";
+    char a[700], b[700];
+    snprintf(p, sizeof p, "%s/bad_config", tmp);
+    snprintf(a, sizeof a, "%s/diffusion_pytorch_model.safetensors", dir);
+    snprintf(b, sizeof b, "%s/diffusion_pytorch_model.safetensors", p);
+    err e = fio_mkdirs(p);
+    if (!e) e = fio_copy_file(a, b);
+    snprintf(b, sizeof b, "%s/config.json", p);
+    if (!e) e = fio_write_file(b, cfg, sizeof cfg - 1);
+    EXPECT(!e, "%s", err_msg());
+    expect_load_error(p, ERR_FORMAT, "config.json: 'latent_channels' is not a number");
 }
 
 /* A plan far beyond any memory: ERR_NOMEM naming the bytes; the model stays usable. */
-static void test_plan_nomem(const char *dir, latents z, const result *base) {
+static void test_plan_nomem(const char *dir, latents z, const tu_result *base) {
     wt_source *src = NULL;
     vae_model *m = NULL;
-    result r = {0};
+    tu_result r = {0};
     err e = wt_open(dir, &src);
     if (!e) e = vae_load(src, ctx, &m);
     EXPECT(!e, "%s", err_msg());
@@ -427,10 +418,10 @@ static void test_plan_nomem(const char *dir, latents z, const result *base) {
                err_msg());
         printf("  huge plan: %s\n", err_msg());
         e = run_model(m, z, &r);
-        EXPECT(!e && same_bits(&r, base), "after a failed plan: %s",
+        EXPECT(!e && tu_same_bits(&r, base), "after a failed plan: %s",
                e ? err_msg() : "different bits");
     }
-    result_free(&r);
+    tu_result_free(&r);
     vae_free(m);
     wt_close(src);
 }
@@ -464,7 +455,7 @@ int main(int argc, char **argv) {
     CHECK(mkdtemp(tmp));
     printf("test_vae (%s): %s\n", gpu ? "GPU" : "CPU", dir);
 
-    result base = {0};
+    tu_result base = {0};
     const latents z = latents_of(zt);
     test_reference(dir, z, out, &base);
     test_pipeline_latents(dir, ref, "dev");
@@ -478,7 +469,7 @@ int main(int argc, char **argv) {
     test_bad_inputs(dir);
     if (base.raw) test_plan_nomem(dir, z, &base);
 
-    result_free(&base);
+    tu_result_free(&base);
     fio_remove_tree(tmp);
     st_close(ref);
     op_ctx_free(ctx);

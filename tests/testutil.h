@@ -1,11 +1,13 @@
 /* testutil: the few helpers the C tests share: a failure-counting EXPECT, a seeded RNG with
- * normal and Student-t draws, and float -> BF16 rounding as torch does it. Header-only. */
+ * normal and Student-t draws, float -> BF16 rounding as torch does it, and a model output kept
+ * for comparing values and bits. Header-only. */
 #ifndef TESTS_TESTUTIL_H
 #define TESTS_TESTUTIL_H
 
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/half.h"
@@ -52,6 +54,26 @@ static inline double tu_student_t(tu_rng *r, int nu) {
 
 /* float -> BF16 bits, round to nearest even; NaN stays a quiet NaN (as torch's conversion). */
 static inline uint16_t tu_bf16(float f) { return f32_to_bf16(f); }
+
+/* A forward's output: values as floats and the raw bytes (F32 CPU, BF16 GPU); owns both. */
+typedef struct tu_result {
+    float *v;
+    void *raw;
+    size_t raw_bytes;
+    int64_t n;
+} tu_result;
+
+static inline void tu_result_free(tu_result *r) {
+    free(r->v);
+    free(r->raw);
+    memset(r, 0, sizeof *r);
+}
+
+/* Whether both outputs are there and bit for bit the same. */
+static inline int tu_same_bits(const tu_result *a, const tu_result *b) {
+    return a->raw && b->raw && a->raw_bytes == b->raw_bytes &&
+           !memcmp(a->raw, b->raw, a->raw_bytes);
+}
 
 static inline int tu_finish(const char *name) {
     if (tu_failures) fprintf(stderr, "%s: %d check(s) failed\n", name, tu_failures);

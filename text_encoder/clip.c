@@ -96,14 +96,11 @@ static const char *act_name(op_act a) {
  * more than one text model (the caller then names one). */
 static err find_inner(const wt_source *src, char *inner) {
     static const char key[] = "embeddings.token_embedding.weight";
-    const size_t kl = sizeof key - 1;
     int found = 0;
     for (int i = 0; i < wt_count(src); i++) {
         const char *name = wt_at(src, i)->name;
-        size_t nl = strlen(name);
-        if (nl < kl || strcmp(name + nl - kl, key) != 0) continue;
-        size_t pl = nl - kl;
-        if (pl && name[pl - 1] != '.') continue;
+        size_t pl;
+        if (!wt_name_prefix(name, key, &pl)) continue;
         FAIL_IF(pl >= CLIP_PREFIX_MAX, ERR_FORMAT, "%s: tensor '%s': prefix too long", wt_path(src),
                 name);
         if (found && (strlen(inner) != pl || strncmp(inner, name, pl) != 0))
@@ -132,29 +129,10 @@ static err set_prefixes(clip_model *m, const wt_source *src, const char *prefix)
         return ERR_OK;
     }
     TRY(find_inner(src, m->inner));
-    size_t il = strlen(m->inner), tl = sizeof tm - 1;
+    size_t ol;
     strcpy(m->outer, m->inner);
-    if (il >= tl && !strcmp(m->inner + il - tl, tm) && (il == tl || m->inner[il - tl - 1] == '.'))
-        m->outer[il - tl] = 0;
+    if (wt_name_prefix(m->inner, tm, &ol)) m->outer[ol] = 0;
     return ERR_OK;
-}
-
-/* name, which must exist with ndim dims */
-static const df11_tensor *need(const wt_source *src, const char *name, int ndim) {
-    const df11_tensor *t = wt_find(src, name);
-    if (!t)
-        err_set(ERR_FORMAT, "%s: tensor '%s' is missing", wt_path(src), name);
-    else if (t->ndim != ndim) {
-        err_set(ERR_FORMAT, "%s: tensor '%s': expected %d dims, got %d", wt_path(src), name, ndim,
-                t->ndim);
-        t = NULL;
-    }
-    return t;
-}
-
-static int64_t json_int(const cJSON *o, const char *key, int64_t dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
 }
 
 /* transformers' ACT2FN names that CLIP configs use */
@@ -170,19 +148,36 @@ static err parse_act(const char *path, const char *s, op_act *a) {
     return ERR_OK;
 }
 
+/* config.json's keys over the values from the shapes: a CLIPTextConfig, or a CLIPConfig's
+ * text_config (projection_dim at either level) */
+static err apply_json(const cJSON *root, const char *path, void *arg) {
+    clip_config *c = arg;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+    if (!cJSON_IsObject(j)) j = root;
+    TRY(wt_config_int(j, "hidden_size", path, &c->dim));
+    TRY(wt_config_int(j, "num_attention_heads", path, &c->heads));
+    TRY(wt_config_int(j, "num_hidden_layers", path, &c->layers));
+    TRY(wt_config_int(j, "intermediate_size", path, &c->inter));
+    TRY(wt_config_int(j, "vocab_size", path, &c->vocab));
+    TRY(wt_config_int(j, "max_position_embeddings", path, &c->positions));
+    TRY(wt_config_int(j, "eos_token_id", path, &c->eos));
+    if (c->proj) {
+        TRY(wt_config_int(root, "projection_dim", path, &c->proj));
+        TRY(wt_config_int(j, "projection_dim", path, &c->proj));
+    }
+    TRY(wt_config_float(j, "layer_norm_eps", path, &c->eps));
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    return cJSON_IsString(act) ? parse_act(path, act->valuestring, &c->act) : ERR_OK;
+}
+
 /* Config from config.json where there is one, the rest from the shapes (documented defaults). */
 static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     const char *path = wt_path(src), *in = m->inner;
+    const df11_tensor *tok, *pos, *fc1;
+    TRY(wt_need(src, &tok, 2, "%sembeddings.token_embedding.weight", in));
+    TRY(wt_need(src, &pos, 2, "%sembeddings.position_embedding.weight", in));
+    TRY(wt_need(src, &fc1, 2, "%sencoder.layers.0.mlp.fc1.weight", in));
     char name[CLIP_NAME_MAX];
-    snprintf(name, sizeof name, "%sembeddings.token_embedding.weight", in);
-    const df11_tensor *tok = need(src, name, 2);
-    if (!tok) return ERR_FORMAT;
-    snprintf(name, sizeof name, "%sembeddings.position_embedding.weight", in);
-    const df11_tensor *pos = need(src, name, 2);
-    if (!pos) return ERR_FORMAT;
-    snprintf(name, sizeof name, "%sencoder.layers.0.mlp.fc1.weight", in);
-    const df11_tensor *fc1 = need(src, name, 2);
-    if (!fc1) return ERR_FORMAT;
     snprintf(name, sizeof name, "%stext_projection.weight", m->outer);
     const df11_tensor *proj = wt_find(src, name);
     c->dim = tok->shape[1];
@@ -201,28 +196,7 @@ static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     c->act = c->dim == 1280 ? OP_ACT_GELU_ERF : OP_ACT_QUICK_GELU;
     c->eps = 1e-5f;
     c->eos = CLIP_EOS_ID;
-
-    cJSON *root = NULL;
-    TRY(wt_config(src, &root));
-    if (root) {
-        const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "text_config");
-        if (!cJSON_IsObject(j)) j = root;
-        c->dim = json_int(j, "hidden_size", c->dim);
-        c->heads = json_int(j, "num_attention_heads", c->heads);
-        c->layers = json_int(j, "num_hidden_layers", c->layers);
-        c->inter = json_int(j, "intermediate_size", c->inter);
-        c->vocab = json_int(j, "vocab_size", c->vocab);
-        c->positions = json_int(j, "max_position_embeddings", c->positions);
-        c->eos = json_int(j, "eos_token_id", c->eos);
-        if (c->proj)
-            c->proj = json_int(j, "projection_dim", json_int(root, "projection_dim", c->proj));
-        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(j, "layer_norm_eps");
-        if (cJSON_IsNumber(eps)) c->eps = (float)eps->valuedouble;
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
-        err e = cJSON_IsString(act) ? parse_act(path, act->valuestring, &c->act) : ERR_OK;
-        cJSON_Delete(root);
-        TRY(e);
-    }
+    TRY(wt_config_apply(src, apply_json, c));
     FAIL_IF(c->layers < 1, ERR_FORMAT, "%s: no CLIP layers (no 'text_model.encoder.layers.0.*')",
             path);
     FAIL_IF(c->heads < 1 || c->dim % c->heads, ERR_FORMAT,
@@ -231,39 +205,13 @@ static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     return ERR_OK;
 }
 
-/* Names of block 0 (globals) and of each layer, and their shapes. */
+/* Block 0 (the embeddings), the layers, the last block (final norm, projection): names and
+ * shapes, in the order of the enums above. */
 static err make_blocks(clip_model *m, wt_source *src, const wt_blocks_config *bc) {
     const clip_config *c = &m->cfg;
     const int nb = (int)c->layers + 2;
-    int *counts = calloc((size_t)nb, sizeof *counts);
-    wt_spec *specs = calloc((size_t)nb * L_N, sizeof *specs);
-    const wt_spec **sp = calloc((size_t)nb, sizeof *sp);
-    /* names[b * L_N + j]: block b's tensor j, prefixed */
-    char(*names)[CLIP_NAME_MAX] = calloc((size_t)nb * L_N, sizeof *names);
-    err e = ERR_OK;
-    if (!counts || !specs || !sp || !names) {
-        e = err_set(ERR_NOMEM, "out of memory");
-        goto done;
-    }
     const int64_t D = c->dim, I = c->inter;
     const char *in = m->inner;
-    wt_spec *e0 = specs, *fl = specs + (size_t)(nb - 1) * L_N;
-    char(*en)[CLIP_NAME_MAX] = names, (*fn)[CLIP_NAME_MAX] = names + (size_t)(nb - 1) * L_N;
-    snprintf(en[E_TOK], CLIP_NAME_MAX, "%sembeddings.token_embedding.weight", in);
-    snprintf(en[E_POS], CLIP_NAME_MAX, "%sembeddings.position_embedding.weight", in);
-    snprintf(fn[F_LN_W], CLIP_NAME_MAX, "%sfinal_layer_norm.weight", in);
-    snprintf(fn[F_LN_B], CLIP_NAME_MAX, "%sfinal_layer_norm.bias", in);
-    snprintf(fn[F_PROJ], CLIP_NAME_MAX, "%stext_projection.weight", m->outer);
-    e0[E_TOK] = wt_spec_2d(en[E_TOK], c->vocab, D);
-    e0[E_POS] = wt_spec_2d(en[E_POS], c->positions, D);
-    fl[F_LN_W] = wt_spec_1d(fn[F_LN_W], D);
-    fl[F_LN_B] = wt_spec_1d(fn[F_LN_B], D);
-    fl[F_PROJ] = wt_spec_2d(fn[F_PROJ], c->proj ? c->proj : D, D);
-    fl[F_PROJ].optional = 1;
-    counts[0] = E_N;
-    sp[0] = e0;
-    counts[nb - 1] = F_N;
-    sp[nb - 1] = fl;
     static const struct {
         const char *suffix;
         int rows_inter, cols_inter, vec; /* shape from D/I: [rows, cols] or [rows] */
@@ -285,23 +233,23 @@ static err make_blocks(clip_model *m, wt_source *src, const wt_blocks_config *bc
         [L_FC2_W] = {"mlp.fc2.weight", 0, 1, 0},
         [L_FC2_B] = {"mlp.fc2.bias", 0, 0, 1},
     };
-    for (int b = 1; b < nb - 1; b++) {
-        wt_spec *s = specs + (size_t)b * L_N;
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(nb, &l));
+    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->vocab, D}, "%sembeddings.token_embedding.weight", in);
+    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->positions, D},
+                  "%sembeddings.position_embedding.weight", in);
+    for (int b = 1; b < nb - 1; b++)
         for (int j = 0; j < L_N; j++) {
-            char *nm = names[(size_t)b * L_N + j];
-            snprintf(nm, CLIP_NAME_MAX, "%sencoder.layers.%d.%s", in, b - 1, lt[j].suffix);
-            int64_t rows = lt[j].rows_inter ? I : D, cols = lt[j].cols_inter ? I : D;
-            s[j] = lt[j].vec ? wt_spec_1d(nm, rows) : wt_spec_2d(nm, rows, cols);
+            const int64_t rows = lt[j].rows_inter ? I : D, cols = lt[j].cols_inter ? I : D;
+            wt_layout_add(l, b, 0, lt[j].vec ? 1 : 2, (int64_t[]){rows, cols},
+                          "%sencoder.layers.%d.%s", in, b - 1, lt[j].suffix);
         }
-        counts[b] = L_N;
-        sp[b] = s;
-    }
-    e = wt_blocks_create(src, nb, counts, sp, bc, &m->w);
-done:
-    free(counts);
-    free(specs);
-    free(sp);
-    free(names);
+    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%sfinal_layer_norm.weight", in);
+    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%sfinal_layer_norm.bias", in);
+    wt_layout_add(l, nb - 1, 1, 2, (int64_t[]){c->proj ? c->proj : D, D},
+                  "%stext_projection.weight", m->outer);
+    err e = wt_blocks_create_from(src, l, bc, &m->w);
+    wt_layout_free(l);
     return e;
 }
 

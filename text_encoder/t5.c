@@ -94,13 +94,10 @@ int t5_relative_bucket(int rp, int num_buckets, int max_distance) {
 /* The prefix in front of "encoder.block.0.layer.0.SelfAttention.q.weight". */
 static err find_prefix(const wt_source *src, char *prefix) {
     static const char key[] = "encoder.block.0.layer.0.SelfAttention.q.weight";
-    const size_t kl = sizeof key - 1;
     for (int i = 0; i < wt_count(src); i++) {
         const char *name = wt_at(src, i)->name;
-        size_t nl = strlen(name);
-        if (nl < kl || strcmp(name + nl - kl, key) != 0) continue;
-        size_t pl = nl - kl;
-        if (pl && name[pl - 1] != '.') continue;
+        size_t pl;
+        if (!wt_name_prefix(name, key, &pl)) continue;
         FAIL_IF(pl >= T5_PREFIX_MAX, ERR_FORMAT, "%s: tensor '%s': prefix too long", wt_path(src),
                 name);
         memcpy(prefix, name, pl);
@@ -110,22 +107,6 @@ static err find_prefix(const wt_source *src, char *prefix) {
     FAIL(ERR_FORMAT, "%s: no T5 encoder (no tensor named '*%s')", wt_path(src), key);
 }
 
-/* prefix + name, which must exist with ndim dims */
-static const df11_tensor *need(const wt_source *src, const char *prefix, const char *name,
-                               int ndim) {
-    char full[T5_NAME_MAX];
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    const df11_tensor *t = wt_find(src, full);
-    if (!t)
-        err_set(ERR_FORMAT, "%s: tensor '%s' is missing", wt_path(src), full);
-    else if (t->ndim != ndim) {
-        err_set(ERR_FORMAT, "%s: tensor '%s': expected %d dims, got %d", wt_path(src), full, ndim,
-                t->ndim);
-        t = NULL;
-    }
-    return t;
-}
-
 /* whether prefix + name exists */
 static const df11_tensor *find(const wt_source *src, const char *prefix, const char *name) {
     char full[T5_NAME_MAX];
@@ -133,9 +114,28 @@ static const df11_tensor *find(const wt_source *src, const char *prefix, const c
     return wt_find(src, full);
 }
 
-static int64_t json_int(const cJSON *o, const char *key, int64_t dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
+/* config.json's keys (T5Config) over the values from the shapes */
+static err apply_json(const cJSON *root, const char *path, void *arg) {
+    t5_config *c = arg;
+    TRY(wt_config_int(root, "d_model", path, &c->d_model));
+    TRY(wt_config_int(root, "num_heads", path, &c->heads));
+    TRY(wt_config_int(root, "d_kv", path, &c->d_kv));
+    TRY(wt_config_int(root, "d_ff", path, &c->d_ff));
+    TRY(wt_config_int(root, "num_layers", path, &c->layers));
+    TRY(wt_config_int(root, "relative_attention_num_buckets", path, &c->buckets));
+    TRY(wt_config_int(root, "relative_attention_max_distance", path, &c->max_dist));
+    TRY(wt_config_float(root, "layer_norm_epsilon", path, &c->eps));
+    /* T5Config: "gated-gelu" means gelu_new (tanh) on wi_0, times wi_1 */
+    const cJSON *ff = cJSON_GetObjectItemCaseSensitive(root, "feed_forward_proj");
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "dense_act_fn");
+    const int ok =
+        !cJSON_IsString(ff) || !strcmp(ff->valuestring, "gated-gelu") ||
+        (!strncmp(ff->valuestring, "gated-", 6) && cJSON_IsString(act) &&
+         (!strcmp(act->valuestring, "gelu_new") || !strcmp(act->valuestring, "gelu_pytorch_tanh")));
+    FAIL_IF(!ok, ERR_UNSUPPORTED,
+            "%s: config.json: feed_forward_proj '%s' is not supported (only gated-gelu)", path,
+            ff->valuestring);
+    return ERR_OK;
 }
 
 /* Config from config.json where there is one, the rest from the shapes (documented defaults). */
@@ -147,12 +147,11 @@ static err read_config(t5_model *m, wt_source *src) {
     FAIL_IF(!find(src, pre, m->emb_name), ERR_FORMAT,
             "%s: tensor '%sshared.weight' (or '%sencoder.embed_tokens.weight') is missing", path,
             pre, pre);
-    const df11_tensor *emb = need(src, pre, m->emb_name, 2);
-    if (!emb) return ERR_FORMAT;
-    const df11_tensor *rel =
-        need(src, pre, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", 2);
-    const df11_tensor *q = need(src, pre, "encoder.block.0.layer.0.SelfAttention.q.weight", 2);
-    if (!rel || !q) return ERR_FORMAT;
+    const df11_tensor *emb, *rel, *q;
+    TRY(wt_need(src, &emb, 2, "%s%s", pre, m->emb_name));
+    TRY(wt_need(src, &rel, 2,
+                "%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", pre));
+    TRY(wt_need(src, &q, 2, "%sencoder.block.0.layer.0.SelfAttention.q.weight", pre));
     const df11_tensor *wi0 = find(src, pre, "encoder.block.0.layer.1.DenseReluDense.wi_0.weight");
     FAIL_IF(!wi0 || wi0->ndim != 2, ERR_UNSUPPORTED,
             "%s: tensor '%sencoder.block.0.layer.1.DenseReluDense.wi_0.weight' is missing: only "
@@ -173,34 +172,7 @@ static err read_config(t5_model *m, wt_source *src) {
                  (long long)c->layers);
         if (!wt_find(src, name)) break;
     }
-
-    cJSON *root = NULL;
-    TRY(wt_config(src, &root));
-    if (root) {
-        c->d_model = json_int(root, "d_model", c->d_model);
-        c->heads = json_int(root, "num_heads", c->heads);
-        c->d_kv = json_int(root, "d_kv", c->d_kv);
-        c->d_ff = json_int(root, "d_ff", c->d_ff);
-        c->layers = json_int(root, "num_layers", c->layers);
-        c->buckets = json_int(root, "relative_attention_num_buckets", c->buckets);
-        c->max_dist = json_int(root, "relative_attention_max_distance", c->max_dist);
-        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
-        if (cJSON_IsNumber(eps)) c->eps = (float)eps->valuedouble;
-        /* T5Config: "gated-gelu" means gelu_new (tanh) on wi_0, times wi_1 */
-        const cJSON *ff = cJSON_GetObjectItemCaseSensitive(root, "feed_forward_proj");
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "dense_act_fn");
-        int ok = !cJSON_IsString(ff) || !strcmp(ff->valuestring, "gated-gelu") ||
-                 (!strncmp(ff->valuestring, "gated-", 6) && cJSON_IsString(act) &&
-                  (!strcmp(act->valuestring, "gelu_new") ||
-                   !strcmp(act->valuestring, "gelu_pytorch_tanh")));
-        char what[64];
-        snprintf(what, sizeof what, "%s", cJSON_IsString(ff) ? ff->valuestring : "");
-        cJSON_Delete(root);
-        FAIL_IF(!ok, ERR_UNSUPPORTED,
-                "%s: config.json: feed_forward_proj '%s' is not supported "
-                "(only gated-gelu)",
-                path, what);
-    }
+    TRY(wt_config_apply(src, apply_json, c));
     FAIL_IF(c->layers < 1, ERR_FORMAT, "%s: no T5 blocks", path);
     FAIL_IF(c->buckets < 4 || c->max_dist < c->buckets / 2, ERR_FORMAT,
             "%s: %lld buckets with max distance %lld", path, (long long)c->buckets,
@@ -208,34 +180,13 @@ static err read_config(t5_model *m, wt_source *src) {
     return ERR_OK;
 }
 
-/* Names of block 0 (globals) and of each layer, and their shapes. */
+/* Block 0 (embedding, bias table), the layers, the last block (final norm): names and
+ * shapes, in the order of the enums above. */
 static err make_blocks(t5_model *m, wt_source *src, const wt_blocks_config *bc) {
     const t5_config *c = &m->cfg;
     const int nb = (int)c->layers + 2;
-    int *counts = calloc((size_t)nb, sizeof *counts);
-    wt_spec *specs = calloc((size_t)nb * L_N, sizeof *specs);
-    const wt_spec **sp = calloc((size_t)nb, sizeof *sp);
-    char(*names)[T5_NAME_MAX] = calloc((size_t)nb * L_N, sizeof *names);
-    err e = ERR_OK;
-    if (!counts || !specs || !sp || !names) {
-        e = err_set(ERR_NOMEM, "out of memory");
-        goto done;
-    }
     const int64_t d = c->d_model, inner = c->heads * c->d_kv, ff = c->d_ff;
     const char *pre = m->prefix;
-    wt_spec *e0 = specs, *fl = specs + (size_t)(nb - 1) * L_N;
-    char(*en)[T5_NAME_MAX] = names, (*fn)[T5_NAME_MAX] = names + (size_t)(nb - 1) * L_N;
-    snprintf(en[E_EMB], T5_NAME_MAX, "%s%s", pre, m->emb_name);
-    snprintf(en[E_REL], T5_NAME_MAX,
-             "%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", pre);
-    snprintf(fn[F_LN], T5_NAME_MAX, "%sencoder.final_layer_norm.weight", pre);
-    e0[E_EMB] = wt_spec_2d(en[E_EMB], c->vocab, d);
-    e0[E_REL] = wt_spec_2d(en[E_REL], c->buckets, c->heads);
-    fl[F_LN] = wt_spec_1d(fn[F_LN], d);
-    counts[0] = E_N;
-    sp[0] = e0;
-    counts[nb - 1] = F_N;
-    sp[nb - 1] = fl;
     static const char *const suffix[L_N] = {
         [L_LN0] = "layer.0.layer_norm.weight",
         [L_Q] = "layer.0.SelfAttention.q.weight",
@@ -252,23 +203,18 @@ static err make_blocks(t5_model *m, wt_source *src, const wt_blocks_config *bc) 
         [L_V] = {inner, d}, [L_O] = {d, inner}, [L_LN1] = {d, 0},
         [L_WI0] = {ff, d},  [L_WI1] = {ff, d},  [L_WO] = {d, ff},
     };
-    for (int b = 1; b < nb - 1; b++) {
-        wt_spec *s = specs + (size_t)b * L_N;
-        for (int j = 0; j < L_N; j++) {
-            char *nm = names[(size_t)b * L_N + j];
-            snprintf(nm, T5_NAME_MAX, "%sencoder.block.%d.%s", pre, b - 1, suffix[j]);
-            s[j] = shape[j][1] ? wt_spec_2d(nm, shape[j][0], shape[j][1])
-                               : wt_spec_1d(nm, shape[j][0]);
-        }
-        counts[b] = L_N;
-        sp[b] = s;
-    }
-    e = wt_blocks_create(src, nb, counts, sp, bc, &m->w);
-done:
-    free(counts);
-    free(specs);
-    free(sp);
-    free(names);
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(nb, &l));
+    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->vocab, d}, "%s%s", pre, m->emb_name);
+    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->buckets, c->heads},
+                  "%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", pre);
+    for (int b = 1; b < nb - 1; b++)
+        for (int j = 0; j < L_N; j++)
+            wt_layout_add(l, b, 0, shape[j][1] ? 2 : 1, shape[j], "%sencoder.block.%d.%s", pre,
+                          b - 1, suffix[j]);
+    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){d}, "%sencoder.final_layer_norm.weight", pre);
+    err e = wt_blocks_create_from(src, l, bc, &m->w);
+    wt_layout_free(l);
     return e;
 }
 

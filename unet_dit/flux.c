@@ -103,28 +103,25 @@ struct flux_model {
 typedef struct wvisit {
     const flux_config *cfg;
     char prefix[48];
-    const void *base; /* the block struct the fields belong to */
-    wt_spec *specs;   /* with names and binds: filled; all NULL: only counted */
-    char (*names)[FLUX_NAME_MAX];
+    const void *base;  /* the block struct the fields belong to */
+    wt_layout *layout; /* with binds: filled; both NULL: only counted */
+    int block;         /* the layout's block being listed */
     wbind *binds;
-    int n, nb; /* tensors and bindings so far */
-    int first; /* the block's first tensor: bindings index the block's tensors */
+    int n, nb; /* the block's tensors so far (bindings index them), all bindings so far */
 } wvisit;
 
 static void wv_bind(wvisit *v, const tensor *field, int w, int64_t r0, int64_t rows) {
     if (v->binds)
         v->binds[v->nb] =
-            (wbind){(size_t)((const char *)field - (const char *)v->base), w - v->first, r0, rows};
+            (wbind){(size_t)((const char *)field - (const char *)v->base), w, r0, rows};
     v->nb++;
 }
 
 /* one tensor: rows x cols (cols 0: 1-D), bound whole to field (NULL: bound by the caller) */
 static void wv_one(wvisit *v, tensor *field, const char *name, int64_t rows, int64_t cols) {
-    if (v->specs) {
-        CHECK(snprintf(v->names[v->n], FLUX_NAME_MAX, "%s%s", v->prefix, name) < FLUX_NAME_MAX);
-        v->specs[v->n] =
-            cols ? wt_spec_2d(v->names[v->n], rows, cols) : wt_spec_1d(v->names[v->n], rows);
-    }
+    if (v->layout)
+        wt_layout_add(v->layout, v->block, 0, cols ? 2 : 1, (int64_t[]){rows, cols}, "%s%s",
+                      v->prefix, name);
     if (field) wv_bind(v, field, v->n, 0, 0);
     v->n++;
 }
@@ -269,19 +266,6 @@ static void wv_globals(wvisit *v, flux_globals_w *g) {
 
 /* ---- config ---- */
 
-/* name (after src's prefix) must exist with ndim dims */
-static const df11_tensor *need(const wt_source *src, const char *name, int ndim) {
-    const df11_tensor *t = wt_find(src, name);
-    if (!t)
-        err_set(ERR_FORMAT, "%s: tensor '%s' is missing", wt_path(src), name);
-    else if (t->ndim != ndim) {
-        err_set(ERR_FORMAT, "%s: tensor '%s': expected %d dims, got %d", wt_path(src), name, ndim,
-                t->ndim);
-        t = NULL;
-    }
-    return t;
-}
-
 static int64_t count_blocks(const wt_source *src, const char *fmt) {
     char name[FLUX_NAME_MAX];
     int64_t n = 0;
@@ -293,23 +277,16 @@ static int64_t count_blocks(const wt_source *src, const char *fmt) {
 
 /* config.json's value for key must equal what the weights say */
 static err json_check(const char *path, const cJSON *root, const char *key, int64_t have) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!j || cJSON_IsNull(j)) return ERR_OK;
-    FAIL_IF(!cJSON_IsNumber(j) && !cJSON_IsBool(j), ERR_FORMAT,
-            "%s: config.json: '%s' is not a number", path, key);
-    const int64_t v = cJSON_IsBool(j) ? cJSON_IsTrue(j) : (int64_t)j->valuedouble;
+    int64_t v = have;
+    TRY(wt_config_int(root, key, path, &v));
     FAIL_IF(v != have, ERR_FORMAT, "%s: config.json: %s is %lld, but the weights give %lld", path,
             key, (long long)v, (long long)have);
     return ERR_OK;
 }
 
 /* config.json's keys against the inferred config; its axes_dims_rope replaces the default */
-static err apply_json(const wt_source *src, flux_config *c) {
-    cJSON *root = NULL;
-    TRY(wt_config(src, &root));
-    if (!root) return ERR_OK;
-    const char *path = wt_path(src);
-    err e = ERR_OK;
+static err apply_json(const cJSON *root, const char *path, void *arg) {
+    flux_config *c = arg;
     const struct {
         const char *key;
         int64_t have;
@@ -318,23 +295,19 @@ static err apply_json(const wt_source *src, flux_config *c) {
                 {"joint_attention_dim", c->ctx_dim}, {"pooled_projection_dim", c->pooled_dim},
                 {"in_channels", c->in_ch},           {"out_channels", c->in_ch},
                 {"guidance_embeds", c->guidance},    {"patch_size", 1}};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !e; i++)
-        e = json_check(path, root, keys[i].key, keys[i].have);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        TRY(json_check(path, root, keys[i].key, keys[i].have));
     const cJSON *ax = cJSON_GetObjectItemCaseSensitive(root, "axes_dims_rope");
-    if (!e && ax) {
-        if (!cJSON_IsArray(ax) || cJSON_GetArraySize(ax) != 3)
-            e = err_set(ERR_FORMAT, "%s: config.json: axes_dims_rope is not a list of 3", path);
-        for (int i = 0; i < 3 && !e; i++) {
-            const cJSON *a = cJSON_GetArrayItem(ax, i);
-            if (!cJSON_IsNumber(a))
-                e = err_set(ERR_FORMAT, "%s: config.json: axes_dims_rope[%d] is not a number", path,
-                            i);
-            else
-                c->axes[i] = (int)a->valuedouble;
-        }
+    if (!ax) return ERR_OK;
+    FAIL_IF(!cJSON_IsArray(ax) || cJSON_GetArraySize(ax) != 3, ERR_FORMAT,
+            "%s: config.json: axes_dims_rope is not a list of 3", path);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *a = cJSON_GetArrayItem(ax, i);
+        FAIL_IF(!cJSON_IsNumber(a), ERR_FORMAT,
+                "%s: config.json: axes_dims_rope[%d] is not a number", path, i);
+        c->axes[i] = (int)a->valuedouble;
     }
-    cJSON_Delete(root);
-    return e;
+    return ERR_OK;
 }
 
 /* Detects the names (setting BFL's "model.diffusion_model." prefix on src where it is used)
@@ -351,12 +324,12 @@ static err detect_config(wt_source *src, flux_config *c) {
             "'img_in.weight' (BFL) is there",
             path);
     const int bfl = c->bfl_names;
-    const df11_tensor *x = need(src, bfl ? "img_in.weight" : "x_embedder.weight", 2);
-    const df11_tensor *t5 = need(src, bfl ? "txt_in.weight" : "context_embedder.weight", 2);
-    const df11_tensor *pool = need(
-        src, bfl ? "vector_in.in_layer.weight" : "time_text_embed.text_embedder.linear_1.weight",
-        2);
-    if (!x || !t5 || !pool) return ERR_FORMAT;
+    const df11_tensor *x, *t5, *pool, *nq, *ff;
+    TRY(wt_need(src, &x, 2, "%s", bfl ? "img_in.weight" : "x_embedder.weight"));
+    TRY(wt_need(src, &t5, 2, "%s", bfl ? "txt_in.weight" : "context_embedder.weight"));
+    TRY(wt_need(src, &pool, 2, "%s",
+                bfl ? "vector_in.in_layer.weight"
+                    : "time_text_embed.text_embedder.linear_1.weight"));
     c->D = x->shape[0];
     c->in_ch = x->shape[1];
     c->ctx_dim = t5->shape[1];
@@ -380,8 +353,8 @@ static err detect_config(wt_source *src, flux_config *c) {
          "transformer_blocks.0.ff.net.0.proj.weight"},
         {"single_blocks.0.linear1.weight", "double_blocks.0.img_mlp.0.weight"}};
     const int dbl = c->n_double > 0;
-    const df11_tensor *nq = need(src, nq_name[bfl][dbl], 1), *ff = need(src, ff_name[bfl][dbl], 2);
-    if (!nq || !ff) return ERR_FORMAT;
+    TRY(wt_need(src, &nq, 1, "%s", nq_name[bfl][dbl]));
+    TRY(wt_need(src, &ff, 2, "%s", ff_name[bfl][dbl]));
     c->head_dim = nq->shape[0];
     c->mlp = ff->shape[0] - (c->n_double || !bfl ? 0 : 3 * c->D);
     FAIL_IF(c->head_dim < 2 || c->D % c->head_dim, ERR_FORMAT,
@@ -394,7 +367,7 @@ static err detect_config(wt_source *src, flux_config *c) {
         c->axes[0] = (int)(c->head_dim / 8);
         c->axes[1] = c->axes[2] = (int)(c->head_dim * 7 / 16);
     }
-    TRY(apply_json(src, c));
+    TRY(wt_config_apply(src, apply_json, c));
     int64_t sum = 0, bad = 0;
     for (int i = 0; i < 3; i++)
         sum += c->axes[i], bad |= c->axes[i] < 0 || c->axes[i] % 2;
@@ -408,6 +381,8 @@ static err detect_config(wt_source *src, flux_config *c) {
 
 /* visits block i (double blocks first) */
 static void wv_block(wvisit *v, int i, flux_double_w *dw, flux_single_w *sw) {
+    v->block = i;
+    v->n = 0;
     if (i < v->cfg->n_double)
         wv_double(v, i, dw);
     else
@@ -422,44 +397,35 @@ static err load_blocks(flux_model *m, wt_source *src, const wt_blocks_config *bc
     wvisit v = {.cfg = &m->cfg};
     for (int i = 0; i < nb; i++)
         wv_block(&v, i, &dw, &sw);
-    int *counts = calloc((size_t)nb, sizeof *counts);
-    const wt_spec **specs = calloc((size_t)nb, sizeof *specs);
-    wt_spec *all = calloc((size_t)v.n + 1, sizeof *all);
-    char(*names)[FLUX_NAME_MAX] = calloc((size_t)v.n + 1, sizeof *names);
     m->binds = calloc((size_t)v.nb + 1, sizeof *m->binds);
     m->bind_at = calloc((size_t)nb + 1, sizeof *m->bind_at);
-    err e = ERR_OK;
-    if (!counts || !specs || !all || !names || !m->binds || !m->bind_at) {
-        e = err_set(ERR_NOMEM, "out of memory listing %d tensors", v.n);
-    } else {
-        v = (wvisit){.cfg = &m->cfg, .specs = all, .names = names, .binds = m->binds};
-        for (int i = 0; i < nb; i++) {
-            const int first = v.first = v.n;
-            m->bind_at[i] = v.nb;
-            wv_block(&v, i, &dw, &sw);
-            counts[i] = v.n - first;
-            specs[i] = all + first;
-            CHECK(counts[i] <= FLUX_MAX_W);
-        }
-        m->bind_at[nb] = v.nb;
-        e = wt_blocks_create(src, nb, counts, specs, bc, &m->blocks);
+    FAIL_IF(!m->binds || !m->bind_at, ERR_NOMEM, "out of memory binding %d tensors", v.nb);
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(nb, &l));
+    v = (wvisit){.cfg = &m->cfg, .layout = l, .binds = m->binds};
+    for (int i = 0; i < nb; i++) {
+        m->bind_at[i] = v.nb;
+        wv_block(&v, i, &dw, &sw);
+        CHECK(v.n <= FLUX_MAX_W);
     }
-    free(counts), free(specs), free(all), free(names);
+    m->bind_at[nb] = v.nb;
+    err e = wt_blocks_create_from(src, l, bc, &m->blocks);
+    wt_layout_free(l);
     return e;
 }
 
 /* The embedders and the final layer: one block, resident, acquired until flux_free. */
 static err load_globals(flux_model *m, wt_source *src, const wt_blocks_config *bc) {
-    wt_spec specs[24];
-    char names[24][FLUX_NAME_MAX];
     wbind binds[24];
-    wvisit v = {.cfg = &m->cfg, .specs = specs, .names = names, .binds = binds};
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(1, &l));
+    wvisit v = {.cfg = &m->cfg, .layout = l, .binds = binds};
     wv_globals(&v, &m->g);
     wt_blocks_config rc = *bc;
     rc.mode = WP_RESIDENT;
-    const int n = v.n;
-    const wt_spec *sp = specs;
-    TRY(wt_blocks_create(src, 1, &n, &sp, &rc, &m->globals));
+    err e = wt_blocks_create_from(src, l, &rc, &m->globals);
+    wt_layout_free(l);
+    TRY(e);
     tensor w[24];
     wt_blocks_acquire(m->globals, 0, w);
     m->globals_held = 1;
@@ -625,10 +591,6 @@ static tensor heads(const flux_model *m, tensor t) {
     t.stride[2] = m->cfg.head_dim, t.stride[3] = 1;
     return t;
 }
-/* contiguous [1, n, D] as one row per head [n H, hd] (for the q/k norms) */
-static tensor head_rows(const flux_model *m, tensor t) {
-    return tensor_reshape(t, 2, (int64_t[]){t.shape[1] * m->cfg.heads, m->cfg.head_dim});
-}
 
 void flux_set_text(flux_model *m, tensor t5, tensor pooled) {
     const flux_config *c = &m->cfg;
@@ -659,9 +621,11 @@ void flux_time_inputs(tensor_dev dev, float t, float g, float *tau, float *gs) {
 }
 
 /* The modulated LayerNorm and q, k, v of one stream's rows [r0, r0 + n): FluxAttnProcessor's
- * projections, then the q/k RMSNorms (torch's fused rms_norm, one rounding). Three GEMMs even
- * where the weights lie back to back (BFL's fused qkv): the norms need q and k each as rows of
- * one stride, which a fused [n, 3D] output is not. */
+ * projections, then the q/k RMSNorms (torch's fused rms_norm, one rounding) each with the
+ * rotation of its rows (apply_rotary_emb; a row's rotation does not depend on the other rows,
+ * so rotating per stream is rotating the joint sequence), in one pass. Three GEMMs even where
+ * the weights lie back to back (BFL's fused qkv): a fused [n, 3D] output would put q and k
+ * rows at another stride. */
 static void stream_qkv(flux_model *m, const flux_stream_w *w, int64_t r0, int64_t n, tensor mod) {
     op_ctx *c = m->ctx;
     const int64_t D = m->cfg.D;
@@ -670,17 +634,15 @@ static void stream_qkv(flux_model *m, const flux_stream_w *w, int64_t r0, int64_
     op_linear(c, rows(m->q, r0, n), xn, w->q_w, &w->q_b, OP_ACT_NONE);
     op_linear(c, rows(m->k, r0, n), xn, w->k_w, &w->k_b, OP_ACT_NONE);
     op_linear(c, rows(m->v, r0, n), xn, w->v_w, &w->v_b, OP_ACT_NONE);
-    const tensor q = head_rows(m, rows(m->q, r0, n)), k = head_rows(m, rows(m->k, r0, n));
-    op_rmsnorm(c, q, q, w->norm_q, FLUX_EPS);
-    op_rmsnorm(c, k, k, w->norm_k, FLUX_EPS);
+    const tensor cs = tensor_slice(m->cos, 0, r0, n), sn = tensor_slice(m->sin, 0, r0, n);
+    op_rmsnorm_rope(c, heads(m, rows(m->q, r0, n)), w->norm_q, FLUX_EPS, cs, sn);
+    op_rmsnorm_rope(c, heads(m, rows(m->k, r0, n)), w->norm_k, FLUX_EPS, cs, sn);
 }
 
-/* RoPE on q and k of the whole joint sequence, then attention over all of it (no mask, scale
+/* Attention over the whole joint sequence, q and k normed and rotated (no mask, scale
  * 1/sqrt(head_dim)) into out [1, L, D] (strided tokens) */
 static void joint_attention(flux_model *m, tensor out) {
     op_ctx *c = m->ctx;
-    op_rope(c, heads(m, m->q), m->cos, m->sin);
-    op_rope(c, heads(m, m->k), m->cos, m->sin);
     op_attention(c, heads(m, out), heads(m, m->q), heads(m, m->k), heads(m, m->v), NULL,
                  (float)(1.0 / sqrt((double)m->cfg.head_dim)), 0);
 }
@@ -725,9 +687,8 @@ static void single_block(flux_model *m, const flux_single_w *w) {
     op_linear(c, m->q, m->xn, w->q_w, &w->q_b, OP_ACT_NONE);
     op_linear(c, m->k, m->xn, w->k_w, &w->k_b, OP_ACT_NONE);
     op_linear(c, m->v, m->xn, w->v_w, &w->v_b, OP_ACT_NONE);
-    const tensor q = head_rows(m, m->q), k = head_rows(m, m->k);
-    op_rmsnorm(c, q, q, w->norm_q, FLUX_EPS);
-    op_rmsnorm(c, k, k, w->norm_k, FLUX_EPS);
+    op_rmsnorm_rope(c, heads(m, m->q), w->norm_q, FLUX_EPS, m->cos, m->sin);
+    op_rmsnorm_rope(c, heads(m, m->k), w->norm_k, FLUX_EPS, m->cos, m->sin);
     joint_attention(m, tensor_slice(m->cat, 2, 0, D));
     op_linear(c, m->y, m->cat, w->out_w, &w->out_b, OP_ACT_NONE);
     op_gate_residual(c, m->h, chunk(mod, D, 2), m->y);

@@ -113,24 +113,21 @@ static err detect_names(wt_source *src, scheme *s) {
 
 /* ---- config ---- */
 
-static int json_int(const cJSON *j, const char *key, int dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? (int)v->valuedouble : dflt;
-}
-
-static float json_float(const cJSON *j, const char *key, float dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? (float)v->valuedouble : dflt;
-}
-
 /* diffusers AutoencoderKL.__init__'s defaults for absent keys (shift_factor None = 0) */
 static err config_from_json(const cJSON *j, const char *path, vae_config *c) {
-    c->latent_channels = json_int(j, "latent_channels", 4);
-    c->out_channels = json_int(j, "out_channels", 3);
-    c->groups = json_int(j, "norm_num_groups", 32);
-    c->layers_per_block = json_int(j, "layers_per_block", 1);
-    c->scaling_factor = json_float(j, "scaling_factor", 0.18215f);
-    c->shift_factor = json_float(j, "shift_factor", 0.0f);
+    int64_t latent = 4, out = 3, groups = 32, layers = 1;
+    c->scaling_factor = 0.18215f;
+    c->shift_factor = 0.0f;
+    TRY(wt_config_int(j, "latent_channels", path, &latent));
+    TRY(wt_config_int(j, "out_channels", path, &out));
+    TRY(wt_config_int(j, "norm_num_groups", path, &groups));
+    TRY(wt_config_int(j, "layers_per_block", path, &layers));
+    TRY(wt_config_float(j, "scaling_factor", path, &c->scaling_factor));
+    TRY(wt_config_float(j, "shift_factor", path, &c->shift_factor));
+    c->latent_channels = (int)latent;
+    c->out_channels = (int)out;
+    c->groups = (int)groups;
+    c->layers_per_block = (int)layers;
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "mid_block_add_attention");
     c->mid_attention = a ? cJSON_IsTrue(a) : 1;
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "block_out_channels");
@@ -214,20 +211,16 @@ static err config_check(const vae_config *c, const char *path) {
 
 /* ---- weights ---- */
 
+/* adds the tensors of one block to the layout */
 typedef struct spec_builder {
-    wt_spec *v;
-    char (*names)[NAME_LEN * 2];
-    int n;
+    wt_layout *l;
+    int block;
 } spec_builder;
 
+/* prefix + leaf: [a], [a, c] or [a, c, k, k] by ndim */
 static void spec_add(spec_builder *b, const char *prefix, const char *leaf, int ndim, int64_t a,
                      int64_t c, int64_t k, int optional) {
-    snprintf(b->names[b->n], sizeof b->names[b->n], "%s%s", prefix, leaf);
-    wt_spec s = ndim == 1   ? wt_spec_1d(b->names[b->n], a)
-                : ndim == 2 ? wt_spec_2d(b->names[b->n], a, c)
-                            : wt_spec_4d(b->names[b->n], a, c, k, k);
-    s.optional = optional;
-    b->v[b->n++] = s;
+    wt_layout_add(b->l, b->block, optional, ndim, (int64_t[]){a, c, k, k}, "%s%s", prefix, leaf);
 }
 
 static void spec_conv(spec_builder *b, const char *prefix, int64_t co, int64_t ci, int64_t k) {
@@ -261,21 +254,11 @@ static void spec_attention(spec_builder *b, scheme s, int64_t C) {
     }
 }
 
-/* Lists every block's tensors and creates the wt_blocks (GPU: resident BF16). */
-static err load_weights(vae_model *m, wt_source *src, scheme s) {
+/* Lists every block's tensors into l (the blocks of the header comment). */
+static void list_weights(vae_model *m, wt_layout *l, scheme s) {
     const vae_config *c = &m->cfg;
-    const int n = c->n_levels, per_level = (c->layers_per_block + 1) * RN_N + 2;
-    const int total = 2 + 2 * RN_N + AT_N + n * per_level + 4;
-    int counts[VAE_MAX_LEVELS + 2];
-    const wt_spec *specs[VAE_MAX_LEVELS + 2];
-    spec_builder b = {calloc((size_t)total, sizeof *b.v), calloc((size_t)total, sizeof *b.names),
-                      0};
-    m->w = calloc((size_t)total, sizeof *m->w);
-    if (!b.v || !b.names || !m->w) {
-        free(b.v);
-        free(b.names);
-        FAIL(ERR_NOMEM, "out of memory");
-    }
+    const int n = c->n_levels;
+    spec_builder b = {l, 0};
     char p[NAME_LEN];
     int64_t C = c->ch[n - 1];
     /* block 0: conv_in, mid block */
@@ -283,14 +266,13 @@ static err load_weights(vae_model *m, wt_source *src, scheme s) {
     resnet_prefix(p, s, n, -1, 0);
     spec_resnet(&b, p, s, C, C);
     if (c->mid_attention) spec_attention(&b, s, C);
-    m->mid_res1 = b.n;
+    m->mid_res1 = wt_layout_count(l, 0);
     resnet_prefix(p, s, n, -1, 1);
     spec_resnet(&b, p, s, C, C);
-    counts[0] = b.n;
     /* blocks 1 .. n: up blocks */
     for (int i = 0; i < n; i++) {
-        const int first = b.n;
         const int64_t co = c->ch[n - 1 - i];
+        b.block = 1 + i;
         for (int j = 0; j <= c->layers_per_block; j++, C = co) {
             resnet_prefix(p, s, n, i, j);
             spec_resnet(&b, p, s, C, co);
@@ -299,31 +281,31 @@ static err load_weights(vae_model *m, wt_source *src, scheme s) {
             upsample_prefix(p, s, n, i);
             spec_conv(&b, p, C, C, 3);
         }
-        counts[1 + i] = b.n - first;
     }
     /* block n + 1: conv_norm_out, conv_out */
-    const int first = b.n;
+    b.block = n + 1;
     spec_add(&b, norm_out_prefix(s), "weight", 1, C, 0, 0, 0);
     spec_add(&b, norm_out_prefix(s), "bias", 1, C, 0, 0, 0);
     spec_conv(&b, "decoder.conv_out.", c->out_channels, C, 3);
-    counts[n + 1] = b.n - first;
-    CHECK(b.n <= total);
-    m->n_blocks = n + 2;
-    for (int i = 0, at = 0; i < m->n_blocks; at += counts[i++])
-        specs[i] = b.v + at;
+}
 
+/* Creates the wt_blocks (GPU: resident BF16) and room for the largest block's tensors. */
+static err load_weights(vae_model *m, wt_source *src, scheme s) {
+    m->n_blocks = m->cfg.n_levels + 2;
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(m->n_blocks, &l));
+    list_weights(m, l, s);
+    int most = 0;
+    for (int i = 0; i < m->n_blocks; i++)
+        most = wt_layout_count(l, i) > most ? wt_layout_count(l, i) : most;
     wt_blocks_config bc = {op_ctx_dev(m->ctx), WP_RESIDENT, 0, op_ctx_stream(m->ctx)};
-    err e = wt_blocks_create(src, m->n_blocks, counts, specs, &bc, &m->wb);
-    for (int k = 0; k < b.n && !e; k++) {
-        if (b.v[k].optional && !wt_find(src, b.v[k].name)) continue;
-        int64_t numel = 1;
-        for (int d = 0; d < b.v[k].ndim; d++)
-            numel *= b.v[k].shape[d];
-        m->n_params += numel;
-    }
-    free(b.v);
-    free(b.names);
-    return e;
+    err e = wt_blocks_create_from(src, l, &bc, &m->wb);
+    wt_layout_free(l);
+    TRY(e);
+    m->n_params = wt_blocks_numel(m->wb);
+    m->w = calloc((size_t)most + 1, sizeof *m->w);
+    FAIL_IF(!m->w, ERR_NOMEM, "out of memory");
+    return ERR_OK;
 }
 
 err vae_load(wt_source *src, op_ctx *ctx, vae_model **out) {
