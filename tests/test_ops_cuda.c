@@ -418,6 +418,10 @@ static void test_moves(void) {
     op_upsample2x(cpu, up.h, x.h);
     op_upsample2x(gpu, up.d, x.d);
     check("upsample2x", up, MOVE);
+    pair x8 = MK(1.0, 1, 3, 5, 24), up8 = OUT(1, 3, 10, 48); /* W % 8 == 0: 8 columns a thread */
+    op_upsample2x(cpu, up8.h, x8.h);
+    op_upsample2x(gpu, up8.d, x8.d);
+    check("upsample2x W=24", up8, MOVE);
     pair img = MK(1.0, 2, 16, 6, 10), tok = OUT(2, 15, 64), back = OUT(2, 16, 6, 10);
     op_pack2x2(cpu, tok.h, img.h);
     op_pack2x2(gpu, tok.d, img.d);

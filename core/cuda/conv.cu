@@ -26,10 +26,19 @@ __global__ void pad_kernel(bf16 *dst, const bf16 *src, int64_t planes, int H, in
     }
 }
 
-__global__ void bias_kernel(bf16 *out, const bf16 *bias, int64_t n, int64_t hw, int64_t C) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = f2bf(bf2f(out[i]) + bf2f(bias[i / hw % C]));
+/* y: planes b C + c (one bias value each); x: VW values a thread, grid-stride over the plane. */
+template <int VW> __global__ void bias_kernel(bf16 *out, const bf16 *bias, int64_t hw, int64_t C) {
+    const float bc = bf2f(bias[blockIdx.y % C]);
+    bf16 *o = out + (int64_t)blockIdx.y * hw;
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VW; i < hw;
+         i += (int64_t)gridDim.x * blockDim.x * VW) {
+        float v[VW];
+        ldv<VW>(o + i, v);
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            v[k] += bc;
+        stv<VW>(o + i, v);
+    }
 }
 
 /* One convolution shape: its cuDNN descriptors and chosen algorithm. */
@@ -130,9 +139,18 @@ extern "C" void opcu_conv2d(op_ctx *c, tensor out, tensor x, tensor w, const ten
                                    p->ws_bytes ? scratch + pad_bytes : NULL, p->ws_bytes, &zero,
                                    p->yd, out.data));
     if (bias) {
-        const int64_t n = (int64_t)B * Co * Ho * Wo;
-        bias_kernel<<<opcu_blocks(c, n, 256), 256, 0, opcu_st(c)>>>(mbf(out), cbf(*bias), n,
-                                                                    (int64_t)Ho * Wo, Co);
+        /* the planes on y (B Co of them, well under 65535 for these models), each swept by
+           enough blocks to fill the GPU */
+        const int64_t hw = (int64_t)Ho * Wo, planes = (int64_t)B * Co;
+        CHECK(planes <= 65535);
+        const int vw = hw % 8 == 0 && opcu_al16(out.data) ? 8 : 1;
+        int64_t bx = (hw / vw + 255) / 256, want = 4 * c->cu->sms / planes + 1;
+        bx = bx < want ? bx : want;
+        const dim3 grid((unsigned)bx, (unsigned)planes);
+        if (vw == 8)
+            bias_kernel<8><<<grid, 256, 0, opcu_st(c)>>>(mbf(out), cbf(*bias), hw, Co);
+        else
+            bias_kernel<1><<<grid, 256, 0, opcu_st(c)>>>(mbf(out), cbf(*bias), hw, Co);
         CU_LAUNCHED(c);
     }
 }

@@ -293,15 +293,31 @@ static __global__ void copy_kernel(copy_view d, copy_view s, int64_t n) {
     }
 }
 
-/* x: input columns; y: input rows r of the B C H, each written to output rows 2r and 2r + 1. */
+/* x: VW input columns a thread (each written twice, on two output rows); y: input rows. */
+template <int VW>
 static __global__ void upsample2x_kernel(bf16 *out, const bf16 *x, int64_t rows, int64_t W) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VW;
     if (i >= W) return;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const bf16 v = x[r * W + i];
+        alignas(16) bf16 v[VW], d[2 * VW];
+        if constexpr (VW == 8)
+            *(uint4 *)v = *(const uint4 *)(x + r * W + i);
+        else
+            v[0] = x[r * W + i];
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            d[2 * k] = d[2 * k + 1] = v[k];
         bf16 *o = out + 2 * r * 2 * W + 2 * i; /* row 2r of the 2W wide output */
-        o[0] = o[1] = v;
-        o[2 * W] = o[2 * W + 1] = v;
+#pragma unroll
+        for (int k = 0; k < 2 * VW; k += VW) {
+            if constexpr (VW == 8) {
+                *(uint4 *)(o + k) = *(const uint4 *)(d + k);
+                *(uint4 *)(o + 2 * W + k) = *(const uint4 *)(d + k);
+            } else {
+                o[k] = o[2 * W + k] = d[k];
+                o[k + 1] = o[2 * W + k + 1] = d[k + 1];
+            }
+        }
     }
 }
 
@@ -485,8 +501,12 @@ void opcu_copy(op_ctx *c, tensor dst, tensor src) {
 void opcu_upsample2x(op_ctx *c, tensor out, tensor x) {
     const int64_t rows = x.shape[0] * x.shape[1] * x.shape[2], W = x.shape[3];
     if (rows == 0 || W == 0) return;
-    upsample2x_kernel<<<dim3(cover(W), grid_yz(rows)), ELEM_THREADS, 0, opcu_st(c)>>>(
-        mbf(out), cbf(x), rows, W);
+    if (W % 8 == 0 && opcu_al16(x.data) && opcu_al16(out.data))
+        upsample2x_kernel<8><<<dim3(cover(W / 8), grid_yz(rows)), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(x), rows, W);
+    else
+        upsample2x_kernel<1><<<dim3(cover(W), grid_yz(rows)), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(x), rows, W);
     CU_LAUNCHED(c);
 }
 

@@ -286,7 +286,9 @@ static __global__ void rmsnorm_block_kernel(bf16 *out, int64_t os, const bf16 *x
 }
 
 /* Block (k, g): chunk k of group g (a group's values are contiguous in [B,C,H,W]); stores the
- * chunk's mean and M2 (sum of squared deviations from that mean). */
+ * chunk's mean and M2 (sum of squared deviations from that mean). Thread t holds the groups of
+ * VW values at (t + j GN_THREADS) VW, j < GN_VPT / VW. */
+template <int VW>
 static __global__ void groupnorm_partial_kernel(float2 *part, const bf16 *x, int64_t n) {
     __shared__ float sh[32];
     const int64_t g = blockIdx.y, start = (int64_t)blockIdx.x * GN_CHUNK;
@@ -294,18 +296,29 @@ static __global__ void groupnorm_partial_kernel(float2 *part, const bf16 *x, int
     const bf16 *xc = x + g * n + start;
     float v[GN_VPT], s = 0.0f;
 #pragma unroll
-    for (int k = 0; k < GN_VPT; k++) {
-        const int i = threadIdx.x + k * GN_THREADS;
-        v[k] = i < cnt ? bf2f(xc[i]) : 0.0f;
-        s += v[k];
+    for (int j = 0; j < GN_VPT / VW; j++) {
+        const int i = (threadIdx.x + j * GN_THREADS) * VW;
+        if (i < cnt) {
+            ldv<VW>(xc + i, v + j * VW);
+        } else {
+#pragma unroll
+            for (int k = 0; k < VW; k++)
+                v[j * VW + k] = 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < VW; k++)
+            s += v[j * VW + k];
     }
     const float mean = block_sum(s, sh) / (float)cnt;
     float q = 0.0f;
 #pragma unroll
-    for (int k = 0; k < GN_VPT; k++) {
-        const int i = threadIdx.x + k * GN_THREADS;
-        const float d = v[k] - mean;
-        if (i < cnt) q += d * d;
+    for (int j = 0; j < GN_VPT / VW; j++) {
+        const int i = (threadIdx.x + j * GN_THREADS) * VW;
+#pragma unroll
+        for (int k = 0; k < VW; k++) {
+            const float d = v[j * VW + k] - mean;
+            if (i < cnt) q += d * d;
+        }
     }
     q = block_sum(q, sh);
     if (threadIdx.x == 0) part[g * gridDim.x + blockIdx.x] = make_float2(mean, q);
@@ -347,7 +360,9 @@ static __global__ void groupnorm_stats_kernel(float2 *stats, const float2 *part,
     if (t == 0) stats[blockIdx.x] = make_float2(smean[0], rsqrtf(sm2[0] / (float)n + eps));
 }
 
-/* Blocks (p, j): channel plane p = b C + c, its values j T + t, then on by gridDim.y T. */
+/* Block (p, j): plane p = b C + c, its values j GN_THREADS VW, ... (grid-stride on y), VW at a
+ * time. */
+template <int VW>
 static __global__ void groupnorm_apply_kernel(bf16 *out, const bf16 *x, const float2 *stats,
                                               const bf16 *w, const bf16 *b, int C, int cg,
                                               int64_t HW, int silu) {
@@ -357,11 +372,17 @@ static __global__ void groupnorm_apply_kernel(bf16 *out, const bf16 *x, const fl
     const float wc = bf2f(w[ch]), bc = bf2f(b[ch]);
     const bf16 *xp = x + p * HW;
     bf16 *op = out + p * HW;
-    for (int64_t i = (int64_t)blockIdx.y * GN_THREADS + threadIdx.x; i < HW;
-         i += (int64_t)gridDim.y * GN_THREADS) {
-        const float y = (bf2f(xp[i]) - st.x) * st.y * wc + bc;
-        /* torch rounds GroupNorm's output to bf16 before the SiLU */
-        op[i] = f2bf(silu ? act_eval(rbf(y), OP_ACT_SILU) : y);
+    for (int64_t i = ((int64_t)blockIdx.y * GN_THREADS + threadIdx.x) * VW; i < HW;
+         i += (int64_t)gridDim.y * GN_THREADS * VW) {
+        float v[VW];
+        ldv<VW>(xp + i, v);
+#pragma unroll
+        for (int k = 0; k < VW; k++) {
+            const float y = (v[k] - st.x) * st.y * wc + bc;
+            /* torch rounds GroupNorm's output to bf16 before the SiLU */
+            v[k] = silu ? act_eval(rbf(y), OP_ACT_SILU) : y;
+        }
+        stv<VW>(op + i, v);
     }
 }
 
@@ -543,15 +564,25 @@ void opcu_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int gro
     const cudaStream_t st = opcu_st(c);
     float2 *part = (float2 *)opcu_scratch(c, (size_t)(G * nchunk + G) * sizeof(float2));
     float2 *stats = part + G * nchunk;
-    groupnorm_partial_kernel<<<dim3((unsigned)nchunk, (unsigned)G), GN_THREADS, 0, st>>>(part,
-                                                                                         cbf(x), n);
+    /* 8 values a load where every plane starts 16-byte aligned */
+    const int vec = HW % 8 == 0 && opcu_al16(x.data) && opcu_al16(out.data);
+    if (vec)
+        groupnorm_partial_kernel<8>
+            <<<dim3((unsigned)nchunk, (unsigned)G), GN_THREADS, 0, st>>>(part, cbf(x), n);
+    else
+        groupnorm_partial_kernel<1>
+            <<<dim3((unsigned)nchunk, (unsigned)G), GN_THREADS, 0, st>>>(part, cbf(x), n);
     CU_LAUNCHED(c);
     groupnorm_stats_kernel<<<(unsigned)G, GN_THREADS, 0, st>>>(stats, part, n, (int)nchunk, eps);
     CU_LAUNCHED(c);
     int64_t by = (HW + GN_THREADS * GN_APPLY - 1) / (GN_THREADS * GN_APPLY);
     by = by < 65535 ? by : 65535;
-    groupnorm_apply_kernel<<<dim3((unsigned)(B * C), (unsigned)by), GN_THREADS, 0, st>>>(
-        mbf(out), cbf(x), stats, cbf(w), cbf(b), (int)C, (int)cg, HW, silu);
+    if (vec)
+        groupnorm_apply_kernel<8><<<dim3((unsigned)(B * C), (unsigned)by), GN_THREADS, 0, st>>>(
+            mbf(out), cbf(x), stats, cbf(w), cbf(b), (int)C, (int)cg, HW, silu);
+    else
+        groupnorm_apply_kernel<1><<<dim3((unsigned)(B * C), (unsigned)by), GN_THREADS, 0, st>>>(
+            mbf(out), cbf(x), stats, cbf(w), cbf(b), (int)C, (int)cg, HW, silu);
     CU_LAUNCHED(c);
 }
 
