@@ -149,8 +149,9 @@ static void test_errors(void) {
     snprintf(p, sizeof p, "%s/k.png", dir);
     const char *bad_keys[] = {
         "", " lead", "two  spaces", "caf\xc3\xa9",
-        "0123456789012345678901234567890123456789012345678901234567890123456789"
-        "0123456789"};
+        /* 80 characters, one more than PNG allows */
+        ("0123456789012345678901234567890123456789012345678901234567890123456789"
+         "0123456789")};
     const char *text[1] = {"x"};
     for (int i = 0; i < 5; i++) {
         e = png_write_rgb(p, px, 2, 2, &bad_keys[i], text, 1);
