@@ -1,0 +1,751 @@
+/* sd3.c: the SD3.5 MMDiT as a straight sequence of ops, mirroring diffusers
+ * transformer_sd3.py::SD3Transformer2DModel.forward and attention.py::JointTransformerBlock
+ * (MODEL-SPEC §2). The image stream x [B, N, D] and the text stream c [B, T, D] live in their
+ * own buffers (the modulation ops take contiguous [B, n, D]); only the keys and values are
+ * joined, image first then text, in K, V [B, N + T, D]. The queries of each stream attend to
+ * them in a call of their own: one query's output does not depend on the other queries, so
+ * this is diffusers' one attention over the concatenation split back in two. */
+#include "unet_dit/sd3.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cuda/gpu.h"
+#include "core/log.h"
+
+#define SD3_EPS 1e-6f /* every LayerNorm (elementwise_affine=False) and the q/k RMSNorms */
+#define SD3_TPROJ 256 /* Timesteps(num_channels=256) */
+#define SD3_NAME_MAX 112
+#define SD3_MAX_W 48  /* tensors in the largest block (a dual block, diffusers names) */
+#define SD3_ALIGN 256 /* activation buffers start on 256-byte boundaries */
+
+/* transformer_blocks.i (Stability: joint_blocks.i.x_block / context_block) */
+typedef struct sd3_block_w {
+    tensor mod_w, mod_b;   /* norm1.linear [6D or 9D, D]: shift, scale, gate, shift_mlp,
+                              scale_mlp, gate_mlp (, shift2, scale2, gate2) */
+    tensor cmod_w, cmod_b; /* norm1_context.linear [6D, D], the same order; last block [2D, D]:
+                              scale, shift (Stability: shift, scale) */
+    tensor q_w, q_b, k_w, k_b, v_w, v_b;       /* attn.to_q/k/v [D, D], [D] */
+    tensor norm_q, norm_k;                     /* attn.norm_q/k.weight [head_dim] */
+    tensor out_w, out_b;                       /* attn.to_out.0 [D, D], [D] */
+    tensor cq_w, cq_b, ck_w, ck_b, cv_w, cv_b; /* attn.add_q/k/v_proj [D, D], [D] */
+    tensor cnorm_q, cnorm_k;                   /* attn.norm_added_q/k.weight [head_dim] */
+    tensor cout_w, cout_b;                     /* attn.to_add_out [D, D] (not the last block) */
+    tensor q2_w, q2_b, k2_w, k2_b, v2_w, v2_b; /* attn2.to_q/k/v (dual blocks) */
+    tensor norm_q2, norm_k2;                   /* attn2.norm_q/k.weight */
+    tensor out2_w, out2_b;                     /* attn2.to_out.0 */
+    tensor ff1_w, ff1_b, ff2_w, ff2_b;         /* ff.net.0.proj [mlp, D], ff.net.2 [D, mlp] */
+    tensor cff1_w, cff1_b, cff2_w, cff2_b;     /* ff_context (not the last block) */
+} sd3_block_w;
+
+/* The weights outside the blocks, resident. */
+typedef struct sd3_globals_w {
+    tensor pe_w, pe_b;             /* pos_embed.proj [D, in_ch, p, p], [D] */
+    tensor pos;                    /* pos_embed.pos_embed [1, M^2, D] */
+    tensor t1_w, t1_b, t2_w, t2_b; /* timestep_embedder.linear_1 [D, 256], linear_2 [D, D] */
+    tensor p1_w, p1_b, p2_w, p2_b; /* text_embedder.linear_1 [D, pooled], linear_2 [D, D] */
+    tensor ctx_w, ctx_b;           /* context_embedder [D, joint_dim], [D] */
+    tensor nout_w, nout_b;         /* norm_out.linear [2D, D]: scale, shift (Stability's
+                                      final_layer.adaLN_modulation.1: shift, scale) */
+    tensor proj_w, proj_b;         /* proj_out [p p out_ch, D] */
+} sd3_globals_w;
+
+/* acquired tensor w to the field at byte offset `field` (rows [r0, r0 + rows) if rows > 0) */
+typedef struct wbind {
+    size_t field;
+    int w;
+    int64_t r0, rows;
+} wbind;
+
+struct sd3_model {
+    sd3_config cfg;
+    op_ctx *ctx;
+    tensor_dev dev;
+    dtype act;
+    wt_blocks *blocks, *globals;
+    int globals_held;
+    sd3_globals_w g;
+    wbind *binds;
+    int *bind_at;
+    int any_dual;
+    /* the plan */
+    int64_t B, hp, wp, N, T, L;
+    void *mem;
+    size_t mem_bytes;
+    tensor x, xn, xn2, qx, kx, vx, ox, y; /* [B, N, D] image stream and its scratch */
+    tensor ffx;                           /* [B, N, mlp] */
+    tensor c, cn, qc, kc, vc, oc, yc;     /* [B, T, D] text stream and its scratch */
+    tensor ffc;                           /* [B, T, mlp] */
+    tensor K, V;                          /* [B, L, D] keys and values, image rows first */
+    tensor patches;                       /* [B, D, hp, wp] the patch conv's output */
+    tensor pos;                           /* [B, N, D] pos_embed cropped to the grid */
+    tensor po;                            /* [B, N, p p out_ch] proj_out */
+    tensor tproj;                         /* [B, 256] */
+    tensor temb, s, tmp, tmp2;            /* [B, D] conditioning, SiLU of it, scratch */
+    tensor mod, cmod;                     /* [B, 9D], [B, 6D] the running block's modulation */
+};
+
+/* ---- weight names: a visitor lists each block's tensors (specs) and where each goes ---- */
+
+typedef struct wvisit {
+    const sd3_config *cfg;
+    char prefix[48];
+    const void *base;
+    wt_layout *layout; /* with binds: filled; both NULL: only counted */
+    int block;
+    wbind *binds;
+    int n, nb;
+} wvisit;
+
+static void wv_bind(wvisit *v, const tensor *field, int w, int64_t r0, int64_t rows) {
+    if (v->binds)
+        v->binds[v->nb] =
+            (wbind){(size_t)((const char *)field - (const char *)v->base), w, r0, rows};
+    v->nb++;
+}
+
+/* one tensor of ndim dims, bound whole to field (NULL: bound by the caller) */
+static void wv_shape(wvisit *v, tensor *field, const char *name, int ndim, const int64_t *shape) {
+    if (v->layout) wt_layout_add(v->layout, v->block, 0, ndim, shape, "%s%s", v->prefix, name);
+    if (field) wv_bind(v, field, v->n, 0, 0);
+    v->n++;
+}
+
+static void wv_vec(wvisit *v, tensor *field, const char *name, int64_t n) {
+    wv_shape(v, field, name, 1, (int64_t[]){n});
+}
+
+/* name.weight [rows, cols] and name.bias [rows] */
+static void wv_linear(wvisit *v, tensor *w, tensor *b, const char *name, int64_t rows,
+                      int64_t cols) {
+    char nw[SD3_NAME_MAX], nb[SD3_NAME_MAX];
+    CHECK(snprintf(nw, sizeof nw, "%s.weight", name) < SD3_NAME_MAX);
+    CHECK(snprintf(nb, sizeof nb, "%s.bias", name) < SD3_NAME_MAX);
+    wv_shape(v, w, nw, 2, (int64_t[]){rows, cols});
+    wv_vec(v, b, nb, rows);
+}
+
+/* Stability's fused qkv [3D, D]: rows bound in thirds to q, k, v */
+static void wv_qkv(wvisit *v, tensor *const *ws, tensor *const *bs, const char *name) {
+    const int64_t D = v->cfg->D;
+    const int w = v->n;
+    wv_linear(v, NULL, NULL, name, 3 * D, D);
+    for (int i = 0; i < 3; i++) {
+        wv_bind(v, ws[i], w, i * D, D);
+        wv_bind(v, bs[i], w + 1, i * D, D);
+    }
+}
+
+static void wv_apply(const wbind *b, int n, const tensor *w, void *base) {
+    for (int i = 0; i < n; i++) {
+        tensor t = w[b[i].w];
+        if (b[i].rows) t = tensor_slice(t, 0, b[i].r0, b[i].rows);
+        memcpy((char *)base + b[i].field, &t, sizeof t);
+    }
+}
+
+/* block i in diffusers' names; the last block lacks to_add_out and ff_context, and its text
+ * queries are never used (context_pre_only), so add_q_proj is not listed */
+static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
+    const sd3_config *c = v->cfg;
+    const int64_t D = c->D, hd = c->head_dim, mlp = c->mlp;
+    const int last = i == c->layers - 1, dual = c->dual[i];
+    snprintf(v->prefix, sizeof v->prefix, "transformer_blocks.%d.", i);
+    wv_linear(v, &b->mod_w, &b->mod_b, "norm1.linear", (dual ? 9 : 6) * D, D);
+    wv_linear(v, &b->cmod_w, &b->cmod_b, "norm1_context.linear", (last ? 2 : 6) * D, D);
+    wv_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
+    wv_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
+    wv_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
+    if (c->qk_norm) {
+        wv_vec(v, &b->norm_q, "attn.norm_q.weight", hd);
+        wv_vec(v, &b->norm_k, "attn.norm_k.weight", hd);
+        if (!last) wv_vec(v, &b->cnorm_q, "attn.norm_added_q.weight", hd);
+        wv_vec(v, &b->cnorm_k, "attn.norm_added_k.weight", hd);
+    }
+    wv_linear(v, &b->out_w, &b->out_b, "attn.to_out.0", D, D);
+    if (!last) wv_linear(v, &b->cq_w, &b->cq_b, "attn.add_q_proj", D, D);
+    wv_linear(v, &b->ck_w, &b->ck_b, "attn.add_k_proj", D, D);
+    wv_linear(v, &b->cv_w, &b->cv_b, "attn.add_v_proj", D, D);
+    if (!last) wv_linear(v, &b->cout_w, &b->cout_b, "attn.to_add_out", D, D);
+    if (dual) {
+        wv_linear(v, &b->q2_w, &b->q2_b, "attn2.to_q", D, D);
+        wv_linear(v, &b->k2_w, &b->k2_b, "attn2.to_k", D, D);
+        wv_linear(v, &b->v2_w, &b->v2_b, "attn2.to_v", D, D);
+        if (c->qk_norm) {
+            wv_vec(v, &b->norm_q2, "attn2.norm_q.weight", hd);
+            wv_vec(v, &b->norm_k2, "attn2.norm_k.weight", hd);
+        }
+        wv_linear(v, &b->out2_w, &b->out2_b, "attn2.to_out.0", D, D);
+    }
+    wv_linear(v, &b->ff1_w, &b->ff1_b, "ff.net.0.proj", mlp, D);
+    wv_linear(v, &b->ff2_w, &b->ff2_b, "ff.net.2", D, mlp);
+    if (!last) {
+        wv_linear(v, &b->cff1_w, &b->cff1_b, "ff_context.net.0.proj", mlp, D);
+        wv_linear(v, &b->cff2_w, &b->cff2_b, "ff_context.net.2", D, mlp);
+    }
+}
+
+/* the same in Stability's names (MODEL-SPEC §2.7, convert_sd3_transformer_checkpoint_to_
+ * diffusers read backwards) */
+static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
+    const sd3_config *c = v->cfg;
+    const int64_t D = c->D, hd = c->head_dim, mlp = c->mlp;
+    const int last = i == c->layers - 1, dual = c->dual[i];
+    snprintf(v->prefix, sizeof v->prefix, "joint_blocks.%d.", i);
+    wv_linear(v, &b->mod_w, &b->mod_b, "x_block.adaLN_modulation.1", (dual ? 9 : 6) * D, D);
+    wv_linear(v, &b->cmod_w, &b->cmod_b, "context_block.adaLN_modulation.1", (last ? 2 : 6) * D, D);
+    wv_qkv(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w}, (tensor *[]){&b->q_b, &b->k_b, &b->v_b},
+           "x_block.attn.qkv");
+    wv_qkv(v, (tensor *[]){&b->cq_w, &b->ck_w, &b->cv_w},
+           (tensor *[]){&b->cq_b, &b->ck_b, &b->cv_b}, "context_block.attn.qkv");
+    if (c->qk_norm) {
+        wv_vec(v, &b->norm_q, "x_block.attn.ln_q.weight", hd);
+        wv_vec(v, &b->norm_k, "x_block.attn.ln_k.weight", hd);
+        if (!last) wv_vec(v, &b->cnorm_q, "context_block.attn.ln_q.weight", hd);
+        wv_vec(v, &b->cnorm_k, "context_block.attn.ln_k.weight", hd);
+    }
+    wv_linear(v, &b->out_w, &b->out_b, "x_block.attn.proj", D, D);
+    if (!last) wv_linear(v, &b->cout_w, &b->cout_b, "context_block.attn.proj", D, D);
+    if (dual) {
+        wv_qkv(v, (tensor *[]){&b->q2_w, &b->k2_w, &b->v2_w},
+               (tensor *[]){&b->q2_b, &b->k2_b, &b->v2_b}, "x_block.attn2.qkv");
+        if (c->qk_norm) {
+            wv_vec(v, &b->norm_q2, "x_block.attn2.ln_q.weight", hd);
+            wv_vec(v, &b->norm_k2, "x_block.attn2.ln_k.weight", hd);
+        }
+        wv_linear(v, &b->out2_w, &b->out2_b, "x_block.attn2.proj", D, D);
+    }
+    wv_linear(v, &b->ff1_w, &b->ff1_b, "x_block.mlp.fc1", mlp, D);
+    wv_linear(v, &b->ff2_w, &b->ff2_b, "x_block.mlp.fc2", D, mlp);
+    if (!last) {
+        wv_linear(v, &b->cff1_w, &b->cff1_b, "context_block.mlp.fc1", mlp, D);
+        wv_linear(v, &b->cff2_w, &b->cff2_b, "context_block.mlp.fc2", D, mlp);
+    }
+}
+
+static void wv_block(wvisit *v, int i, sd3_block_w *b) {
+    v->block = i;
+    v->n = 0;
+    v->base = b;
+    if (v->cfg->original_names)
+        wv_block_original(v, i, b);
+    else
+        wv_block_diffusers(v, i, b);
+}
+
+static void wv_globals(wvisit *v, sd3_globals_w *g) {
+    const sd3_config *c = v->cfg;
+    const int64_t D = c->D, p = c->patch;
+    const int o = c->original_names;
+    v->base = g;
+    v->prefix[0] = 0;
+    wv_shape(v, &g->pe_w, o ? "x_embedder.proj.weight" : "pos_embed.proj.weight", 4,
+             (int64_t[]){D, c->in_ch, p, p});
+    wv_vec(v, &g->pe_b, o ? "x_embedder.proj.bias" : "pos_embed.proj.bias", D);
+    wv_shape(v, &g->pos, o ? "pos_embed" : "pos_embed.pos_embed", 3,
+             (int64_t[]){1, c->pos_max * c->pos_max, D});
+    wv_linear(v, &g->t1_w, &g->t1_b,
+              o ? "t_embedder.mlp.0" : "time_text_embed.timestep_embedder.linear_1", D, SD3_TPROJ);
+    wv_linear(v, &g->t2_w, &g->t2_b,
+              o ? "t_embedder.mlp.2" : "time_text_embed.timestep_embedder.linear_2", D, D);
+    wv_linear(v, &g->p1_w, &g->p1_b,
+              o ? "y_embedder.mlp.0" : "time_text_embed.text_embedder.linear_1", D, c->pooled_dim);
+    wv_linear(v, &g->p2_w, &g->p2_b,
+              o ? "y_embedder.mlp.2" : "time_text_embed.text_embedder.linear_2", D, D);
+    wv_linear(v, &g->ctx_w, &g->ctx_b, "context_embedder", c->caption_dim, c->joint_dim);
+    wv_linear(v, &g->nout_w, &g->nout_b, o ? "final_layer.adaLN_modulation.1" : "norm_out.linear",
+              2 * D, D);
+    wv_linear(v, &g->proj_w, &g->proj_b, o ? "final_layer.linear" : "proj_out", p * p * c->out_ch,
+              D);
+}
+
+/* ---- config ---- */
+
+static int64_t count_blocks(const wt_source *src, const char *fmt) {
+    char name[SD3_NAME_MAX];
+    int64_t n = 0;
+    for (;; n++) {
+        snprintf(name, sizeof name, fmt, (int)n);
+        if (!wt_find(src, name)) return n;
+    }
+}
+
+static err json_check(const char *path, const cJSON *root, const char *key, int64_t have) {
+    int64_t v = have;
+    TRY(wt_config_int(root, key, path, &v));
+    FAIL_IF(v != have, ERR_FORMAT, "%s: config.json: %s is %lld, but the weights give %lld", path,
+            key, (long long)v, (long long)have);
+    return ERR_OK;
+}
+
+/* config.json's keys against the config inferred from the shapes */
+static err apply_json(const cJSON *root, const char *path, void *arg) {
+    const sd3_config *c = arg;
+    const struct {
+        const char *key;
+        int64_t have;
+    } keys[] = {{"num_layers", c->layers},
+                {"attention_head_dim", c->head_dim},
+                {"num_attention_heads", c->heads},
+                {"joint_attention_dim", c->joint_dim},
+                {"caption_projection_dim", c->caption_dim},
+                {"pooled_projection_dim", c->pooled_dim},
+                {"in_channels", c->in_ch},
+                {"out_channels", c->out_ch},
+                {"patch_size", c->patch},
+                {"pos_embed_max_size", c->pos_max}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        TRY(json_check(path, root, keys[i].key, keys[i].have));
+    const cJSON *qk = cJSON_GetObjectItemCaseSensitive(root, "qk_norm");
+    if (qk) {
+        const int rms = cJSON_IsString(qk) && !strcmp(qk->valuestring, "rms_norm");
+        FAIL_IF(!(cJSON_IsNull(qk) && !c->qk_norm) && !(rms && c->qk_norm), ERR_FORMAT,
+                "%s: config.json: qk_norm does not match the weights (which %s q/k norms)", path,
+                c->qk_norm ? "have" : "lack");
+    }
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(root, "dual_attention_layers");
+    if (dl) {
+        unsigned char want[SD3_MAX_LAYERS] = {0};
+        FAIL_IF(!cJSON_IsArray(dl), ERR_FORMAT,
+                "%s: config.json: dual_attention_layers is not a list", path);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, dl) {
+            FAIL_IF(!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= c->layers,
+                    ERR_FORMAT, "%s: config.json: dual_attention_layers has a bad entry", path);
+            want[(int)e->valuedouble] = 1;
+        }
+        for (int i = 0; i < c->layers; i++)
+            FAIL_IF(want[i] != c->dual[i], ERR_FORMAT,
+                    "%s: config.json: block %d is %s in dual_attention_layers, but the weights %s "
+                    "attn2",
+                    path, i, want[i] ? "listed" : "not listed", c->dual[i] ? "have" : "lack");
+    }
+    return ERR_OK;
+}
+
+/* Detects the names (setting "model.diffusion_model." where the original keys carry it) and
+ * infers the config from the shapes, then checks it against config.json. */
+static err detect_config(wt_source *src, sd3_config *c) {
+    memset(c, 0, sizeof *c);
+    const char *path = wt_path(src);
+    if (!wt_find(src, "pos_embed.proj.weight") && !wt_find(src, "x_embedder.proj.weight") &&
+        wt_find(src, "model.diffusion_model.x_embedder.proj.weight"))
+        wt_set_prefix(src, "model.diffusion_model.");
+    c->original_names = !wt_find(src, "pos_embed.proj.weight");
+    const int o = c->original_names;
+    FAIL_IF(o && !wt_find(src, "x_embedder.proj.weight"), ERR_FORMAT,
+            "%s: not an SD3 transformer: neither 'pos_embed.proj.weight' (diffusers) nor "
+            "'x_embedder.proj.weight' (Stability) is there",
+            path);
+    const df11_tensor *pe, *pos, *ctx, *pool, *ff, *po, *nq;
+    TRY(wt_need(src, &pe, 4, "%s", o ? "x_embedder.proj.weight" : "pos_embed.proj.weight"));
+    TRY(wt_need(src, &pos, 3, "%s", o ? "pos_embed" : "pos_embed.pos_embed"));
+    TRY(wt_need(src, &ctx, 2, "context_embedder.weight"));
+    TRY(wt_need(src, &pool, 2, "%s",
+                o ? "y_embedder.mlp.0.weight" : "time_text_embed.text_embedder.linear_1.weight"));
+    TRY(wt_need(src, &ff, 2, "%s",
+                o ? "joint_blocks.0.x_block.mlp.fc1.weight"
+                  : "transformer_blocks.0.ff.net.0.proj.weight"));
+    TRY(wt_need(src, &po, 2, "%s", o ? "final_layer.linear.weight" : "proj_out.weight"));
+    c->D = pe->shape[0];
+    c->in_ch = pe->shape[1];
+    c->patch = pe->shape[2];
+    FAIL_IF(pe->shape[3] != c->patch || c->patch < 1, ERR_FORMAT,
+            "%s: the patch embedding's kernel is %lld x %lld, not square", path,
+            (long long)pe->shape[2], (long long)pe->shape[3]);
+    c->pos_max = (int64_t)llround(sqrt((double)pos->shape[1]));
+    FAIL_IF(c->pos_max * c->pos_max != pos->shape[1] || pos->shape[2] != c->D, ERR_FORMAT,
+            "%s: pos_embed is [%lld, %lld, %lld], expected [1, M^2, %lld]", path,
+            (long long)pos->shape[0], (long long)pos->shape[1], (long long)pos->shape[2],
+            (long long)c->D);
+    c->caption_dim = ctx->shape[0];
+    c->joint_dim = ctx->shape[1];
+    FAIL_IF(c->caption_dim != c->D, ERR_UNSUPPORTED,
+            "%s: caption_projection_dim %lld differs from the hidden size %lld", path,
+            (long long)c->caption_dim, (long long)c->D);
+    c->pooled_dim = pool->shape[1];
+    c->mlp = ff->shape[0];
+    c->out_ch = po->shape[0] / (c->patch * c->patch);
+    c->layers = count_blocks(src, o ? "joint_blocks.%d.x_block.adaLN_modulation.1.weight"
+                                    : "transformer_blocks.%d.norm1.linear.weight");
+    FAIL_IF(c->layers < 1 || c->layers > SD3_MAX_LAYERS, ERR_FORMAT,
+            "%s: %lld SD3 blocks (1 to %d handled)", path, (long long)c->layers, SD3_MAX_LAYERS);
+    nq = wt_find(src, o ? "joint_blocks.0.x_block.attn.ln_q.weight"
+                        : "transformer_blocks.0.attn.norm_q.weight");
+    c->qk_norm = nq != NULL;
+    c->head_dim = nq ? nq->shape[0] : 64; /* every SD3 has 64-dim heads */
+    FAIL_IF(c->head_dim < 1 || c->D % c->head_dim, ERR_FORMAT,
+            "%s: hidden size %lld is not a multiple of the head size %lld", path, (long long)c->D,
+            (long long)c->head_dim);
+    c->heads = c->D / c->head_dim;
+    char name[SD3_NAME_MAX];
+    for (int i = 0; i < c->layers; i++) {
+        snprintf(name, sizeof name,
+                 o ? "joint_blocks.%d.x_block.attn2.qkv.weight"
+                   : "transformer_blocks.%d.attn2.to_q.weight",
+                 i);
+        c->dual[i] = wt_find(src, name) != NULL;
+    }
+    return wt_config_apply(src, apply_json, c);
+}
+
+/* ---- loading ---- */
+
+static err load_blocks(sd3_model *m, wt_source *src, const wt_blocks_config *bc) {
+    const int nb = (int)m->cfg.layers;
+    sd3_block_w bw;
+    wvisit v = {.cfg = &m->cfg};
+    for (int i = 0; i < nb; i++)
+        wv_block(&v, i, &bw);
+    m->binds = calloc((size_t)v.nb + 1, sizeof *m->binds);
+    m->bind_at = calloc((size_t)nb + 1, sizeof *m->bind_at);
+    FAIL_IF(!m->binds || !m->bind_at, ERR_NOMEM, "out of memory binding %d tensors", v.nb);
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(nb, &l));
+    v = (wvisit){.cfg = &m->cfg, .layout = l, .binds = m->binds};
+    for (int i = 0; i < nb; i++) {
+        m->bind_at[i] = v.nb;
+        wv_block(&v, i, &bw);
+        CHECK(v.n <= SD3_MAX_W);
+    }
+    m->bind_at[nb] = v.nb;
+    err e = wt_blocks_create_from(src, l, bc, &m->blocks);
+    wt_layout_free(l);
+    return e;
+}
+
+/* embedders, pos_embed and the final layer: one block, resident, acquired until sd3_free */
+static err load_globals(sd3_model *m, wt_source *src, const wt_blocks_config *bc) {
+    wbind binds[32];
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(1, &l));
+    wvisit v = {.cfg = &m->cfg, .layout = l, .binds = binds};
+    wv_globals(&v, &m->g);
+    CHECK(v.nb <= 32);
+    wt_blocks_config rc = *bc;
+    rc.mode = WP_RESIDENT;
+    err e = wt_blocks_create_from(src, l, &rc, &m->globals);
+    wt_layout_free(l);
+    TRY(e);
+    tensor w[32];
+    wt_blocks_acquire(m->globals, 0, w);
+    m->globals_held = 1;
+    wv_apply(binds, v.nb, w, &m->g);
+    return ERR_OK;
+}
+
+err sd3_load(wt_source *src, op_ctx *ctx, const sd3_load_opts *o, sd3_model **out) {
+    *out = NULL;
+    sd3_config cfg;
+    TRY(detect_config(src, &cfg));
+    sd3_model *m = calloc(1, sizeof *m);
+    FAIL_IF(!m, ERR_NOMEM, "out of memory");
+    m->cfg = cfg;
+    m->ctx = ctx;
+    m->dev = op_ctx_dev(ctx);
+    m->act = m->dev == TENSOR_CPU ? DTYPE_F32 : DTYPE_BF16;
+    int ndual = 0;
+    for (int i = 0; i < cfg.layers; i++)
+        ndual += cfg.dual[i];
+    m->any_dual = ndual > 0;
+    wt_blocks_config bc = {.dev = m->dev,
+                           .mode = o ? o->mode : WP_RESIDENT,
+                           .budget = o ? o->budget : 0,
+                           .compute = op_ctx_stream(ctx)};
+    err e = load_globals(m, src, &bc);
+    if (!e) e = load_blocks(m, src, &bc);
+    if (e) {
+        sd3_free(m);
+        return e;
+    }
+    static const char *modes[] = {"resident", "DF11 per block", "DF11 streamed"};
+    LOG_INFO("sd3: %s names: D %lld (%lld heads x %lld), %lld blocks (%d dual-attention), MLP "
+             "%lld, pos_embed %lld^2, text %lld, pooled %lld; weights %s, %.1f MiB on the device",
+             cfg.original_names ? "Stability" : "diffusers", (long long)cfg.D, (long long)cfg.heads,
+             (long long)cfg.head_dim, (long long)cfg.layers, ndual, (long long)cfg.mlp,
+             (long long)cfg.pos_max, (long long)cfg.joint_dim, (long long)cfg.pooled_dim,
+             m->dev == TENSOR_CPU ? "mapped on the host" : modes[bc.mode],
+             (wt_blocks_device_bytes(m->blocks) + wt_blocks_device_bytes(m->globals)) / 1048576.0);
+    *out = m;
+    return ERR_OK;
+}
+
+const sd3_config *sd3_get_config(const sd3_model *m) { return &m->cfg; }
+
+/* ---- the plan ---- */
+
+typedef struct carver {
+    uint8_t *base;
+    size_t off;
+    tensor_dev dev;
+} carver;
+
+/* [d0, d1] or [d0, d1, d2] (d2 0: 2-D), 256-byte aligned (base NULL: only counts) */
+static tensor carve(carver *cv, dtype dt, int64_t d0, int64_t d1, int64_t d2) {
+    const int64_t shape[3] = {d0, d1, d2};
+    tensor t = tensor_make(cv->base ? cv->base + cv->off : NULL, dt, cv->dev, d2 ? 3 : 2, shape);
+    const size_t bytes = (size_t)(d0 * d1 * (d2 ? d2 : 1)) * (size_t)dtype_bits(dt) / 8;
+    cv->off += (bytes + SD3_ALIGN - 1) / SD3_ALIGN * SD3_ALIGN;
+    return t;
+}
+
+static void carve_all(sd3_model *m, carver *cv) {
+    const sd3_config *c = &m->cfg;
+    const int64_t B = m->B, N = m->N, T = m->T, D = c->D;
+    const dtype a = m->act;
+    tensor *img[] = {&m->x, &m->xn, &m->qx, &m->kx, &m->vx, &m->ox, &m->y, &m->pos};
+    for (size_t i = 0; i < sizeof img / sizeof img[0]; i++)
+        *img[i] = carve(cv, a, B, N, D);
+    m->xn2 = m->any_dual ? carve(cv, a, B, N, D) : m->xn;
+    m->ffx = carve(cv, a, B, N, c->mlp);
+    tensor *txt[] = {&m->c, &m->cn, &m->qc, &m->kc, &m->vc, &m->oc, &m->yc};
+    for (size_t i = 0; i < sizeof txt / sizeof txt[0]; i++)
+        *txt[i] = carve(cv, a, B, T, D);
+    m->ffc = carve(cv, a, B, T, c->mlp);
+    m->K = carve(cv, a, B, m->L, D);
+    m->V = carve(cv, a, B, m->L, D);
+    m->patches = carve(cv, a, B, D, N);
+    m->patches = tensor_reshape(m->patches, 4, (int64_t[]){B, D, m->hp, m->wp});
+    m->po = carve(cv, a, B, N, c->patch * c->patch * c->out_ch);
+    m->tproj = carve(cv, a, B, SD3_TPROJ, 0);
+    m->temb = carve(cv, a, B, D, 0);
+    m->s = carve(cv, a, B, D, 0);
+    m->tmp = carve(cv, a, B, D, 0);
+    m->tmp2 = carve(cv, a, B, D, 0);
+    m->mod = carve(cv, a, B, 9 * D, 0);
+    m->cmod = carve(cv, a, B, 6 * D, 0);
+}
+
+static void free_plan(sd3_model *m) {
+    if (m->dev == TENSOR_CUDA)
+        gpu_free(m->mem);
+    else
+        free(m->mem);
+    m->mem = NULL;
+    m->mem_bytes = 0;
+}
+
+/* PatchEmbed.cropped_pos_embed: the centred hp x wp window of the M x M grid, row-major, once
+ * per batch row (op_add takes equal shapes) */
+static void crop_pos(sd3_model *m) {
+    const int64_t M = m->cfg.pos_max, D = m->cfg.D;
+    const int64_t top = (M - m->hp) / 2, left = (M - m->wp) / 2;
+    tensor grid = tensor_reshape(m->g.pos, 3, (int64_t[]){M, M, D});
+    grid = tensor_slice(tensor_slice(grid, 0, top, m->hp), 1, left, m->wp);
+    for (int64_t b = 0; b < m->B; b++) {
+        tensor dst = tensor_slice(m->pos, 0, b, 1);
+        op_copy(m->ctx, tensor_reshape(dst, 3, (int64_t[]){m->hp, m->wp, D}), grid);
+    }
+}
+
+err sd3_plan(sd3_model *m, int64_t B, int64_t h, int64_t w, int64_t T) {
+    const int64_t p = m->cfg.patch, M = m->cfg.pos_max;
+    FAIL_IF(B < 1 || T < 1 || h < p || w < p || h % p || w % p, ERR_ARG,
+            "sd3: plan batch %lld, latent %lld x %lld, %lld text tokens: the latent sides must be "
+            "positive multiples of the patch %lld",
+            (long long)B, (long long)h, (long long)w, (long long)T, (long long)p);
+    FAIL_IF(h / p > M || w / p > M, ERR_ARG,
+            "sd3: a latent of %lld x %lld is %lld x %lld patches, more than pos_embed's %lld x "
+            "%lld grid",
+            (long long)h, (long long)w, (long long)(h / p), (long long)(w / p), (long long)M,
+            (long long)M);
+    free_plan(m);
+    m->B = B, m->hp = h / p, m->wp = w / p, m->N = m->hp * m->wp, m->T = T, m->L = m->N + T;
+    carver cv = {.dev = m->dev};
+    carve_all(m, &cv);
+    const size_t bytes = cv.off;
+    if (m->dev == TENSOR_CUDA) {
+        if (gpu_alloc(&m->mem, bytes)) m->mem = NULL;
+    } else {
+        m->mem = calloc(1, bytes);
+    }
+    FAIL_IF(!m->mem, ERR_NOMEM,
+            "sd3: %zu bytes (%.1f MiB) of activations for batch %lld, %lld x %lld patches and "
+            "%lld text tokens could not be allocated on the %s",
+            bytes, bytes / 1048576.0, (long long)B, (long long)m->hp, (long long)m->wp,
+            (long long)T, m->dev == TENSOR_CUDA ? "GPU" : "host");
+    m->mem_bytes = bytes;
+    cv = (carver){.base = m->mem, .dev = m->dev};
+    carve_all(m, &cv);
+    crop_pos(m);
+    LOG_INFO("sd3: plan batch %lld, %lld x %lld image + %lld text tokens: activations %.1f MiB",
+             (long long)B, (long long)m->hp, (long long)m->wp, (long long)T, bytes / 1048576.0);
+    return ERR_OK;
+}
+
+/* ---- the forward ---- */
+
+static tensor chunk(tensor mod, int64_t D, int i) { return tensor_slice(mod, 1, i * D, D); }
+/* [B, n, D] (tokens may be strided) as heads [B, n, H, hd] */
+static tensor heads(const sd3_model *m, tensor t) {
+    t.ndim = 4;
+    t.shape[2] = m->cfg.heads, t.shape[3] = m->cfg.head_dim;
+    t.stride[2] = m->cfg.head_dim, t.stride[3] = 1;
+    return t;
+}
+
+/* diffusers RMSNorm on every head of contiguous t [B, n, D], in place: two roundings
+ * (normalised, then times the weight), unlike FLUX's fused one; skipped without qk_norm */
+static void qk_norm(sd3_model *m, tensor t, tensor w) {
+    if (!w.data) return;
+    const int64_t rows = tensor_numel(&t) / m->cfg.head_dim;
+    const tensor r = tensor_reshape(t, 2, (int64_t[]){rows, m->cfg.head_dim});
+    op_rmsnorm2(m->ctx, r, r, w, SD3_EPS);
+}
+
+/* q, k, v = to_q/k/v(xn), then the q and k norms (Attention with qk_norm="rms_norm") */
+static void project_qkv(sd3_model *m, tensor q, tensor k, tensor v, tensor xn, const tensor *w) {
+    /* w: q_w, q_b, k_w, k_b, v_w, v_b, norm_q, norm_k */
+    op_ctx *c = m->ctx;
+    if (q.data) op_linear(c, q, xn, w[0], &w[1], OP_ACT_NONE);
+    op_linear(c, k, xn, w[2], &w[3], OP_ACT_NONE);
+    op_linear(c, v, xn, w[4], &w[5], OP_ACT_NONE);
+    if (q.data) qk_norm(m, q, w[6]);
+    qk_norm(m, k, w[7]);
+}
+
+static float attn_scale(const sd3_model *m) { return (float)(1.0 / sqrt((double)m->cfg.head_dim)); }
+
+/* x += gate_mlp ff(LN(x)(1 + scale_mlp) + shift_mlp), mod chunks 3, 4, 5 (FeedForward with
+ * gelu-approximate: net.0.proj, tanh GELU, net.2) */
+static void mlp(sd3_model *m, tensor x, tensor xn, tensor hid, tensor y, tensor mod, tensor w1,
+                tensor b1, tensor w2, tensor b2) {
+    op_ctx *c = m->ctx;
+    const int64_t D = m->cfg.D;
+    op_layernorm_modulate(c, xn, x, chunk(mod, D, 3), chunk(mod, D, 4), SD3_EPS);
+    op_linear(c, hid, xn, w1, &b1, OP_ACT_GELU_TANH);
+    op_linear(c, y, hid, w2, &b2, OP_ACT_NONE);
+    op_gate_residual(c, x, chunk(mod, D, 5), y);
+}
+
+/* JointTransformerBlock.forward (with SD35AdaLayerNormZeroX for dual blocks); last: the
+ * context_pre_only block, whose text stream ends after giving its keys and values */
+static void joint_block(sd3_model *m, const sd3_block_w *w, int last, int dual) {
+    op_ctx *c = m->ctx;
+    const sd3_config *cf = &m->cfg;
+    const int64_t D = cf->D, N = m->N, T = m->T;
+    const tensor mod = tensor_slice(m->mod, 1, 0, (dual ? 9 : 6) * D);
+    const tensor cmod = tensor_slice(m->cmod, 1, 0, (last ? 2 : 6) * D);
+    op_linear(c, mod, m->s, w->mod_w, &w->mod_b, OP_ACT_NONE);
+    op_linear(c, cmod, m->s, w->cmod_w, &w->cmod_b, OP_ACT_NONE);
+
+    /* norm1 (both modulations from the one LayerNorm of the block input) and norm1_context */
+    op_layernorm_modulate(c, m->xn, m->x, chunk(mod, D, 0), chunk(mod, D, 1), SD3_EPS);
+    if (dual) op_layernorm_modulate(c, m->xn2, m->x, chunk(mod, D, 6), chunk(mod, D, 7), SD3_EPS);
+    if (last) {
+        /* AdaLayerNormContinuous: scale, shift (Stability stores shift, scale) */
+        const int o = cf->original_names;
+        op_layernorm_modulate(c, m->cn, m->c, chunk(cmod, D, o ? 0 : 1), chunk(cmod, D, o ? 1 : 0),
+                              SD3_EPS);
+    } else {
+        op_layernorm_modulate(c, m->cn, m->c, chunk(cmod, D, 0), chunk(cmod, D, 1), SD3_EPS);
+    }
+
+    /* JointAttnProcessor2_0: keys and values joined image first, then text; no RoPE */
+    const tensor wx[8] = {w->q_w, w->q_b, w->k_w, w->k_b, w->v_w, w->v_b, w->norm_q, w->norm_k};
+    const tensor wc[8] = {w->cq_w, w->cq_b, w->ck_w,    w->ck_b,
+                          w->cv_w, w->cv_b, w->cnorm_q, w->cnorm_k};
+    project_qkv(m, m->qx, m->kx, m->vx, m->xn, wx);
+    project_qkv(m, last ? (tensor){0} : m->qc, m->kc, m->vc, m->cn, wc);
+    op_copy(c, tensor_slice(m->K, 1, 0, N), m->kx);
+    op_copy(c, tensor_slice(m->K, 1, N, T), m->kc);
+    op_copy(c, tensor_slice(m->V, 1, 0, N), m->vx);
+    op_copy(c, tensor_slice(m->V, 1, N, T), m->vc);
+    const tensor K = heads(m, m->K), V = heads(m, m->V);
+    op_attention(c, heads(m, m->ox), heads(m, m->qx), K, V, NULL, attn_scale(m), 0);
+    if (!last) op_attention(c, heads(m, m->oc), heads(m, m->qc), K, V, NULL, attn_scale(m), 0);
+
+    /* image: x += gate attn.to_out(O_img) */
+    op_linear(c, m->y, m->ox, w->out_w, &w->out_b, OP_ACT_NONE);
+    op_gate_residual(c, m->x, chunk(mod, D, 2), m->y);
+    if (dual) {
+        /* x += gate2 attn2(x̂₂): self-attention over the image tokens only (AttnProcessor2_0) */
+        const tensor w2[8] = {w->q2_w, w->q2_b, w->k2_w,    w->k2_b,
+                              w->v2_w, w->v2_b, w->norm_q2, w->norm_k2};
+        project_qkv(m, m->qx, m->kx, m->vx, m->xn2, w2);
+        op_attention(c, heads(m, m->ox), heads(m, m->qx), heads(m, m->kx), heads(m, m->vx), NULL,
+                     attn_scale(m), 0);
+        op_linear(c, m->y, m->ox, w->out2_w, &w->out2_b, OP_ACT_NONE);
+        op_gate_residual(c, m->x, chunk(mod, D, 8), m->y);
+    }
+    mlp(m, m->x, m->xn, m->ffx, m->y, mod, w->ff1_w, w->ff1_b, w->ff2_w, w->ff2_b);
+    if (last) return;
+
+    /* text: c += cgate attn.to_add_out(O_txt), then its own gated MLP */
+    op_linear(c, m->yc, m->oc, w->cout_w, &w->cout_b, OP_ACT_NONE);
+    op_gate_residual(c, m->c, chunk(cmod, D, 2), m->yc);
+    mlp(m, m->c, m->cn, m->ffc, m->yc, cmod, w->cff1_w, w->cff1_b, w->cff2_w, w->cff2_b);
+}
+
+void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt, tensor pooled) {
+    const sd3_config *cf = &m->cfg;
+    op_ctx *c = m->ctx;
+    const int64_t B = m->B, D = cf->D, p = cf->patch, N = m->N;
+    CHECK(m->mem);
+    CHECK(x.ndim == 4 && x.shape[0] == B && x.shape[1] == cf->in_ch && x.shape[2] == m->hp * p &&
+          x.shape[3] == m->wp * p);
+    CHECK(out.ndim == 4 && out.shape[0] == B && out.shape[1] == cf->out_ch &&
+          out.shape[2] == m->hp * p && out.shape[3] == m->wp * p);
+    CHECK(ctxt.ndim == 3 && ctxt.shape[0] == B && ctxt.shape[1] == m->T &&
+          ctxt.shape[2] == cf->joint_dim);
+    CHECK(pooled.ndim == 2 && pooled.shape[0] == B && pooled.shape[1] == cf->pooled_dim);
+    const sd3_globals_w *g = &m->g;
+
+    /* temb = timestep_embedder(proj(t)) + text_embedder(pooled)
+     * (CombinedTimestepTextProjEmbeddings; Timesteps(256, flip_sin_to_cos=True,
+     * downscale_freq_shift=0) on the unscaled scheduler timestep) */
+    op_timestep_embedding(c, m->tproj, t, 1, 0.0f, 1.0f, 10000.0f);
+    op_linear(c, m->tmp, m->tproj, g->t1_w, &g->t1_b, OP_ACT_SILU);
+    op_linear(c, m->temb, m->tmp, g->t2_w, &g->t2_b, OP_ACT_NONE);
+    op_linear(c, m->tmp, pooled, g->p1_w, &g->p1_b, OP_ACT_SILU);
+    op_linear(c, m->tmp2, m->tmp, g->p2_w, &g->p2_b, OP_ACT_NONE);
+    op_add(c, m->temb, m->temb, m->tmp2);
+    /* every modulation takes SiLU(temb) (AdaLayerNormZero*.silu) */
+    op_act_apply(c, m->s, m->temb, OP_ACT_SILU);
+
+    /* PatchEmbed: conv p x p stride p, flatten(2).transpose(1, 2), + the cropped pos_embed */
+    static const int nopad[4] = {0, 0, 0, 0};
+    op_conv2d(c, m->patches, x, g->pe_w, &g->pe_b, (int)p, nopad);
+    const tensor pt = tensor_reshape(m->patches, 3, (int64_t[]){B, D, N});
+    op_copy(c, m->x, tensor_transpose(pt, 1, 2));
+    op_add(c, m->x, m->x, m->pos);
+    op_linear(c, m->c, ctxt, g->ctx_w, &g->ctx_b, OP_ACT_NONE);
+
+    const int nb = (int)cf->layers;
+    tensor w[SD3_MAX_W];
+    for (int i = 0; i < nb; i++) {
+        wt_blocks_acquire(m->blocks, i, w);
+        sd3_block_w b;
+        memset(&b, 0, sizeof b);
+        wv_apply(m->binds + m->bind_at[i], m->bind_at[i + 1] - m->bind_at[i], w, &b);
+        joint_block(m, &b, i == nb - 1, cf->dual[i]);
+        wt_blocks_release(m->blocks, i);
+    }
+
+    /* norm_out (AdaLayerNormContinuous: scale, shift; Stability: shift, scale), proj_out, then
+     * unpatchify (features ordered (p, q, c)) */
+    const tensor e = tensor_slice(m->mod, 1, 0, 2 * D);
+    op_linear(c, e, m->s, g->nout_w, &g->nout_b, OP_ACT_NONE);
+    const int o = cf->original_names;
+    op_layernorm_modulate(c, m->xn, m->x, chunk(e, D, o ? 0 : 1), chunk(e, D, o ? 1 : 0), SD3_EPS);
+    op_linear(c, m->po, m->xn, g->proj_w, &g->proj_b, OP_ACT_NONE);
+    op_unpatchify(c, out, m->po, (int)p);
+}
+
+size_t sd3_device_bytes(const sd3_model *m) {
+    return wt_blocks_device_bytes(m->blocks) + wt_blocks_device_bytes(m->globals) + m->mem_bytes;
+}
+
+void sd3_free(sd3_model *m) {
+    if (!m) return;
+    free_plan(m);
+    if (m->globals_held) wt_blocks_release(m->globals, 0);
+    wt_blocks_free(m->globals);
+    wt_blocks_free(m->blocks);
+    free(m->binds);
+    free(m->bind_at);
+    free(m);
+}
