@@ -201,6 +201,17 @@ void opcpu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
         o[i] = xp[i] * mul + add;
 }
 
+/* StableDiffusion3Pipeline's guidance in an fp32 pipeline: u + g (c - u) */
+void opcpu_cfg_combine(op_ctx *c, tensor out, tensor u, tensor cnd, float g) {
+    (void)c;
+    int64_t n = tensor_numel(&u);
+    float *o = f32(&out);
+    const float *up = f32(&u), *cp = f32(&cnd);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        o[i] = up[i] + g * (cp[i] - up[i]);
+}
+
 /* FlowMatchEulerDiscreteScheduler.step in an fp32 pipeline: x + dt * v */
 void opcpu_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
     (void)c;
