@@ -352,12 +352,18 @@ static int shape_match(const wt_spec *sp, const df11_tensor *t) {
 
 static err check_tensor(const wt_source *s, const wt_spec *sp, const df11_tensor *t) {
     char want[96], got[96];
+    wt_spec stored = *sp; /* a transposed tensor is stored [cols, rows] */
+    if (sp->transposed) {
+        CHECK(sp->ndim == 2);
+        stored.shape[0] = sp->shape[1], stored.shape[1] = sp->shape[0];
+        sp = &stored;
+    }
     shape_str(want, sizeof want, sp->ndim, sp->shape);
     FAIL_IF(!t, ERR_FORMAT, "%s: tensor '%s%s' is missing (expected shape %s)", s->path, s->prefix,
             sp->name, want);
     shape_str(got, sizeof got, t->ndim, t->shape);
-    FAIL_IF(!shape_match(sp, t), ERR_FORMAT, "%s: tensor '%s': expected shape %s, got %s", s->path,
-            t->name, want, got);
+    FAIL_IF(!shape_match(sp, t) || (stored.transposed && t->ndim != 2), ERR_FORMAT,
+            "%s: tensor '%s': expected shape %s, got %s", s->path, t->name, want, got);
     FAIL_IF(t->dtype != DTYPE_BF16 && t->dtype != DTYPE_F16 && t->dtype != DTYPE_F32,
             ERR_UNSUPPORTED, "%s: tensor '%s' is %s; BF16, F16 or F32 expected", s->path, t->name,
             dtype_name(t->dtype));
@@ -395,7 +401,37 @@ static err host_bf16(wt_blocks *b, const wt_source *s, const df11_tensor *t, con
     return ERR_OK;
 }
 
-static err bind_cpu(wt_blocks *b, const wt_source *s, const df11_tensor *t, tensor *h) {
+/* The transpose of t (2-D, stored [r, c]) as an owned [c, r] copy of src, whose elements are
+ * es bytes each. */
+static err transpose_owned(wt_blocks *b, const wt_source *s, const df11_tensor *t,
+                           const void *src, size_t es, const void **out) {
+    const int64_t r = t->shape[0], c = t->shape[1];
+    uint8_t *d = own(b, malloc((size_t)(r * c) * es + 4));
+    FAIL_IF(!d, ERR_NOMEM, "%s: out of memory transposing tensor '%s'", s->path, t->name);
+    const uint8_t *p = src;
+#pragma omp parallel for
+    for (int64_t j = 0; j < c; j++)
+        for (int64_t i = 0; i < r; i++)
+            memcpy(d + (size_t)(j * r + i) * es, p + (size_t)(i * c + j) * es, es);
+    *out = d;
+    return ERR_OK;
+}
+
+static err bind_cpu(wt_blocks *b, const wt_source *s, const df11_tensor *t, int transposed,
+                    tensor *h) {
+    if (transposed) { /* as stored (BF16, F16, F32), or decoded to BF16 */
+        const void *v = t->data;
+        h->dt = t->dtype;
+        if (t->compressed) {
+            const uint16_t *d;
+            TRY(host_bf16(b, s, t, &d));
+            v = d, h->dt = DTYPE_BF16;
+        }
+        const void *d = NULL;
+        TRY(transpose_owned(b, s, t, v, (size_t)dtype_bits(h->dt) / 8, &d));
+        h->data = (void *)d;
+        return ERR_OK;
+    }
     if (!t->compressed) {
         h->data = (void *)t->data; /* mmapped, as stored */
         h->dt = t->dtype;
@@ -408,15 +444,24 @@ static err bind_cpu(wt_blocks *b, const wt_source *s, const df11_tensor *t, tens
     return ERR_OK;
 }
 
-static err bind_gpu(wt_blocks *b, const wt_source *s, const df11_tensor *t, wp_src *w) {
-    if (t->compressed) {
+static err bind_gpu(wt_blocks *b, const wt_source *s, const df11_tensor *t, int transposed,
+                    wp_src *w) {
+    /* a transposed tensor goes to the provider as the BF16 of its owned transposed copy (its
+       blob, if any, holds the stored order) */
+    const int has_blob = t->compressed && !transposed;
+    if (has_blob) {
         w->blob = t->data, w->blob_len = t->stored_bytes;
         if (b->cfg.mode != WP_RESIDENT) return ERR_OK;
     }
     const uint16_t *v;
     TRY(host_bf16(b, s, t, &v));
+    if (transposed) {
+        const void *d = NULL;
+        TRY(transpose_owned(b, s, t, v, 2, &d));
+        v = d;
+    }
     if (b->cfg.mode == WP_RESIDENT) {
-        w->bf16 = t->compressed ? NULL : v; /* the provider decodes blobs itself, on the GPU */
+        w->bf16 = has_blob ? NULL : v; /* the provider decodes blobs itself, on the GPU */
         return ERR_OK;
     }
     /* the DF11 modes need a blob for every weight: the few stored raw (small, or not BF16)
@@ -443,13 +488,13 @@ static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) 
             TRY(check_tensor(s, sp, t));
             b->numel += (int64_t)t->numel;
             if (b->cfg.dev == TENSOR_CPU) {
-                TRY(bind_cpu(b, s, t, h));
+                TRY(bind_cpu(b, s, t, sp->transposed, h));
                 continue;
             }
             wp_src *w = &b->src[kp++];
             w->ndim = sp->ndim;
             memcpy(w->shape, sp->shape, sizeof w->shape);
-            TRY(bind_gpu(b, s, t, w));
+            TRY(bind_gpu(b, s, t, sp->transposed, w));
             b->present[k] = 1;
             present++;
         }
@@ -566,9 +611,10 @@ void wt_layout_free(wt_layout *l) {
     free(l);
 }
 
-void wt_layout_add(wt_layout *l, int b, int optional, int ndim, const int64_t *shape,
+void wt_layout_add(wt_layout *l, int b, int flags, int ndim, const int64_t *shape,
                    const char *fmt, ...) {
     CHECK(b >= 0 && b < l->n_blocks && ndim >= 1 && ndim <= TENSOR_MAX_DIMS);
+    CHECK(!(flags & ~(WT_OPTIONAL | WT_TRANSPOSED)) && (!(flags & WT_TRANSPOSED) || ndim == 2));
     if (l->count[b] == l->cap[b]) {
         const int cap = l->cap[b] ? 2 * l->cap[b] : 16;
         wt_spec *sp = realloc(l->spec[b], sizeof *sp * (size_t)cap);
@@ -591,7 +637,10 @@ void wt_layout_add(wt_layout *l, int b, int optional, int ndim, const int64_t *s
     vsnprintf(name, (size_t)len + 1, fmt, ap);
     va_end(ap);
     wt_spec *sp = &l->spec[b][l->count[b]];
-    *sp = (wt_spec){.name = name, .ndim = ndim, .optional = optional};
+    *sp = (wt_spec){.name = name,
+                    .ndim = ndim,
+                    .optional = !!(flags & WT_OPTIONAL),
+                    .transposed = !!(flags & WT_TRANSPOSED)};
     memcpy(sp->shape, shape, sizeof *shape * (size_t)ndim);
     l->count[b]++;
 }

@@ -60,13 +60,20 @@ err wt_config_float(const struct cJSON *cfg, const char *key, const char *path, 
 err wt_hash(wt_source *s, uint64_t *hash);
 
 /* One tensor a block needs: name (after the prefix) and shape. An optional tensor that is
- * absent comes back with data NULL. */
+ * absent comes back with data NULL. A transposed one (2-D) is stored as [shape[1], shape[0]]
+ * and handed out as its transpose [shape[0], shape[1]], a copy the wt_blocks owns (OpenCLIP's
+ * text_projection, used as x·P where a linear weight is Pᵀ). */
 typedef struct wt_spec {
     const char *name; /* borrowed until wt_blocks_create returns */
     int ndim;
     int64_t shape[TENSOR_MAX_DIMS];
     int optional;
+    int transposed;
 } wt_spec;
+
+/* wt_layout_add's flags */
+#define WT_OPTIONAL 1   /* wt_spec.optional */
+#define WT_TRANSPOSED 2 /* wt_spec.transposed */
 
 typedef struct wt_blocks_config {
     tensor_dev dev;
@@ -97,9 +104,10 @@ typedef struct wt_layout wt_layout;
 /* An empty layout of n_blocks blocks. */
 err wt_layout_create(int n_blocks, wt_layout **out);
 void wt_layout_free(wt_layout *l); /* accepts NULL */
-/* Appends a tensor to block b: name printf-formatted (copied), shape[0..ndim) copied. Out of
- * memory is kept for wt_blocks_create_from to report. */
-void wt_layout_add(wt_layout *l, int b, int optional, int ndim, const int64_t *shape,
+/* Appends a tensor to block b: flags WT_OPTIONAL | WT_TRANSPOSED (1 is WT_OPTIONAL), name
+ * printf-formatted (copied), shape[0..ndim) copied. Out of memory is kept for
+ * wt_blocks_create_from to report. */
+void wt_layout_add(wt_layout *l, int b, int flags, int ndim, const int64_t *shape,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Tensors listed in block b so far. */
 int wt_layout_count(const wt_layout *l, int b);

@@ -324,6 +324,96 @@ static float *make_single_file(const char *clip_dir, const char *t5_dir, int64_t
     return proj;
 }
 
+/* The raw OpenCLIP name (open_clip TextTransformer) of dir's HF name n (after "text_model."),
+ * or NULL for the q/k/v projections, which go into the fused in_proj. */
+static const char *openclip_name(const char *n, char *buf, size_t bn) {
+    static const char *const map[][2] = {
+        {"embeddings.token_embedding.weight", "token_embedding.weight"},
+        {"embeddings.position_embedding.weight", "positional_embedding"},
+        {"final_layer_norm.", "ln_final."},     {"layer_norm1.", "ln_1."},
+        {"layer_norm2.", "ln_2."},              {"self_attn.out_proj.", "attn.out_proj."},
+        {"mlp.fc1.", "mlp.c_fc."},              {"mlp.fc2.", "mlp.c_proj."},
+    };
+    int layer, at = 0;
+    char rest[128] = "";
+    if (sscanf(n, "encoder.layers.%d.%n", &layer, &at) == 1 && at > 0) {
+        if (strstr(n, "self_attn.q_proj") || strstr(n, "self_attn.k_proj") ||
+            strstr(n, "self_attn.v_proj"))
+            return NULL;
+        snprintf(rest, sizeof rest, "%s", n + at);
+        const int k = snprintf(buf, bn, "transformer.resblocks.%d.", layer);
+        n = rest, buf += k, bn -= (size_t)k;
+    }
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        size_t l = strlen(map[i][0]);
+        if (!strncmp(n, map[i][0], l)) {
+            snprintf(buf, bn, "%s%s", map[i][1], n + l);
+            return buf;
+        }
+    }
+    CHECK(0 && "an HF CLIP name with no OpenCLIP counterpart");
+    return NULL;
+}
+
+/* tmp/clip_g.safetensors: dir's CLIP in raw OpenCLIP names under "text_encoders.clip_g." (as
+ * some SD3.5 / SDXL single files hold CLIP-G), no config.json: the q, k, v projections fused
+ * into attn.in_proj_weight/bias (rows q, k, v) and proj (the HF text_projection.weight [D,D])
+ * stored transposed as text_projection (used as x·P). */
+static void make_openclip_file(const char *clip_dir, const float *proj, int64_t D, char *out,
+                               size_t on) {
+    static const char pre[] = "text_encoders.clip_g.";
+    char in[600], (*names)[256] = calloc(1024, sizeof *names);
+    path2(in, sizeof in, clip_dir, "model.safetensors");
+    st_file *f = NULL;
+    st_writer *w = NULL;
+    CHECK(names && st_open(in, &f) == ERR_OK && st_writer_create(&w) == ERR_OK);
+    enum { MAX_LAYERS = 64 };
+    uint8_t *fused[MAX_LAYERS][2] = {{0}};
+    int k = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        const char *n = strncmp(t->name, "text_model.", 11) ? t->name : t->name + 11;
+        char mapped[200];
+        CHECK(k < 1023);
+        if (openclip_name(n, mapped, sizeof mapped)) {
+            snprintf(names[k], sizeof names[k], "%s%s", pre, mapped);
+            CHECK(st_writer_add(w, names[k++], t->dtype, t->ndim, t->shape, t->data,
+                                t->end - t->begin) == ERR_OK);
+            continue;
+        }
+        /* q/k/v: copy into rows [part*D, (part+1)*D) of the layer's fused tensor */
+        int layer, at = 0;
+        CHECK(sscanf(n, "encoder.layers.%d.self_attn.%n", &layer, &at) == 1 && layer < MAX_LAYERS);
+        const int part = n[at] == 'q' ? 0 : n[at] == 'k' ? 1 : 2, bias = t->ndim == 1;
+        const size_t nb = t->end - t->begin;
+        if (!fused[layer][bias]) {
+            CHECK((fused[layer][bias] = malloc(3 * nb)));
+            snprintf(names[k], sizeof names[k], "%stransformer.resblocks.%d.attn.in_proj_%s", pre,
+                     layer, bias ? "bias" : "weight");
+            const int64_t shape[2] = {3 * t->shape[0], bias ? 0 : t->shape[1]};
+            CHECK(st_writer_add(w, names[k++], t->dtype, t->ndim, shape, fused[layer][bias],
+                                3 * nb) == ERR_OK);
+        }
+        memcpy(fused[layer][bias] + (size_t)part * nb, t->data, nb);
+    }
+    uint16_t *pt = malloc((size_t)(D * D) * sizeof *pt);
+    CHECK(pt);
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = 0; j < D; j++)
+            pt[j * D + i] = tu_bf16(proj[i * D + j]); /* exact: proj holds BF16 values */
+    snprintf(names[k], sizeof names[k], "%stext_projection", pre);
+    CHECK(st_writer_add(w, names[k], DTYPE_BF16, 2, (int64_t[]){D, D}, pt,
+                        (uint64_t)(D * D) * 2) == ERR_OK);
+    path2(out, on, tmp, "clip_g.safetensors");
+    CHECK(st_writer_finish(w, out, 8) == ERR_OK);
+    st_writer_free(w);
+    st_close(f);
+    for (int l = 0; l < MAX_LAYERS; l++)
+        free(fused[l][0]), free(fused[l][1]);
+    free(pt);
+    free(names);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
         fprintf(stderr, "usage: test_encoders --cpu|--gpu FIXTURES\n");
@@ -399,6 +489,18 @@ int main(int argc, char **argv) {
         }
         EXPECT(run_t5(single, t5_ids, n_t5, &t) == ERR_OK, "%s", err_msg());
         EXPECT(outs_same(&t5_a, &t), "single file: T5 outputs differ from the folder's");
+        /* the same CLIP in raw OpenCLIP names (fused in_proj, transposed text_projection): the
+           same bits, un-projected and projected */
+        char oc_file[600];
+        outs o0 = {0}, o1 = {0};
+        make_openclip_file(clip_dir, proj, D, oc_file, sizeof oc_file);
+        EXPECT(run_clip(oc_file, clip_ids, n_clip, 0, &o0) == ERR_OK, "%s", err_msg());
+        EXPECT(o0.n && outs_same(&c0, &o0), "OpenCLIP names: CLIP outputs differ from HF names'");
+        EXPECT(run_clip(oc_file, clip_ids, n_clip, 1, &o1) == ERR_OK, "%s", err_msg());
+        EXPECT(o1.n && outs_same(&c1, &o1),
+               "OpenCLIP names: projected CLIP outputs differ from HF names'");
+        outs_free(&o0);
+        outs_free(&o1);
         outs_free(&c0);
         outs_free(&c1);
         outs_free(&t);

@@ -1,6 +1,8 @@
 /* clip.c: the CLIP text transformer as a straight sequence of ops, mirroring transformers
  * models/clip/modeling_clip.py (CLIPTextTransformer.forward, CLIPEncoderLayer.forward,
- * CLIPAttention, CLIPMLP, CLIPTextModelWithProjection.forward). MODEL-SPEC.md §4.1. */
+ * CLIPAttention, CLIPMLP, CLIPTextModelWithProjection.forward). MODEL-SPEC.md §4.1. Weights in
+ * HF names, or in raw OpenCLIP names (open_clip transformer.py: TextTransformer,
+ * ResidualAttentionBlock over nn.MultiheadAttention) mapped onto the same tensors. */
 #include "text_encoder/clip.h"
 
 #include <cjson/cJSON.h>
@@ -32,6 +34,23 @@ enum {
     F_PROJ, /* text_projection.weight [P,D], optional (outside text_model.) */
     F_N
 };
+/* A layer in raw OpenCLIP names (transformer.resblocks.i.*), as listed; acquire_layer maps
+ * them onto the L_ indices below. */
+enum {
+    O_LN1_W,  /* ln_1.weight [D] */
+    O_LN1_B,  /* ln_1.bias [D] */
+    O_IN_W,   /* attn.in_proj_weight [3D,D]: rows q, k, v */
+    O_IN_B,   /* attn.in_proj_bias [3D] */
+    O_OUT_W,  /* attn.out_proj.weight [D,D] */
+    O_OUT_B,  /* attn.out_proj.bias [D] */
+    O_LN2_W,  /* ln_2.weight [D] */
+    O_LN2_B,  /* ln_2.bias [D] */
+    O_FC_W,   /* mlp.c_fc.weight [I,D] */
+    O_FC_B,   /* mlp.c_fc.bias [I] */
+    O_PROJ_W, /* mlp.c_proj.weight [D,I] */
+    O_PROJ_B, /* mlp.c_proj.bias [D] */
+    O_N
+};
 enum {
     L_LN1_W, /* layer_norm1.weight [D] */
     L_LN1_B, /* layer_norm1.bias [D] */
@@ -61,6 +80,7 @@ typedef struct clip_config {
     int64_t positions; /* max_position_embeddings (77) */
     int64_t proj;      /* text_projection rows, 0 without one */
     op_act act;        /* hidden_act */
+    int openclip;      /* raw OpenCLIP names (positional_embedding, transformer.resblocks...) */
     float eps;         /* layer_norm_eps */
     int64_t eos;       /* eos_token_id (2 selects transformers' legacy argmax pooling) */
 } clip_config;
@@ -91,11 +111,14 @@ static const char *act_name(op_act a) {
     }
 }
 
-/* The prefix in front of "embeddings.token_embedding.weight" (ending in "text_model." in the
- * HF layout; transformers 5 saves a bare CLIPTextModel without it); ERR_ARG when the file holds
- * more than one text model (the caller then names one). */
-static err find_inner(const wt_source *src, char *inner) {
-    static const char key[] = "embeddings.token_embedding.weight";
+/* HF: the tensor that marks a text model, after its inner prefix; raw OpenCLIP: the same */
+static const char hf_key[] = "embeddings.token_embedding.weight";
+static const char oc_key[] = "transformer.resblocks.0.attn.in_proj_weight";
+
+/* The prefix in front of key in the file (for hf_key ending in "text_model." in the HF layout;
+ * transformers 5 saves a bare CLIPTextModel without it), *found whether there is one; ERR_ARG
+ * when the file holds more than one text model (the caller then names one). */
+static err find_inner(const wt_source *src, const char *key, char *inner, int *found_out) {
     int found = 0;
     for (int i = 0; i < wt_count(src); i++) {
         const char *name = wt_at(src, i)->name;
@@ -110,25 +133,55 @@ static err find_inner(const wt_source *src, char *inner) {
         inner[pl] = 0;
         found = 1;
     }
-    FAIL_IF(!found, ERR_FORMAT, "%s: no CLIP text model (no tensor named '*%s')", wt_path(src),
-            key);
+    *found_out = found;
     return ERR_OK;
+}
+
+/* Whether prefix + key names a tensor. */
+static int has(const wt_source *src, const char *prefix, const char *key) {
+    char probe[CLIP_NAME_MAX];
+    snprintf(probe, sizeof probe, "%s%s", prefix, key);
+    return wt_find(src, probe) != NULL;
 }
 
 /* The two prefixes: outer (where text_projection.weight lives) and inner (the text model's
  * tensors: outer + "text_model." in the HF layout, or outer itself). */
 static err set_prefixes(clip_model *m, const wt_source *src, const char *prefix) {
-    static const char tm[] = "text_model.";
-    char probe[CLIP_NAME_MAX];
+    static const char tm[] = "text_model.", tf[] = "transformer.";
+    int *oc = &m->cfg.openclip;
     if (prefix) {
         FAIL_IF(strlen(prefix) >= CLIP_PREFIX_MAX - strlen(tm), ERR_ARG,
                 "CLIP prefix too long: '%s'", prefix);
         strcpy(m->outer, prefix);
-        snprintf(probe, sizeof probe, "%s%sembeddings.token_embedding.weight", prefix, tm);
-        snprintf(m->inner, sizeof m->inner, "%s%s", prefix, wt_find(src, probe) ? tm : "");
+        snprintf(m->inner, sizeof m->inner, "%s%s", prefix, tm);
+        if (has(src, m->inner, hf_key)) return ERR_OK;
+        strcpy(m->inner, prefix);
+        if (has(src, prefix, hf_key)) return ERR_OK;
+        /* raw OpenCLIP under prefix, or under the part before "transformer." (the prefix the HF
+           layout has there, "text_encoders.clip_g.transformer.", given for "text_encoders.clip_g.") */
+        size_t ol;
+        if (!has(src, prefix, oc_key) && wt_name_prefix(prefix, tf, &ol)) m->outer[ol] = 0;
+        *oc = has(src, m->outer, oc_key);
+        if (!*oc) strcpy(m->outer, prefix); /* neither: HF names, whose absence is reported */
+        strcpy(m->inner, m->outer);
         return ERR_OK;
     }
-    TRY(find_inner(src, m->inner));
+    int hf = 0;
+    char oc_inner[CLIP_PREFIX_MAX];
+    TRY(find_inner(src, hf_key, m->inner, &hf));
+    TRY(find_inner(src, oc_key, oc_inner, oc));
+    FAIL_IF(hf && *oc, ERR_ARG,
+            "%s: two CLIP text models, under '%s' (HF names) and '%s' (OpenCLIP names); pass the "
+            "prefix of one",
+            wt_path(src), m->inner, oc_inner);
+    FAIL_IF(!hf && !*oc, ERR_FORMAT,
+            "%s: no CLIP text model (no tensor named '*%s' or '*%s')", wt_path(src), hf_key,
+            oc_key);
+    if (*oc) {
+        strcpy(m->inner, oc_inner);
+        strcpy(m->outer, oc_inner);
+        return ERR_OK;
+    }
     size_t ol;
     strcpy(m->outer, m->inner);
     if (wt_name_prefix(m->inner, tm, &ol)) m->outer[ol] = 0;
@@ -173,84 +226,151 @@ static err apply_json(const cJSON *root, const char *path, void *arg) {
 /* Config from config.json where there is one, the rest from the shapes (documented defaults). */
 static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     const char *path = wt_path(src), *in = m->inner;
+    const int oc = c->openclip;
     const df11_tensor *tok, *pos, *fc1;
-    TRY(wt_need(src, &tok, 2, "%sembeddings.token_embedding.weight", in));
-    TRY(wt_need(src, &pos, 2, "%sembeddings.position_embedding.weight", in));
-    TRY(wt_need(src, &fc1, 2, "%sencoder.layers.0.mlp.fc1.weight", in));
+    TRY(wt_need(src, &tok, 2, "%s%s", in, oc ? "token_embedding.weight" : hf_key));
+    TRY(wt_need(src, &pos, 2, "%s%s", in,
+                oc ? "positional_embedding" : "embeddings.position_embedding.weight"));
+    TRY(wt_need(src, &fc1, 2, "%s%s", in,
+                oc ? "transformer.resblocks.0.mlp.c_fc.weight" : "encoder.layers.0.mlp.fc1.weight"));
     char name[CLIP_NAME_MAX];
-    snprintf(name, sizeof name, "%stext_projection.weight", m->outer);
+    /* HF: text_projection.weight [P,D]; OpenCLIP: text_projection [D,P] (x·P) */
+    snprintf(name, sizeof name, "%stext_projection%s", m->outer, oc ? "" : ".weight");
     const df11_tensor *proj = wt_find(src, name);
     c->dim = tok->shape[1];
     c->vocab = tok->shape[0];
     c->positions = pos->shape[0];
     c->inter = fc1->shape[0];
-    c->proj = proj && proj->ndim == 2 ? proj->shape[0] : 0;
+    c->proj = proj && proj->ndim == 2 ? proj->shape[oc ? 1 : 0] : 0;
     c->layers = 0;
     for (;; c->layers++) {
-        snprintf(name, sizeof name, "%sencoder.layers.%lld.self_attn.q_proj.weight", in,
-                 (long long)c->layers);
+        snprintf(name, sizeof name,
+                 oc ? "%stransformer.resblocks.%lld.attn.in_proj_weight"
+                    : "%sencoder.layers.%lld.self_attn.q_proj.weight",
+                 in, (long long)c->layers);
         if (!wt_find(src, name)) break;
     }
-    /* the defaults: CLIP-L (768: 12 heads, quick_gelu), OpenCLIP bigG (1280: 20 heads, gelu) */
+    /* the defaults: CLIP-L (768: 12 heads, quick_gelu), OpenCLIP ViT-H and bigG (1024, 1280:
+       16 and 20 heads, gelu; open_clip's TextTransformer uses nn.GELU unless the model config
+       asks for QuickGELU, which the OpenAI weights at 512 and 768 do) */
     c->heads = c->dim % CLIP_HEAD_DIM == 0 ? c->dim / CLIP_HEAD_DIM : 1;
-    c->act = c->dim == 1280 ? OP_ACT_GELU_ERF : OP_ACT_QUICK_GELU;
+    c->act = c->dim == 1280 || c->dim == 1024 ? OP_ACT_GELU_ERF : OP_ACT_QUICK_GELU;
     c->eps = 1e-5f;
     c->eos = CLIP_EOS_ID;
     TRY(wt_config_apply(src, apply_json, c));
-    FAIL_IF(c->layers < 1, ERR_FORMAT, "%s: no CLIP layers (no 'text_model.encoder.layers.0.*')",
-            path);
+    FAIL_IF(c->layers < 1, ERR_FORMAT, "%s: no CLIP layers (no '%s%s')", path, in,
+            oc ? "transformer.resblocks.0.*" : "encoder.layers.0.*");
     FAIL_IF(c->heads < 1 || c->dim % c->heads, ERR_FORMAT,
             "%s: hidden size %lld is not a multiple of %lld heads", path, (long long)c->dim,
             (long long)c->heads);
     return ERR_OK;
 }
 
+/* A layer's tensor: name after the layer's prefix, shape [rows, cols] or [rows] (vec), rows and
+ * cols in units: 1 D, 3 3D, 0 the intermediate size I. */
+typedef struct clip_lt {
+    const char *suffix;
+    int rows, cols, vec;
+} clip_lt;
+
+static const clip_lt hf_layer[L_N] = {
+    [L_LN1_W] = {"layer_norm1.weight", 1, 1, 1},
+    [L_LN1_B] = {"layer_norm1.bias", 1, 1, 1},
+    [L_Q_W] = {"self_attn.q_proj.weight", 1, 1, 0},
+    [L_Q_B] = {"self_attn.q_proj.bias", 1, 1, 1},
+    [L_K_W] = {"self_attn.k_proj.weight", 1, 1, 0},
+    [L_K_B] = {"self_attn.k_proj.bias", 1, 1, 1},
+    [L_V_W] = {"self_attn.v_proj.weight", 1, 1, 0},
+    [L_V_B] = {"self_attn.v_proj.bias", 1, 1, 1},
+    [L_O_W] = {"self_attn.out_proj.weight", 1, 1, 0},
+    [L_O_B] = {"self_attn.out_proj.bias", 1, 1, 1},
+    [L_LN2_W] = {"layer_norm2.weight", 1, 1, 1},
+    [L_LN2_B] = {"layer_norm2.bias", 1, 1, 1},
+    [L_FC1_W] = {"mlp.fc1.weight", 0, 1, 0},
+    [L_FC1_B] = {"mlp.fc1.bias", 0, 1, 1},
+    [L_FC2_W] = {"mlp.fc2.weight", 1, 0, 0},
+    [L_FC2_B] = {"mlp.fc2.bias", 1, 1, 1},
+};
+
+static const clip_lt oc_layer[O_N] = {
+    [O_LN1_W] = {"ln_1.weight", 1, 1, 1},
+    [O_LN1_B] = {"ln_1.bias", 1, 1, 1},
+    [O_IN_W] = {"attn.in_proj_weight", 3, 1, 0},
+    [O_IN_B] = {"attn.in_proj_bias", 3, 1, 1},
+    [O_OUT_W] = {"attn.out_proj.weight", 1, 1, 0},
+    [O_OUT_B] = {"attn.out_proj.bias", 1, 1, 1},
+    [O_LN2_W] = {"ln_2.weight", 1, 1, 1},
+    [O_LN2_B] = {"ln_2.bias", 1, 1, 1},
+    [O_FC_W] = {"mlp.c_fc.weight", 0, 1, 0},
+    [O_FC_B] = {"mlp.c_fc.bias", 0, 1, 1},
+    [O_PROJ_W] = {"mlp.c_proj.weight", 1, 0, 0},
+    [O_PROJ_B] = {"mlp.c_proj.bias", 1, 1, 1},
+};
+
+/* Where each L_ tensor comes from in the OpenCLIP layer: O_ index, and which D rows of it
+ * (-1: all; 0, 1, 2: q, k, v of the fused in_proj, as nn.MultiheadAttention splits it) */
+static const struct {
+    int o, part;
+} oc_map[L_N] = {
+    [L_LN1_W] = {O_LN1_W, -1}, [L_LN1_B] = {O_LN1_B, -1}, [L_Q_W] = {O_IN_W, 0},
+    [L_Q_B] = {O_IN_B, 0},     [L_K_W] = {O_IN_W, 1},     [L_K_B] = {O_IN_B, 1},
+    [L_V_W] = {O_IN_W, 2},     [L_V_B] = {O_IN_B, 2},     [L_O_W] = {O_OUT_W, -1},
+    [L_O_B] = {O_OUT_B, -1},   [L_LN2_W] = {O_LN2_W, -1}, [L_LN2_B] = {O_LN2_B, -1},
+    [L_FC1_W] = {O_FC_W, -1},  [L_FC1_B] = {O_FC_B, -1},  [L_FC2_W] = {O_PROJ_W, -1},
+    [L_FC2_B] = {O_PROJ_B, -1},
+};
+
 /* Block 0 (the embeddings), the layers, the last block (final norm, projection): names and
- * shapes, in the order of the enums above. */
+ * shapes, in the order of the enums above (O_ for the OpenCLIP layers). */
 static err make_blocks(clip_model *m, wt_source *src, const wt_blocks_config *bc) {
     const clip_config *c = &m->cfg;
-    const int nb = (int)c->layers + 2;
-    const int64_t D = c->dim, I = c->inter;
+    const int nb = (int)c->layers + 2, oc = c->openclip;
+    const int64_t D = c->dim, I = c->inter, P = c->proj ? c->proj : D;
     const char *in = m->inner;
-    static const struct {
-        const char *suffix;
-        int rows_inter, cols_inter, vec; /* shape from D/I: [rows, cols] or [rows] */
-    } lt[L_N] = {
-        [L_LN1_W] = {"layer_norm1.weight", 0, 0, 1},
-        [L_LN1_B] = {"layer_norm1.bias", 0, 0, 1},
-        [L_Q_W] = {"self_attn.q_proj.weight", 0, 0, 0},
-        [L_Q_B] = {"self_attn.q_proj.bias", 0, 0, 1},
-        [L_K_W] = {"self_attn.k_proj.weight", 0, 0, 0},
-        [L_K_B] = {"self_attn.k_proj.bias", 0, 0, 1},
-        [L_V_W] = {"self_attn.v_proj.weight", 0, 0, 0},
-        [L_V_B] = {"self_attn.v_proj.bias", 0, 0, 1},
-        [L_O_W] = {"self_attn.out_proj.weight", 0, 0, 0},
-        [L_O_B] = {"self_attn.out_proj.bias", 0, 0, 1},
-        [L_LN2_W] = {"layer_norm2.weight", 0, 0, 1},
-        [L_LN2_B] = {"layer_norm2.bias", 0, 0, 1},
-        [L_FC1_W] = {"mlp.fc1.weight", 1, 0, 0},
-        [L_FC1_B] = {"mlp.fc1.bias", 1, 0, 1},
-        [L_FC2_W] = {"mlp.fc2.weight", 0, 1, 0},
-        [L_FC2_B] = {"mlp.fc2.bias", 0, 0, 1},
-    };
+    const clip_lt *lt = oc ? oc_layer : hf_layer;
+    const int nl = oc ? O_N : L_N;
     wt_layout *l = NULL;
     TRY(wt_layout_create(nb, &l));
-    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->vocab, D}, "%sembeddings.token_embedding.weight", in);
-    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->positions, D},
-                  "%sembeddings.position_embedding.weight", in);
+    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->vocab, D}, "%s%s", in,
+                  oc ? "token_embedding.weight" : hf_key);
+    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->positions, D}, "%s%s", in,
+                  oc ? "positional_embedding" : "embeddings.position_embedding.weight");
     for (int b = 1; b < nb - 1; b++)
-        for (int j = 0; j < L_N; j++) {
-            const int64_t rows = lt[j].rows_inter ? I : D, cols = lt[j].cols_inter ? I : D;
-            wt_layout_add(l, b, 0, lt[j].vec ? 1 : 2, (int64_t[]){rows, cols},
-                          "%sencoder.layers.%d.%s", in, b - 1, lt[j].suffix);
+        for (int j = 0; j < nl; j++) {
+            const int64_t rows = lt[j].rows ? lt[j].rows * D : I, cols = lt[j].cols ? D : I;
+            wt_layout_add(l, b, 0, lt[j].vec ? 1 : 2, (int64_t[]){rows, cols}, "%s%s%d.%s", in,
+                          oc ? "transformer.resblocks." : "encoder.layers.", b - 1, lt[j].suffix);
         }
-    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%sfinal_layer_norm.weight", in);
-    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%sfinal_layer_norm.bias", in);
-    wt_layout_add(l, nb - 1, 1, 2, (int64_t[]){c->proj ? c->proj : D, D},
-                  "%stext_projection.weight", m->outer);
+    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%s%s.weight", in,
+                  oc ? "ln_final" : "final_layer_norm");
+    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%s%s.bias", in,
+                  oc ? "ln_final" : "final_layer_norm");
+    /* OpenCLIP's [D,P] is handed out transposed, as the [P,D] weight op_linear takes */
+    if (oc)
+        wt_layout_add(l, nb - 1, WT_OPTIONAL | WT_TRANSPOSED, 2, (int64_t[]){P, D},
+                      "%stext_projection", m->outer);
+    else
+        wt_layout_add(l, nb - 1, WT_OPTIONAL, 2, (int64_t[]){P, D}, "%stext_projection.weight",
+                      m->outer);
     err e = wt_blocks_create_from(src, l, bc, &m->w);
     wt_layout_free(l);
     return e;
+}
+
+/* Layer l's tensors in the L_ order: as acquired (HF), or the OpenCLIP ones mapped, the fused
+ * in_proj bound as three row slices. Release with wt_blocks_release(m->w, l + 1). */
+static void acquire_layer(clip_model *m, int64_t l, tensor *w) {
+    if (!m->cfg.openclip) {
+        wt_blocks_acquire(m->w, (int)l + 1, w);
+        return;
+    }
+    const int64_t D = m->cfg.dim;
+    tensor o[O_N];
+    wt_blocks_acquire(m->w, (int)l + 1, o);
+    for (int j = 0; j < L_N; j++) {
+        w[j] = o[oc_map[j].o];
+        if (oc_map[j].part >= 0) w[j] = tensor_slice(w[j], 0, oc_map[j].part * D, D);
+    }
 }
 
 /* One allocation on the ctx's device, carved into the activation tensors. */
@@ -373,7 +493,7 @@ void clip_encode(clip_model *m, const int32_t *ids, int n, int project, tensor p
     if (penultimate && c->layers == 1) op_copy(ctx, pen2, h);
     for (int64_t l = 0; l < c->layers; l++) {
         tensor w[L_N];
-        wt_blocks_acquire(m->w, (int)l + 1, w);
+        acquire_layer(m, l, w);
         /* self-attention: causal, no padding mask (the pipelines pass none) */
         op_layernorm(ctx, x, h, &w[L_LN1_W], &w[L_LN1_B], c->eps);
         op_linear(ctx, q, x, w[L_Q_W], &w[L_Q_B], OP_ACT_NONE);
