@@ -265,8 +265,9 @@ int main(int argc, char **argv) {
         double ms = now_ms() - t0;
         EXPECT(e == ERR_OK, "%s: %s", forms[f].name, err_msg());
         if (e) continue;
+        /* printed, not asserted: a timed test fails on a loaded machine (speed is measured by
+           the benchmarks) */
         printf("%s: loaded in %.1f ms\n", forms[f].name, ms);
-        EXPECT(ms < 500, "%s: load took %.0f ms", forms[f].name, ms);
         EXPECT(clip_tok_pad_id(t) == forms[f].pad && clip_tok_bos_id(t) == 49406 &&
                    clip_tok_eos_id(t) == 49407,
                "%s: pad %d bos %d eos %d", forms[f].name, clip_tok_pad_id(t), clip_tok_bos_id(t),
@@ -284,8 +285,8 @@ int main(int argc, char **argv) {
             for (int r = 0; r < reps; r++)
                 CHECK(clip_tok_encode(t, s, 77, ids, NULL) == ERR_OK);
             double per = (now_ms() - t0) / reps;
+            /* printed, not asserted (see the load time above) */
             printf("encode: %.1f us per %zu-byte prompt\n", per * 1e3, strlen(s));
-            EXPECT(per < 1.0, "encode took %.3f ms", per);
             free(s);
         }
         clip_tok_free(t);
