@@ -14,6 +14,7 @@
 #include "core/cuda/gpu.h"
 #include "core/half.h"
 #include "core/log.h"
+#include "unet_dit/wbind.h"
 
 #define FLUX_EPS 1e-6f     /* every LayerNorm and the q/k RMSNorms */
 #define FLUX_TPROJ 256     /* Timesteps(num_channels=256) */
@@ -61,25 +62,15 @@ typedef struct flux_globals_w {
     tensor proj_w, proj_b;         /* proj_out [in_ch, D], [in_ch] */
 } flux_globals_w;
 
-/* The acquired tensor w goes to the field at byte offset `field` of the block's struct (rows
- * [r0, r0 + rows) of it when rows > 0: a part of BFL's fused qkv or linear1). */
-typedef struct wbind {
-    size_t field;
-    int w;
-    int64_t r0, rows;
-} wbind;
-
 struct flux_model {
     flux_config cfg;
     op_ctx *ctx;
     tensor_dev dev;
-    dtype act;          /* activations: F32 on the CPU, BF16 on CUDA */
-    wt_blocks *blocks;  /* n_double double blocks, then n_single single blocks */
-    wt_blocks *globals; /* one block, acquired for the model's lifetime */
+    dtype act;           /* activations: F32 on the CPU, BF16 on CUDA */
+    wbind_table blocks;  /* n_double double blocks, then n_single single blocks */
+    wbind_table globals; /* one block, acquired for the model's lifetime */
     int globals_held;
     flux_globals_w g;
-    wbind *binds; /* the blocks' binding tables: block i's are [bind_at[i], bind_at[i + 1]) */
-    int *bind_at;
     /* the plan */
     int64_t h2, w2, N, T, L;
     void *mem;
@@ -100,104 +91,52 @@ struct flux_model {
 /* ---- weight names: one visitor per block kind lists the tensors and where each goes; at
  * load it makes the specs and a binding table, which each acquire then applies ---- */
 
-typedef struct wvisit {
-    const flux_config *cfg;
-    char prefix[48];
-    const void *base;  /* the block struct the fields belong to */
-    wt_layout *layout; /* with binds: filled; both NULL: only counted */
-    int block;         /* the layout's block being listed */
-    wbind *binds;
-    int n, nb; /* the block's tensors so far (bindings index them), all bindings so far */
-} wvisit;
-
-static void wv_bind(wvisit *v, const tensor *field, int w, int64_t r0, int64_t rows) {
-    if (v->binds)
-        v->binds[v->nb] =
-            (wbind){(size_t)((const char *)field - (const char *)v->base), w, r0, rows};
-    v->nb++;
-}
+typedef wbind_visit wvisit;
+#define CFG(v) ((const flux_config *)(v)->cfg)
 
 /* one tensor: rows x cols (cols 0: 1-D), bound whole to field (NULL: bound by the caller) */
 static void wv_one(wvisit *v, tensor *field, const char *name, int64_t rows, int64_t cols) {
-    if (v->layout)
-        wt_layout_add(v->layout, v->block, 0, cols ? 2 : 1, (int64_t[]){rows, cols}, "%s%s",
-                      v->prefix, name);
-    if (field) wv_bind(v, field, v->n, 0, 0);
-    v->n++;
-}
-
-/* name.weight [rows, cols] and name.bias [rows] */
-static void wv_linear(wvisit *v, tensor *w, tensor *b, const char *name, int64_t rows,
-                      int64_t cols) {
-    char nw[FLUX_NAME_MAX], nb[FLUX_NAME_MAX];
-    CHECK(snprintf(nw, sizeof nw, "%s.weight", name) < FLUX_NAME_MAX);
-    CHECK(snprintf(nb, sizeof nb, "%s.bias", name) < FLUX_NAME_MAX);
-    wv_one(v, w, nw, rows, cols);
-    wv_one(v, b, nb, rows, 0);
-}
-
-/* A fused linear (BFL's qkv, linear1): name.weight [sum rows, cols], name.bias [sum rows],
- * bound as row ranges: rows[i] rows each to ws[i], bs[i]. */
-static void wv_fused(wvisit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
-                     const char *name, int64_t cols) {
-    int64_t total = 0, r = 0;
-    for (int i = 0; i < nf; i++)
-        total += rows[i];
-    const int w = v->n;
-    wv_linear(v, NULL, NULL, name, total, cols);
-    for (int i = 0; i < nf; r += rows[i], i++) {
-        wv_bind(v, ws[i], w, r, rows[i]);
-        wv_bind(v, bs[i], w + 1, r, rows[i]);
-    }
-}
-
-/* Applies a binding table to a block's acquired tensors w. */
-static void wv_apply(const wbind *b, int n, const tensor *w, void *base) {
-    for (int i = 0; i < n; i++) {
-        tensor t = w[b[i].w];
-        if (b[i].rows) t = tensor_slice(t, 0, b[i].r0, b[i].rows);
-        memcpy((char *)base + b[i].field, &t, sizeof t);
-    }
+    wbind_one(v, field, name, cols ? 2 : 1, (int64_t[]){rows, cols});
 }
 
 /* one stream of a double block; diffusers names (add: "add_" projections of the text stream) */
 static void wv_stream_diffusers(wvisit *v, flux_stream_w *s, int txt) {
-    const int64_t D = v->cfg->D, hd = v->cfg->head_dim, mlp = v->cfg->mlp;
-    wv_linear(v, &s->mod_w, &s->mod_b, txt ? "norm1_context.linear" : "norm1.linear", 6 * D, D);
-    wv_linear(v, &s->q_w, &s->q_b, txt ? "attn.add_q_proj" : "attn.to_q", D, D);
-    wv_linear(v, &s->k_w, &s->k_b, txt ? "attn.add_k_proj" : "attn.to_k", D, D);
-    wv_linear(v, &s->v_w, &s->v_b, txt ? "attn.add_v_proj" : "attn.to_v", D, D);
+    const int64_t D = CFG(v)->D, hd = CFG(v)->head_dim, mlp = CFG(v)->mlp;
+    wbind_linear(v, &s->mod_w, &s->mod_b, txt ? "norm1_context.linear" : "norm1.linear", 6 * D, D);
+    wbind_linear(v, &s->q_w, &s->q_b, txt ? "attn.add_q_proj" : "attn.to_q", D, D);
+    wbind_linear(v, &s->k_w, &s->k_b, txt ? "attn.add_k_proj" : "attn.to_k", D, D);
+    wbind_linear(v, &s->v_w, &s->v_b, txt ? "attn.add_v_proj" : "attn.to_v", D, D);
     wv_one(v, &s->norm_q, txt ? "attn.norm_added_q.weight" : "attn.norm_q.weight", hd, 0);
     wv_one(v, &s->norm_k, txt ? "attn.norm_added_k.weight" : "attn.norm_k.weight", hd, 0);
-    wv_linear(v, &s->out_w, &s->out_b, txt ? "attn.to_add_out" : "attn.to_out.0", D, D);
-    wv_linear(v, &s->ff1_w, &s->ff1_b, txt ? "ff_context.net.0.proj" : "ff.net.0.proj", mlp, D);
-    wv_linear(v, &s->ff2_w, &s->ff2_b, txt ? "ff_context.net.2" : "ff.net.2", D, mlp);
+    wbind_linear(v, &s->out_w, &s->out_b, txt ? "attn.to_add_out" : "attn.to_out.0", D, D);
+    wbind_linear(v, &s->ff1_w, &s->ff1_b, txt ? "ff_context.net.0.proj" : "ff.net.0.proj", mlp, D);
+    wbind_linear(v, &s->ff2_w, &s->ff2_b, txt ? "ff_context.net.2" : "ff.net.2", D, mlp);
 }
 
 /* the same in BFL names (MODEL-SPEC §1.9); s is "img" or "txt" */
 static void wv_stream_bfl(wvisit *v, flux_stream_w *st, const char *s) {
-    const int64_t D = v->cfg->D, hd = v->cfg->head_dim, mlp = v->cfg->mlp;
+    const int64_t D = CFG(v)->D, hd = CFG(v)->head_dim, mlp = CFG(v)->mlp;
     char n[FLUX_NAME_MAX];
     snprintf(n, sizeof n, "%s_mod.lin", s);
-    wv_linear(v, &st->mod_w, &st->mod_b, n, 6 * D, D);
+    wbind_linear(v, &st->mod_w, &st->mod_b, n, 6 * D, D);
     snprintf(n, sizeof n, "%s_attn.qkv", s);
-    wv_fused(v, (tensor *[]){&st->q_w, &st->k_w, &st->v_w},
-             (tensor *[]){&st->q_b, &st->k_b, &st->v_b}, (int64_t[]){D, D, D}, 3, n, D);
+    wbind_fused(v, (tensor *[]){&st->q_w, &st->k_w, &st->v_w},
+                (tensor *[]){&st->q_b, &st->k_b, &st->v_b}, (int64_t[]){D, D, D}, 3, n, D);
     snprintf(n, sizeof n, "%s_attn.norm.query_norm.scale", s);
     wv_one(v, &st->norm_q, n, hd, 0);
     snprintf(n, sizeof n, "%s_attn.norm.key_norm.scale", s);
     wv_one(v, &st->norm_k, n, hd, 0);
     snprintf(n, sizeof n, "%s_attn.proj", s);
-    wv_linear(v, &st->out_w, &st->out_b, n, D, D);
+    wbind_linear(v, &st->out_w, &st->out_b, n, D, D);
     snprintf(n, sizeof n, "%s_mlp.0", s);
-    wv_linear(v, &st->ff1_w, &st->ff1_b, n, mlp, D);
+    wbind_linear(v, &st->ff1_w, &st->ff1_b, n, mlp, D);
     snprintf(n, sizeof n, "%s_mlp.2", s);
-    wv_linear(v, &st->ff2_w, &st->ff2_b, n, D, mlp);
+    wbind_linear(v, &st->ff2_w, &st->ff2_b, n, D, mlp);
 }
 
 static void wv_double(wvisit *v, int i, flux_double_w *b) {
     v->base = b;
-    if (v->cfg->bfl_names) {
+    if (CFG(v)->bfl_names) {
         snprintf(v->prefix, sizeof v->prefix, "double_blocks.%d.", i);
         wv_stream_bfl(v, &b->img, "img");
         wv_stream_bfl(v, &b->txt, "txt");
@@ -209,59 +148,59 @@ static void wv_double(wvisit *v, int i, flux_double_w *b) {
 }
 
 static void wv_single(wvisit *v, int i, flux_single_w *b) {
-    const int64_t D = v->cfg->D, hd = v->cfg->head_dim, mlp = v->cfg->mlp;
+    const int64_t D = CFG(v)->D, hd = CFG(v)->head_dim, mlp = CFG(v)->mlp;
     v->base = b;
-    if (v->cfg->bfl_names) {
+    if (CFG(v)->bfl_names) {
         snprintf(v->prefix, sizeof v->prefix, "single_blocks.%d.", i);
-        wv_linear(v, &b->mod_w, &b->mod_b, "modulation.lin", 3 * D, D);
-        wv_fused(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w, &b->mlp_w},
-                 (tensor *[]){&b->q_b, &b->k_b, &b->v_b, &b->mlp_b}, (int64_t[]){D, D, D, mlp}, 4,
-                 "linear1", D);
+        wbind_linear(v, &b->mod_w, &b->mod_b, "modulation.lin", 3 * D, D);
+        wbind_fused(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w, &b->mlp_w},
+                    (tensor *[]){&b->q_b, &b->k_b, &b->v_b, &b->mlp_b}, (int64_t[]){D, D, D, mlp},
+                    4, "linear1", D);
         wv_one(v, &b->norm_q, "norm.query_norm.scale", hd, 0);
         wv_one(v, &b->norm_k, "norm.key_norm.scale", hd, 0);
-        wv_linear(v, &b->out_w, &b->out_b, "linear2", D, D + mlp);
+        wbind_linear(v, &b->out_w, &b->out_b, "linear2", D, D + mlp);
     } else {
         snprintf(v->prefix, sizeof v->prefix, "single_transformer_blocks.%d.", i);
-        wv_linear(v, &b->mod_w, &b->mod_b, "norm.linear", 3 * D, D);
-        wv_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
-        wv_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
-        wv_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
+        wbind_linear(v, &b->mod_w, &b->mod_b, "norm.linear", 3 * D, D);
+        wbind_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
+        wbind_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
+        wbind_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
         wv_one(v, &b->norm_q, "attn.norm_q.weight", hd, 0);
         wv_one(v, &b->norm_k, "attn.norm_k.weight", hd, 0);
-        wv_linear(v, &b->mlp_w, &b->mlp_b, "proj_mlp", mlp, D);
-        wv_linear(v, &b->out_w, &b->out_b, "proj_out", D, D + mlp);
+        wbind_linear(v, &b->mlp_w, &b->mlp_b, "proj_mlp", mlp, D);
+        wbind_linear(v, &b->out_w, &b->out_b, "proj_out", D, D + mlp);
     }
 }
 
 static void wv_globals(wvisit *v, flux_globals_w *g) {
-    const flux_config *c = v->cfg;
+    const flux_config *c = CFG(v);
     const int64_t D = c->D;
     const int bfl = c->bfl_names;
     v->base = g;
     v->prefix[0] = 0;
-    wv_linear(v, &g->x_w, &g->x_b, bfl ? "img_in" : "x_embedder", D, c->in_ch);
-    wv_linear(v, &g->ctx_w, &g->ctx_b, bfl ? "txt_in" : "context_embedder", D, c->ctx_dim);
-    wv_linear(v, &g->t1_w, &g->t1_b,
-              bfl ? "time_in.in_layer" : "time_text_embed.timestep_embedder.linear_1", D,
-              FLUX_TPROJ);
-    wv_linear(v, &g->t2_w, &g->t2_b,
-              bfl ? "time_in.out_layer" : "time_text_embed.timestep_embedder.linear_2", D, D);
+    wbind_linear(v, &g->x_w, &g->x_b, bfl ? "img_in" : "x_embedder", D, c->in_ch);
+    wbind_linear(v, &g->ctx_w, &g->ctx_b, bfl ? "txt_in" : "context_embedder", D, c->ctx_dim);
+    wbind_linear(v, &g->t1_w, &g->t1_b,
+                 bfl ? "time_in.in_layer" : "time_text_embed.timestep_embedder.linear_1", D,
+                 FLUX_TPROJ);
+    wbind_linear(v, &g->t2_w, &g->t2_b,
+                 bfl ? "time_in.out_layer" : "time_text_embed.timestep_embedder.linear_2", D, D);
     if (c->guidance) {
-        wv_linear(v, &g->g1_w, &g->g1_b,
-                  bfl ? "guidance_in.in_layer" : "time_text_embed.guidance_embedder.linear_1", D,
-                  FLUX_TPROJ);
-        wv_linear(v, &g->g2_w, &g->g2_b,
-                  bfl ? "guidance_in.out_layer" : "time_text_embed.guidance_embedder.linear_2", D,
-                  D);
+        wbind_linear(v, &g->g1_w, &g->g1_b,
+                     bfl ? "guidance_in.in_layer" : "time_text_embed.guidance_embedder.linear_1", D,
+                     FLUX_TPROJ);
+        wbind_linear(v, &g->g2_w, &g->g2_b,
+                     bfl ? "guidance_in.out_layer" : "time_text_embed.guidance_embedder.linear_2",
+                     D, D);
     }
-    wv_linear(v, &g->p1_w, &g->p1_b,
-              bfl ? "vector_in.in_layer" : "time_text_embed.text_embedder.linear_1", D,
-              c->pooled_dim);
-    wv_linear(v, &g->p2_w, &g->p2_b,
-              bfl ? "vector_in.out_layer" : "time_text_embed.text_embedder.linear_2", D, D);
-    wv_linear(v, &g->nout_w, &g->nout_b, bfl ? "final_layer.adaLN_modulation.1" : "norm_out.linear",
-              2 * D, D);
-    wv_linear(v, &g->proj_w, &g->proj_b, bfl ? "final_layer.linear" : "proj_out", c->in_ch, D);
+    wbind_linear(v, &g->p1_w, &g->p1_b,
+                 bfl ? "vector_in.in_layer" : "time_text_embed.text_embedder.linear_1", D,
+                 c->pooled_dim);
+    wbind_linear(v, &g->p2_w, &g->p2_b,
+                 bfl ? "vector_in.out_layer" : "time_text_embed.text_embedder.linear_2", D, D);
+    wbind_linear(v, &g->nout_w, &g->nout_b,
+                 bfl ? "final_layer.adaLN_modulation.1" : "norm_out.linear", 2 * D, D);
+    wbind_linear(v, &g->proj_w, &g->proj_b, bfl ? "final_layer.linear" : "proj_out", c->in_ch, D);
 }
 
 /* ---- config ---- */
@@ -379,57 +318,28 @@ static err detect_config(wt_source *src, flux_config *c) {
 
 /* ---- loading ---- */
 
-/* visits block i (double blocks first) */
-static void wv_block(wvisit *v, int i, flux_double_w *dw, flux_single_w *sw) {
-    v->block = i;
-    v->n = 0;
-    if (i < v->cfg->n_double)
-        wv_double(v, i, dw);
-    else
-        wv_single(v, i - (int)v->cfg->n_double, sw);
-}
-
-/* Lists the blocks' tensors, opens them through the provider and keeps their binding tables. */
-static err load_blocks(flux_model *m, wt_source *src, const wt_blocks_config *bc) {
-    const int nb = (int)(m->cfg.n_double + m->cfg.n_single);
+/* visits block i (double blocks first); the structs only give the fields' offsets */
+static void wv_block(wvisit *v, int i) {
     flux_double_w dw;
     flux_single_w sw;
-    wvisit v = {.cfg = &m->cfg};
-    for (int i = 0; i < nb; i++)
-        wv_block(&v, i, &dw, &sw);
-    m->binds = calloc((size_t)v.nb + 1, sizeof *m->binds);
-    m->bind_at = calloc((size_t)nb + 1, sizeof *m->bind_at);
-    FAIL_IF(!m->binds || !m->bind_at, ERR_NOMEM, "out of memory binding %d tensors", v.nb);
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(nb, &l));
-    v = (wvisit){.cfg = &m->cfg, .layout = l, .binds = m->binds};
-    for (int i = 0; i < nb; i++) {
-        m->bind_at[i] = v.nb;
-        wv_block(&v, i, &dw, &sw);
-        CHECK(v.n <= FLUX_MAX_W);
-    }
-    m->bind_at[nb] = v.nb;
-    err e = wt_blocks_create_from(src, l, bc, &m->blocks);
-    wt_layout_free(l);
-    return e;
+    if (i < CFG(v)->n_double)
+        wv_double(v, i, &dw);
+    else
+        wv_single(v, i - (int)CFG(v)->n_double, &sw);
+}
+
+static void wv_globals_block(wvisit *v, int i) {
+    flux_globals_w g;
+    wv_globals(v, &g);
 }
 
 /* The embedders and the final layer: one block, resident, acquired until flux_free. */
 static err load_globals(flux_model *m, wt_source *src, const wt_blocks_config *bc) {
-    wbind binds[24];
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(1, &l));
-    wvisit v = {.cfg = &m->cfg, .layout = l, .binds = binds};
-    wv_globals(&v, &m->g);
     wt_blocks_config rc = *bc;
     rc.mode = WP_RESIDENT;
-    err e = wt_blocks_create_from(src, l, &rc, &m->globals);
-    wt_layout_free(l);
-    TRY(e);
-    tensor w[24];
-    wt_blocks_acquire(m->globals, 0, w);
+    TRY(wbind_load(src, &m->cfg, 1, FLUX_MAX_W, wv_globals_block, &rc, &m->globals));
+    wbind_acquire(&m->globals, 0, &m->g);
     m->globals_held = 1;
-    wv_apply(binds, v.nb, w, &m->g);
     return ERR_OK;
 }
 
@@ -448,20 +358,24 @@ err flux_load(wt_source *src, op_ctx *ctx, const flux_load_opts *o, flux_model *
                            .budget = o ? o->budget : 0,
                            .compute = op_ctx_stream(ctx)};
     err e = load_globals(m, src, &bc);
-    if (!e) e = load_blocks(m, src, &bc);
+    if (!e)
+        e = wbind_load(src, &m->cfg, (int)(cfg.n_double + cfg.n_single), FLUX_MAX_W, wv_block, &bc,
+                       &m->blocks);
     if (e) {
         flux_free(m);
         return e;
     }
     static const char *modes[] = {"resident", "DF11 per block", "DF11 streamed"};
-    LOG_INFO("flux: %s, %s names: D %lld (%lld heads x %lld), %lld double + %lld single blocks, "
-             "MLP %lld, RoPE axes (%d, %d, %d); weights %s, %.1f MiB on the device",
-             cfg.guidance ? "dev (guidance embedding)" : "schnell (no guidance embedding)",
-             cfg.bfl_names ? "BFL" : "diffusers", (long long)cfg.D, (long long)cfg.heads,
-             (long long)cfg.head_dim, (long long)cfg.n_double, (long long)cfg.n_single,
-             (long long)cfg.mlp, cfg.axes[0], cfg.axes[1], cfg.axes[2],
-             m->dev == TENSOR_CPU ? "mapped on the host" : modes[bc.mode],
-             (wt_blocks_device_bytes(m->blocks) + wt_blocks_device_bytes(m->globals)) / 1048576.0);
+    LOG_INFO(
+        "flux: %s, %s names: D %lld (%lld heads x %lld), %lld double + %lld single blocks, "
+        "MLP %lld, RoPE axes (%d, %d, %d); weights %s, %.1f MiB on the device",
+        cfg.guidance ? "dev (guidance embedding)" : "schnell (no guidance embedding)",
+        cfg.bfl_names ? "BFL" : "diffusers", (long long)cfg.D, (long long)cfg.heads,
+        (long long)cfg.head_dim, (long long)cfg.n_double, (long long)cfg.n_single,
+        (long long)cfg.mlp, cfg.axes[0], cfg.axes[1], cfg.axes[2],
+        m->dev == TENSOR_CPU ? "mapped on the host" : modes[bc.mode],
+        (wt_blocks_device_bytes(m->blocks.blocks) + wt_blocks_device_bytes(m->globals.blocks)) /
+            1048576.0);
     *out = m;
     return ERR_OK;
 }
@@ -724,21 +638,17 @@ void flux_forward_tau(flux_model *m, tensor out, tensor x, float tau, float gs) 
     op_linear(c, rows(m->h, T, N), x, g->x_w, &g->x_b, OP_ACT_NONE);
 
     const int nd = (int)cf->n_double, nb = nd + (int)cf->n_single;
-    tensor w[FLUX_MAX_W];
     for (int i = 0; i < nb; i++) {
-        wt_blocks_acquire(m->blocks, i, w);
-        const wbind *bb = m->binds + m->bind_at[i];
-        const int nbb = m->bind_at[i + 1] - m->bind_at[i];
         if (i < nd) {
             flux_double_w b;
-            wv_apply(bb, nbb, w, &b);
+            wbind_acquire(&m->blocks, i, &b);
             double_block(m, &b);
         } else {
             flux_single_w b;
-            wv_apply(bb, nbb, w, &b);
+            wbind_acquire(&m->blocks, i, &b);
             single_block(m, &b);
         }
-        wt_blocks_release(m->blocks, i);
+        wbind_release(&m->blocks, i);
     }
 
     /* norm_out (AdaLayerNormContinuous: scale, shift; BFL stores shift, scale) and proj_out,
@@ -758,16 +668,15 @@ void flux_forward(flux_model *m, tensor out, tensor x, float t, float g) {
 }
 
 size_t flux_device_bytes(const flux_model *m) {
-    return wt_blocks_device_bytes(m->blocks) + wt_blocks_device_bytes(m->globals) + m->mem_bytes;
+    return wt_blocks_device_bytes(m->blocks.blocks) + wt_blocks_device_bytes(m->globals.blocks) +
+           m->mem_bytes;
 }
 
 void flux_free(flux_model *m) {
     if (!m) return;
     free_plan(m);
-    if (m->globals_held) wt_blocks_release(m->globals, 0);
-    wt_blocks_free(m->globals);
-    wt_blocks_free(m->blocks);
-    free(m->binds);
-    free(m->bind_at);
+    if (m->globals_held) wbind_release(&m->globals, 0);
+    wbind_free(&m->globals);
+    wbind_free(&m->blocks);
     free(m);
 }

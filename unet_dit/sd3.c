@@ -15,6 +15,7 @@
 
 #include "core/cuda/gpu.h"
 #include "core/log.h"
+#include "unet_dit/wbind.h"
 
 #define SD3_EPS 1e-6f /* every LayerNorm (elementwise_affine=False) and the q/k RMSNorms */
 #define SD3_TPROJ 256 /* Timesteps(num_channels=256) */
@@ -53,23 +54,14 @@ typedef struct sd3_globals_w {
     tensor proj_w, proj_b;         /* proj_out [p p out_ch, D] */
 } sd3_globals_w;
 
-/* acquired tensor w to the field at byte offset `field` (rows [r0, r0 + rows) if rows > 0) */
-typedef struct wbind {
-    size_t field;
-    int w;
-    int64_t r0, rows;
-} wbind;
-
 struct sd3_model {
     sd3_config cfg;
     op_ctx *ctx;
     tensor_dev dev;
     dtype act;
-    wt_blocks *blocks, *globals;
+    wbind_table blocks, globals; /* the joint blocks; the globals, held until sd3_free */
     int globals_held;
     sd3_globals_w g;
-    wbind *binds;
-    int *bind_at;
     int any_dual;
     /* the plan */
     int64_t B, hp, wp, N, T, L;
@@ -90,113 +82,70 @@ struct sd3_model {
 
 /* ---- weight names: a visitor lists each block's tensors (specs) and where each goes ---- */
 
-typedef struct wvisit {
-    const sd3_config *cfg;
-    char prefix[48];
-    const void *base;
-    wt_layout *layout; /* with binds: filled; both NULL: only counted */
-    int block;
-    wbind *binds;
-    int n, nb;
-} wvisit;
-
-static void wv_bind(wvisit *v, const tensor *field, int w, int64_t r0, int64_t rows) {
-    if (v->binds)
-        v->binds[v->nb] =
-            (wbind){(size_t)((const char *)field - (const char *)v->base), w, r0, rows};
-    v->nb++;
-}
-
-/* one tensor of ndim dims, bound whole to field (NULL: bound by the caller) */
-static void wv_shape(wvisit *v, tensor *field, const char *name, int ndim, const int64_t *shape) {
-    if (v->layout) wt_layout_add(v->layout, v->block, 0, ndim, shape, "%s%s", v->prefix, name);
-    if (field) wv_bind(v, field, v->n, 0, 0);
-    v->n++;
-}
+typedef wbind_visit wvisit;
+#define CFG(v) ((const sd3_config *)(v)->cfg)
 
 static void wv_vec(wvisit *v, tensor *field, const char *name, int64_t n) {
-    wv_shape(v, field, name, 1, (int64_t[]){n});
-}
-
-/* name.weight [rows, cols] and name.bias [rows] */
-static void wv_linear(wvisit *v, tensor *w, tensor *b, const char *name, int64_t rows,
-                      int64_t cols) {
-    char nw[SD3_NAME_MAX], nb[SD3_NAME_MAX];
-    CHECK(snprintf(nw, sizeof nw, "%s.weight", name) < SD3_NAME_MAX);
-    CHECK(snprintf(nb, sizeof nb, "%s.bias", name) < SD3_NAME_MAX);
-    wv_shape(v, w, nw, 2, (int64_t[]){rows, cols});
-    wv_vec(v, b, nb, rows);
+    wbind_one(v, field, name, 1, (int64_t[]){n});
 }
 
 /* Stability's fused qkv [3D, D]: rows bound in thirds to q, k, v */
 static void wv_qkv(wvisit *v, tensor *const *ws, tensor *const *bs, const char *name) {
-    const int64_t D = v->cfg->D;
-    const int w = v->n;
-    wv_linear(v, NULL, NULL, name, 3 * D, D);
-    for (int i = 0; i < 3; i++) {
-        wv_bind(v, ws[i], w, i * D, D);
-        wv_bind(v, bs[i], w + 1, i * D, D);
-    }
-}
-
-static void wv_apply(const wbind *b, int n, const tensor *w, void *base) {
-    for (int i = 0; i < n; i++) {
-        tensor t = w[b[i].w];
-        if (b[i].rows) t = tensor_slice(t, 0, b[i].r0, b[i].rows);
-        memcpy((char *)base + b[i].field, &t, sizeof t);
-    }
+    const int64_t D = CFG(v)->D;
+    wbind_fused(v, ws, bs, (int64_t[]){D, D, D}, 3, name, D);
 }
 
 /* block i in diffusers' names; the last block lacks to_add_out and ff_context, and its text
  * queries are never used (context_pre_only), so add_q_proj is not listed */
 static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
-    const sd3_config *c = v->cfg;
+    const sd3_config *c = CFG(v);
     const int64_t D = c->D, hd = c->head_dim, mlp = c->mlp;
     const int last = i == c->layers - 1, dual = c->dual[i];
     snprintf(v->prefix, sizeof v->prefix, "transformer_blocks.%d.", i);
-    wv_linear(v, &b->mod_w, &b->mod_b, "norm1.linear", (dual ? 9 : 6) * D, D);
-    wv_linear(v, &b->cmod_w, &b->cmod_b, "norm1_context.linear", (last ? 2 : 6) * D, D);
-    wv_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
-    wv_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
-    wv_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
+    wbind_linear(v, &b->mod_w, &b->mod_b, "norm1.linear", (dual ? 9 : 6) * D, D);
+    wbind_linear(v, &b->cmod_w, &b->cmod_b, "norm1_context.linear", (last ? 2 : 6) * D, D);
+    wbind_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
+    wbind_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
+    wbind_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
     if (c->qk_norm) {
         wv_vec(v, &b->norm_q, "attn.norm_q.weight", hd);
         wv_vec(v, &b->norm_k, "attn.norm_k.weight", hd);
         if (!last) wv_vec(v, &b->cnorm_q, "attn.norm_added_q.weight", hd);
         wv_vec(v, &b->cnorm_k, "attn.norm_added_k.weight", hd);
     }
-    wv_linear(v, &b->out_w, &b->out_b, "attn.to_out.0", D, D);
-    if (!last) wv_linear(v, &b->cq_w, &b->cq_b, "attn.add_q_proj", D, D);
-    wv_linear(v, &b->ck_w, &b->ck_b, "attn.add_k_proj", D, D);
-    wv_linear(v, &b->cv_w, &b->cv_b, "attn.add_v_proj", D, D);
-    if (!last) wv_linear(v, &b->cout_w, &b->cout_b, "attn.to_add_out", D, D);
+    wbind_linear(v, &b->out_w, &b->out_b, "attn.to_out.0", D, D);
+    if (!last) wbind_linear(v, &b->cq_w, &b->cq_b, "attn.add_q_proj", D, D);
+    wbind_linear(v, &b->ck_w, &b->ck_b, "attn.add_k_proj", D, D);
+    wbind_linear(v, &b->cv_w, &b->cv_b, "attn.add_v_proj", D, D);
+    if (!last) wbind_linear(v, &b->cout_w, &b->cout_b, "attn.to_add_out", D, D);
     if (dual) {
-        wv_linear(v, &b->q2_w, &b->q2_b, "attn2.to_q", D, D);
-        wv_linear(v, &b->k2_w, &b->k2_b, "attn2.to_k", D, D);
-        wv_linear(v, &b->v2_w, &b->v2_b, "attn2.to_v", D, D);
+        wbind_linear(v, &b->q2_w, &b->q2_b, "attn2.to_q", D, D);
+        wbind_linear(v, &b->k2_w, &b->k2_b, "attn2.to_k", D, D);
+        wbind_linear(v, &b->v2_w, &b->v2_b, "attn2.to_v", D, D);
         if (c->qk_norm) {
             wv_vec(v, &b->norm_q2, "attn2.norm_q.weight", hd);
             wv_vec(v, &b->norm_k2, "attn2.norm_k.weight", hd);
         }
-        wv_linear(v, &b->out2_w, &b->out2_b, "attn2.to_out.0", D, D);
+        wbind_linear(v, &b->out2_w, &b->out2_b, "attn2.to_out.0", D, D);
     }
-    wv_linear(v, &b->ff1_w, &b->ff1_b, "ff.net.0.proj", mlp, D);
-    wv_linear(v, &b->ff2_w, &b->ff2_b, "ff.net.2", D, mlp);
+    wbind_linear(v, &b->ff1_w, &b->ff1_b, "ff.net.0.proj", mlp, D);
+    wbind_linear(v, &b->ff2_w, &b->ff2_b, "ff.net.2", D, mlp);
     if (!last) {
-        wv_linear(v, &b->cff1_w, &b->cff1_b, "ff_context.net.0.proj", mlp, D);
-        wv_linear(v, &b->cff2_w, &b->cff2_b, "ff_context.net.2", D, mlp);
+        wbind_linear(v, &b->cff1_w, &b->cff1_b, "ff_context.net.0.proj", mlp, D);
+        wbind_linear(v, &b->cff2_w, &b->cff2_b, "ff_context.net.2", D, mlp);
     }
 }
 
 /* the same in Stability's names (MODEL-SPEC §2.7, convert_sd3_transformer_checkpoint_to_
  * diffusers read backwards) */
 static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
-    const sd3_config *c = v->cfg;
+    const sd3_config *c = CFG(v);
     const int64_t D = c->D, hd = c->head_dim, mlp = c->mlp;
     const int last = i == c->layers - 1, dual = c->dual[i];
     snprintf(v->prefix, sizeof v->prefix, "joint_blocks.%d.", i);
-    wv_linear(v, &b->mod_w, &b->mod_b, "x_block.adaLN_modulation.1", (dual ? 9 : 6) * D, D);
-    wv_linear(v, &b->cmod_w, &b->cmod_b, "context_block.adaLN_modulation.1", (last ? 2 : 6) * D, D);
+    wbind_linear(v, &b->mod_w, &b->mod_b, "x_block.adaLN_modulation.1", (dual ? 9 : 6) * D, D);
+    wbind_linear(v, &b->cmod_w, &b->cmod_b, "context_block.adaLN_modulation.1", (last ? 2 : 6) * D,
+                 D);
     wv_qkv(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w}, (tensor *[]){&b->q_b, &b->k_b, &b->v_b},
            "x_block.attn.qkv");
     wv_qkv(v, (tensor *[]){&b->cq_w, &b->ck_w, &b->cv_w},
@@ -207,8 +156,8 @@ static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
         if (!last) wv_vec(v, &b->cnorm_q, "context_block.attn.ln_q.weight", hd);
         wv_vec(v, &b->cnorm_k, "context_block.attn.ln_k.weight", hd);
     }
-    wv_linear(v, &b->out_w, &b->out_b, "x_block.attn.proj", D, D);
-    if (!last) wv_linear(v, &b->cout_w, &b->cout_b, "context_block.attn.proj", D, D);
+    wbind_linear(v, &b->out_w, &b->out_b, "x_block.attn.proj", D, D);
+    if (!last) wbind_linear(v, &b->cout_w, &b->cout_b, "context_block.attn.proj", D, D);
     if (dual) {
         wv_qkv(v, (tensor *[]){&b->q2_w, &b->k2_w, &b->v2_w},
                (tensor *[]){&b->q2_b, &b->k2_b, &b->v2_b}, "x_block.attn2.qkv");
@@ -216,50 +165,52 @@ static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
             wv_vec(v, &b->norm_q2, "x_block.attn2.ln_q.weight", hd);
             wv_vec(v, &b->norm_k2, "x_block.attn2.ln_k.weight", hd);
         }
-        wv_linear(v, &b->out2_w, &b->out2_b, "x_block.attn2.proj", D, D);
+        wbind_linear(v, &b->out2_w, &b->out2_b, "x_block.attn2.proj", D, D);
     }
-    wv_linear(v, &b->ff1_w, &b->ff1_b, "x_block.mlp.fc1", mlp, D);
-    wv_linear(v, &b->ff2_w, &b->ff2_b, "x_block.mlp.fc2", D, mlp);
+    wbind_linear(v, &b->ff1_w, &b->ff1_b, "x_block.mlp.fc1", mlp, D);
+    wbind_linear(v, &b->ff2_w, &b->ff2_b, "x_block.mlp.fc2", D, mlp);
     if (!last) {
-        wv_linear(v, &b->cff1_w, &b->cff1_b, "context_block.mlp.fc1", mlp, D);
-        wv_linear(v, &b->cff2_w, &b->cff2_b, "context_block.mlp.fc2", D, mlp);
+        wbind_linear(v, &b->cff1_w, &b->cff1_b, "context_block.mlp.fc1", mlp, D);
+        wbind_linear(v, &b->cff2_w, &b->cff2_b, "context_block.mlp.fc2", D, mlp);
     }
 }
 
-static void wv_block(wvisit *v, int i, sd3_block_w *b) {
-    v->block = i;
-    v->n = 0;
-    v->base = b;
-    if (v->cfg->original_names)
-        wv_block_original(v, i, b);
+/* the struct only gives the fields' offsets */
+static void wv_block(wvisit *v, int i) {
+    sd3_block_w b;
+    v->base = &b;
+    if (CFG(v)->original_names)
+        wv_block_original(v, i, &b);
     else
-        wv_block_diffusers(v, i, b);
+        wv_block_diffusers(v, i, &b);
 }
 
 static void wv_globals(wvisit *v, sd3_globals_w *g) {
-    const sd3_config *c = v->cfg;
+    const sd3_config *c = CFG(v);
     const int64_t D = c->D, p = c->patch;
     const int o = c->original_names;
     v->base = g;
     v->prefix[0] = 0;
-    wv_shape(v, &g->pe_w, o ? "x_embedder.proj.weight" : "pos_embed.proj.weight", 4,
-             (int64_t[]){D, c->in_ch, p, p});
+    wbind_one(v, &g->pe_w, o ? "x_embedder.proj.weight" : "pos_embed.proj.weight", 4,
+              (int64_t[]){D, c->in_ch, p, p});
     wv_vec(v, &g->pe_b, o ? "x_embedder.proj.bias" : "pos_embed.proj.bias", D);
-    wv_shape(v, &g->pos, o ? "pos_embed" : "pos_embed.pos_embed", 3,
-             (int64_t[]){1, c->pos_max * c->pos_max, D});
-    wv_linear(v, &g->t1_w, &g->t1_b,
-              o ? "t_embedder.mlp.0" : "time_text_embed.timestep_embedder.linear_1", D, SD3_TPROJ);
-    wv_linear(v, &g->t2_w, &g->t2_b,
-              o ? "t_embedder.mlp.2" : "time_text_embed.timestep_embedder.linear_2", D, D);
-    wv_linear(v, &g->p1_w, &g->p1_b,
-              o ? "y_embedder.mlp.0" : "time_text_embed.text_embedder.linear_1", D, c->pooled_dim);
-    wv_linear(v, &g->p2_w, &g->p2_b,
-              o ? "y_embedder.mlp.2" : "time_text_embed.text_embedder.linear_2", D, D);
-    wv_linear(v, &g->ctx_w, &g->ctx_b, "context_embedder", c->caption_dim, c->joint_dim);
-    wv_linear(v, &g->nout_w, &g->nout_b, o ? "final_layer.adaLN_modulation.1" : "norm_out.linear",
-              2 * D, D);
-    wv_linear(v, &g->proj_w, &g->proj_b, o ? "final_layer.linear" : "proj_out", p * p * c->out_ch,
-              D);
+    wbind_one(v, &g->pos, o ? "pos_embed" : "pos_embed.pos_embed", 3,
+              (int64_t[]){1, c->pos_max * c->pos_max, D});
+    wbind_linear(v, &g->t1_w, &g->t1_b,
+                 o ? "t_embedder.mlp.0" : "time_text_embed.timestep_embedder.linear_1", D,
+                 SD3_TPROJ);
+    wbind_linear(v, &g->t2_w, &g->t2_b,
+                 o ? "t_embedder.mlp.2" : "time_text_embed.timestep_embedder.linear_2", D, D);
+    wbind_linear(v, &g->p1_w, &g->p1_b,
+                 o ? "y_embedder.mlp.0" : "time_text_embed.text_embedder.linear_1", D,
+                 c->pooled_dim);
+    wbind_linear(v, &g->p2_w, &g->p2_b,
+                 o ? "y_embedder.mlp.2" : "time_text_embed.text_embedder.linear_2", D, D);
+    wbind_linear(v, &g->ctx_w, &g->ctx_b, "context_embedder", c->caption_dim, c->joint_dim);
+    wbind_linear(v, &g->nout_w, &g->nout_b,
+                 o ? "final_layer.adaLN_modulation.1" : "norm_out.linear", 2 * D, D);
+    wbind_linear(v, &g->proj_w, &g->proj_b, o ? "final_layer.linear" : "proj_out",
+                 p * p * c->out_ch, D);
 }
 
 /* ---- config ---- */
@@ -394,46 +345,18 @@ static err detect_config(wt_source *src, sd3_config *c) {
 
 /* ---- loading ---- */
 
-static err load_blocks(sd3_model *m, wt_source *src, const wt_blocks_config *bc) {
-    const int nb = (int)m->cfg.layers;
-    sd3_block_w bw;
-    wvisit v = {.cfg = &m->cfg};
-    for (int i = 0; i < nb; i++)
-        wv_block(&v, i, &bw);
-    m->binds = calloc((size_t)v.nb + 1, sizeof *m->binds);
-    m->bind_at = calloc((size_t)nb + 1, sizeof *m->bind_at);
-    FAIL_IF(!m->binds || !m->bind_at, ERR_NOMEM, "out of memory binding %d tensors", v.nb);
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(nb, &l));
-    v = (wvisit){.cfg = &m->cfg, .layout = l, .binds = m->binds};
-    for (int i = 0; i < nb; i++) {
-        m->bind_at[i] = v.nb;
-        wv_block(&v, i, &bw);
-        CHECK(v.n <= SD3_MAX_W);
-    }
-    m->bind_at[nb] = v.nb;
-    err e = wt_blocks_create_from(src, l, bc, &m->blocks);
-    wt_layout_free(l);
-    return e;
+static void wv_globals_block(wvisit *v, int i) {
+    sd3_globals_w g;
+    wv_globals(v, &g);
 }
 
 /* embedders, pos_embed and the final layer: one block, resident, acquired until sd3_free */
 static err load_globals(sd3_model *m, wt_source *src, const wt_blocks_config *bc) {
-    wbind binds[32];
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(1, &l));
-    wvisit v = {.cfg = &m->cfg, .layout = l, .binds = binds};
-    wv_globals(&v, &m->g);
-    CHECK(v.nb <= 32);
     wt_blocks_config rc = *bc;
     rc.mode = WP_RESIDENT;
-    err e = wt_blocks_create_from(src, l, &rc, &m->globals);
-    wt_layout_free(l);
-    TRY(e);
-    tensor w[32];
-    wt_blocks_acquire(m->globals, 0, w);
+    TRY(wbind_load(src, &m->cfg, 1, SD3_MAX_W, wv_globals_block, &rc, &m->globals));
+    wbind_acquire(&m->globals, 0, &m->g);
     m->globals_held = 1;
-    wv_apply(binds, v.nb, w, &m->g);
     return ERR_OK;
 }
 
@@ -456,19 +379,21 @@ err sd3_load(wt_source *src, op_ctx *ctx, const sd3_load_opts *o, sd3_model **ou
                            .budget = o ? o->budget : 0,
                            .compute = op_ctx_stream(ctx)};
     err e = load_globals(m, src, &bc);
-    if (!e) e = load_blocks(m, src, &bc);
+    if (!e) e = wbind_load(src, &m->cfg, (int)cfg.layers, SD3_MAX_W, wv_block, &bc, &m->blocks);
     if (e) {
         sd3_free(m);
         return e;
     }
     static const char *modes[] = {"resident", "DF11 per block", "DF11 streamed"};
-    LOG_INFO("sd3: %s names: D %lld (%lld heads x %lld), %lld blocks (%d dual-attention), MLP "
-             "%lld, pos_embed %lld^2, text %lld, pooled %lld; weights %s, %.1f MiB on the device",
-             cfg.original_names ? "Stability" : "diffusers", (long long)cfg.D, (long long)cfg.heads,
-             (long long)cfg.head_dim, (long long)cfg.layers, ndual, (long long)cfg.mlp,
-             (long long)cfg.pos_max, (long long)cfg.joint_dim, (long long)cfg.pooled_dim,
-             m->dev == TENSOR_CPU ? "mapped on the host" : modes[bc.mode],
-             (wt_blocks_device_bytes(m->blocks) + wt_blocks_device_bytes(m->globals)) / 1048576.0);
+    LOG_INFO(
+        "sd3: %s names: D %lld (%lld heads x %lld), %lld blocks (%d dual-attention), MLP "
+        "%lld, pos_embed %lld^2, text %lld, pooled %lld; weights %s, %.1f MiB on the device",
+        cfg.original_names ? "Stability" : "diffusers", (long long)cfg.D, (long long)cfg.heads,
+        (long long)cfg.head_dim, (long long)cfg.layers, ndual, (long long)cfg.mlp,
+        (long long)cfg.pos_max, (long long)cfg.joint_dim, (long long)cfg.pooled_dim,
+        m->dev == TENSOR_CPU ? "mapped on the host" : modes[bc.mode],
+        (wt_blocks_device_bytes(m->blocks.blocks) + wt_blocks_device_bytes(m->globals.blocks)) /
+            1048576.0);
     *out = m;
     return ERR_OK;
 }
@@ -715,14 +640,12 @@ void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt
     op_linear(c, m->c, ctxt, g->ctx_w, &g->ctx_b, OP_ACT_NONE);
 
     const int nb = (int)cf->layers;
-    tensor w[SD3_MAX_W];
     for (int i = 0; i < nb; i++) {
-        wt_blocks_acquire(m->blocks, i, w);
         sd3_block_w b;
         memset(&b, 0, sizeof b);
-        wv_apply(m->binds + m->bind_at[i], m->bind_at[i + 1] - m->bind_at[i], w, &b);
+        wbind_acquire(&m->blocks, i, &b);
         joint_block(m, &b, i == nb - 1, cf->dual[i]);
-        wt_blocks_release(m->blocks, i);
+        wbind_release(&m->blocks, i);
     }
 
     /* norm_out (AdaLayerNormContinuous: scale, shift; Stability: shift, scale), proj_out, then
@@ -736,16 +659,15 @@ void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt
 }
 
 size_t sd3_device_bytes(const sd3_model *m) {
-    return wt_blocks_device_bytes(m->blocks) + wt_blocks_device_bytes(m->globals) + m->mem_bytes;
+    return wt_blocks_device_bytes(m->blocks.blocks) + wt_blocks_device_bytes(m->globals.blocks) +
+           m->mem_bytes;
 }
 
 void sd3_free(sd3_model *m) {
     if (!m) return;
     free_plan(m);
-    if (m->globals_held) wt_blocks_release(m->globals, 0);
-    wt_blocks_free(m->globals);
-    wt_blocks_free(m->blocks);
-    free(m->binds);
-    free(m->bind_at);
+    if (m->globals_held) wbind_release(&m->globals, 0);
+    wbind_free(&m->globals);
+    wbind_free(&m->blocks);
     free(m);
 }

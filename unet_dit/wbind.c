@@ -1,0 +1,92 @@
+/* wbind: block structs bound to the weights a model lists (wbind.h). */
+#include "unet_dit/wbind.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void bind(wbind_visit *v, const tensor *field, int w, int64_t r0, int64_t rows) {
+    if (v->binds)
+        v->binds[v->nb] =
+            (wbind){(size_t)((const char *)field - (const char *)v->base), w, r0, rows};
+    v->nb++;
+}
+
+void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const int64_t *shape) {
+    if (v->layout) wt_layout_add(v->layout, v->block, 0, ndim, shape, "%s%s", v->prefix, name);
+    if (field) bind(v, field, v->n, 0, 0);
+    v->n++;
+}
+
+void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
+                  int64_t cols) {
+    char nw[160], nb[160];
+    CHECK(snprintf(nw, sizeof nw, "%s.weight", name) < (int)sizeof nw);
+    CHECK(snprintf(nb, sizeof nb, "%s.bias", name) < (int)sizeof nb);
+    wbind_one(v, w, nw, 2, (int64_t[]){rows, cols});
+    wbind_one(v, b, nb, 1, (int64_t[]){rows});
+}
+
+void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
+                 const char *name, int64_t cols) {
+    int64_t total = 0, r = 0;
+    for (int i = 0; i < nf; i++)
+        total += rows[i];
+    const int w = v->n;
+    wbind_linear(v, NULL, NULL, name, total, cols);
+    for (int i = 0; i < nf; r += rows[i], i++) {
+        bind(v, ws[i], w, r, rows[i]);
+        bind(v, bs[i], w + 1, r, rows[i]);
+    }
+}
+
+/* Lists every block: to count the bindings (layout NULL), then to fill them. */
+static void visit_all(wbind_visit *v, int n_blocks, int max_w, void (*visit)(wbind_visit *v, int i),
+                      int *at) {
+    for (int i = 0; i < n_blocks; i++) {
+        if (at) at[i] = v->nb;
+        v->block = i;
+        v->n = 0;
+        visit(v, i);
+        CHECK(v->n <= max_w);
+    }
+    if (at) at[n_blocks] = v->nb;
+}
+
+err wbind_load(wt_source *src, const void *model_cfg, int n_blocks, int max_w,
+               void (*visit)(wbind_visit *v, int i), const wt_blocks_config *cfg, wbind_table *t) {
+    memset(t, 0, sizeof *t);
+    t->n_blocks = n_blocks, t->max_w = max_w;
+    wbind_visit v = {.cfg = model_cfg};
+    visit_all(&v, n_blocks, max_w, visit, NULL);
+    t->binds = calloc((size_t)v.nb + 1, sizeof *t->binds);
+    t->at = calloc((size_t)n_blocks + 1, sizeof *t->at);
+    FAIL_IF(!t->binds || !t->at, ERR_NOMEM, "out of memory binding %d tensors", v.nb);
+    wt_layout *l = NULL;
+    TRY(wt_layout_create(n_blocks, &l));
+    v = (wbind_visit){.cfg = model_cfg, .layout = l, .binds = t->binds};
+    visit_all(&v, n_blocks, max_w, visit, t->at);
+    err e = wt_blocks_create_from(src, l, cfg, &t->blocks);
+    wt_layout_free(l);
+    return e;
+}
+
+void wbind_acquire(wbind_table *t, int i, void *base) {
+    tensor w[t->max_w + 1];
+    wt_blocks_acquire(t->blocks, i, w);
+    for (int k = t->at[i]; k < t->at[i + 1]; k++) {
+        const wbind *b = &t->binds[k];
+        tensor x = w[b->w];
+        if (b->rows) x = tensor_slice(x, 0, b->r0, b->rows);
+        memcpy((char *)base + b->field, &x, sizeof x);
+    }
+}
+
+void wbind_release(wbind_table *t, int i) { wt_blocks_release(t->blocks, i); }
+
+void wbind_free(wbind_table *t) {
+    wt_blocks_free(t->blocks);
+    free(t->binds);
+    free(t->at);
+    memset(t, 0, sizeof *t);
+}

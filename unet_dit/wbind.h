@@ -1,0 +1,61 @@
+/* wbind: how a diffusion transformer's block structs get their weights. A model lists each
+ * block's tensors once, with a visitor (names, shapes, and the struct field each one goes to,
+ * or a row range of a fused tensor such as BFL's qkv); that makes the block's specs
+ * (df11/weights.h) and a binding table, which every acquire then applies to the struct. Owned
+ * by the model (flux.c, sd3.c); the tensors come from its wt_blocks. */
+#ifndef UNET_DIT_WBIND_H
+#define UNET_DIT_WBIND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "df11/weights.h"
+
+/* Tensor w of a block's acquired list goes to the field at byte offset `field` of its struct
+ * (rows [r0, r0 + rows) of it when rows > 0). */
+typedef struct wbind {
+    size_t field;
+    int w;
+    int64_t r0, rows;
+} wbind;
+
+/* The listing state a model's visitors write through. */
+typedef struct wbind_visit {
+    const void *cfg;   /* the model's config, for its visitors */
+    char prefix[64];   /* put before every name listed */
+    const void *base;  /* the block struct the fields belong to (set by the visitor) */
+    wt_layout *layout; /* NULL while only counting */
+    int block;         /* the block being listed */
+    wbind *binds;      /* NULL while only counting */
+    int n, nb;         /* the block's tensors so far, all bindings so far */
+} wbind_visit;
+
+/* One tensor prefix + name of the given shape, bound whole to field (NULL: bound by caller). */
+void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const int64_t *shape);
+/* name.weight [rows, cols] to w and name.bias [rows] to b. */
+void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
+                  int64_t cols);
+/* A fused linear: name.weight [sum rows, cols] and name.bias, bound as row ranges of rows[i]
+ * rows to ws[i] and bs[i]. */
+void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
+                 const char *name, int64_t cols);
+
+/* A model's blocks and their binding tables. */
+typedef struct wbind_table {
+    wt_blocks *blocks;
+    wbind *binds; /* block i's are [at[i], at[i + 1]) */
+    int *at;
+    int n_blocks, max_w;
+} wbind_table;
+
+/* Lists blocks 0..n_blocks-1 with visit(v, i) (at most max_w tensors each), opens them from
+ * src through wt_blocks with cfg, and keeps the binding tables. */
+err wbind_load(wt_source *src, const void *model_cfg, int n_blocks, int max_w,
+               void (*visit)(wbind_visit *v, int i), const wt_blocks_config *cfg, wbind_table *t);
+/* Acquires block i into the struct at base (valid until wbind_release). */
+void wbind_acquire(wbind_table *t, int i, void *base);
+void wbind_release(wbind_table *t, int i);
+void wbind_free(wbind_table *t); /* accepts a zeroed table */
+
+#endif
