@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda/gpu.h"
 #include "core/ops_internal.h"
 
 err op_ctx_create(tensor_dev dev, op_ctx **out) {
@@ -35,6 +36,30 @@ void op_ctx_set_stream(op_ctx *c, struct CUstream_st *s) {
 
 struct CUstream_st *op_ctx_stream(const op_ctx *c) {
     return c->cu ? opcu_stream(c->cu) : NULL;
+}
+
+err op_mem_alloc(op_ctx *c, size_t bytes, void **p) {
+    *p = NULL;
+    if (c->dev == TENSOR_CUDA) return gpu_alloc(p, bytes);
+    const size_t n = (bytes + 255) / 256 * 256;
+    *p = aligned_alloc(256, n ? n : 256);
+    FAIL_IF(!*p, ERR_NOMEM, "out of host memory allocating %zu bytes", bytes);
+    memset(*p, 0, n);
+    return ERR_OK;
+}
+
+void op_mem_free(op_ctx *c, void *p) {
+    if (c->dev == TENSOR_CUDA)
+        gpu_free(p);
+    else
+        free(p);
+}
+
+tensor op_carve(op_carver *cv, dtype dt, int ndim, const int64_t *shape) {
+    tensor t = tensor_make(cv->base ? cv->base + cv->off : NULL, dt, cv->dev, ndim, shape);
+    const size_t bytes = dtype_nbytes(dt, (uint64_t)tensor_numel(&t));
+    cv->off += (bytes + 255) / 256 * 256;
+    return t;
 }
 
 err op_ctx_sync(op_ctx *c) { return c->cu ? opcu_sync(c->cu) : ERR_OK; }

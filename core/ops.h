@@ -7,6 +7,7 @@
 #ifndef CORE_OPS_H
 #define CORE_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -19,13 +20,26 @@ struct CUstream_st;
 typedef struct op_ctx op_ctx;
 
 err op_ctx_create(tensor_dev dev, op_ctx **out); /* ERR_CUDA without a usable GPU */
-void op_ctx_free(op_ctx *c);                      /* accepts NULL */
+void op_ctx_free(op_ctx *c);                     /* accepts NULL */
 tensor_dev op_ctx_dev(const op_ctx *c);
 /* The stream ops are enqueued on (the context's own one by default); borrowed. */
 void op_ctx_set_stream(op_ctx *c, struct CUstream_st *s);
 struct CUstream_st *op_ctx_stream(const op_ctx *c);
 /* Waits for every op enqueued so far (no-op on the CPU). */
 err op_ctx_sync(op_ctx *c);
+
+/* Activation memory where the context runs: CUDA device memory, or zeroed host memory, both
+ * 256-byte aligned. ERR_NOMEM (naming the size) when it cannot be had. */
+err op_mem_alloc(op_ctx *c, size_t bytes, void **p);
+void op_mem_free(op_ctx *c, void *p); /* accepts NULL */
+/* Lays a model's activations out in one buffer, 256-byte aligned: a pass with base NULL counts
+ * the bytes (off), a second pass over the allocation makes the views. */
+typedef struct op_carver {
+    uint8_t *base;
+    size_t off;
+    tensor_dev dev;
+} op_carver;
+tensor op_carve(op_carver *cv, dtype dt, int ndim, const int64_t *shape);
 
 typedef enum op_act {
     OP_ACT_NONE = 0,
@@ -50,8 +64,7 @@ void op_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor
 /* Adaptive LayerNorm: out = LN(x)(1 + scale) + shift, x [B,N,C]; shift and scale [B,C] with
  * strided rows (chunks of a modulation vector). On CUDA each of the three steps rounds to
  * BF16, as the eager reference does (MODEL-SPEC §1.11). */
-void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale,
-                           float eps);
+void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale, float eps);
 /* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w; x's rows may be strided (q, k
  * heads inside a fused projection); out may be x. */
 void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps);
@@ -86,8 +99,8 @@ void op_rope(op_ctx *c, tensor x, tensor cos, tensor sin);
 /* Row softmax over the last dim, in fp32 (out may be x). */
 void op_softmax(op_ctx *c, tensor out, tensor x);
 /* Scaled-dot-product attention: q [B,Lq,H,D], k and v [B,Lk,H,D], out [B,Lq,H,D]; q, k, v and
- * out may have strided tokens (chunks of a fused projection, or of a concatenation). bias [H,Lq,Lk] F32 is added to the
- * scores (T5) or NULL; causal masks key j > query i (CLIP). fp32 softmax. */
+ * out may have strided tokens (chunks of a fused projection, or of a concatenation). bias [H,Lq,Lk]
+ * F32 is added to the scores (T5) or NULL; causal masks key j > query i (CLIP). fp32 softmax. */
 void op_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const tensor *bias,
                   float scale, int causal);
 

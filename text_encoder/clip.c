@@ -158,7 +158,8 @@ static err set_prefixes(clip_model *m, const wt_source *src, const char *prefix)
         strcpy(m->inner, prefix);
         if (has(src, prefix, hf_key)) return ERR_OK;
         /* raw OpenCLIP under prefix, or under the part before "transformer." (the prefix the HF
-           layout has there, "text_encoders.clip_g.transformer.", given for "text_encoders.clip_g.") */
+           layout has there, "text_encoders.clip_g.transformer.", given for "text_encoders.clip_g.")
+         */
         size_t ol;
         if (!has(src, prefix, oc_key) && wt_name_prefix(prefix, tf, &ol)) m->outer[ol] = 0;
         *oc = has(src, m->outer, oc_key);
@@ -174,9 +175,8 @@ static err set_prefixes(clip_model *m, const wt_source *src, const char *prefix)
             "%s: two CLIP text models, under '%s' (HF names) and '%s' (OpenCLIP names); pass the "
             "prefix of one",
             wt_path(src), m->inner, oc_inner);
-    FAIL_IF(!hf && !*oc, ERR_FORMAT,
-            "%s: no CLIP text model (no tensor named '*%s' or '*%s')", wt_path(src), hf_key,
-            oc_key);
+    FAIL_IF(!hf && !*oc, ERR_FORMAT, "%s: no CLIP text model (no tensor named '*%s' or '*%s')",
+            wt_path(src), hf_key, oc_key);
     if (*oc) {
         strcpy(m->inner, oc_inner);
         strcpy(m->outer, oc_inner);
@@ -232,7 +232,8 @@ static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     TRY(wt_need(src, &pos, 2, "%s%s", in,
                 oc ? "positional_embedding" : "embeddings.position_embedding.weight"));
     TRY(wt_need(src, &fc1, 2, "%s%s", in,
-                oc ? "transformer.resblocks.0.mlp.c_fc.weight" : "encoder.layers.0.mlp.fc1.weight"));
+                oc ? "transformer.resblocks.0.mlp.c_fc.weight"
+                   : "encoder.layers.0.mlp.fc1.weight"));
     char name[CLIP_NAME_MAX];
     /* HF: text_projection.weight [P,D]; OpenCLIP: text_projection [D,P] (x·P) */
     snprintf(name, sizeof name, "%stext_projection%s", m->outer, oc ? "" : ".weight");
@@ -293,18 +294,12 @@ static const clip_lt hf_layer[L_N] = {
 };
 
 static const clip_lt oc_layer[O_N] = {
-    [O_LN1_W] = {"ln_1.weight", 1, 1, 1},
-    [O_LN1_B] = {"ln_1.bias", 1, 1, 1},
-    [O_IN_W] = {"attn.in_proj_weight", 3, 1, 0},
-    [O_IN_B] = {"attn.in_proj_bias", 3, 1, 1},
-    [O_OUT_W] = {"attn.out_proj.weight", 1, 1, 0},
-    [O_OUT_B] = {"attn.out_proj.bias", 1, 1, 1},
-    [O_LN2_W] = {"ln_2.weight", 1, 1, 1},
-    [O_LN2_B] = {"ln_2.bias", 1, 1, 1},
-    [O_FC_W] = {"mlp.c_fc.weight", 0, 1, 0},
-    [O_FC_B] = {"mlp.c_fc.bias", 0, 1, 1},
-    [O_PROJ_W] = {"mlp.c_proj.weight", 1, 0, 0},
-    [O_PROJ_B] = {"mlp.c_proj.bias", 1, 1, 1},
+    [O_LN1_W] = {"ln_1.weight", 1, 1, 1},          [O_LN1_B] = {"ln_1.bias", 1, 1, 1},
+    [O_IN_W] = {"attn.in_proj_weight", 3, 1, 0},   [O_IN_B] = {"attn.in_proj_bias", 3, 1, 1},
+    [O_OUT_W] = {"attn.out_proj.weight", 1, 1, 0}, [O_OUT_B] = {"attn.out_proj.bias", 1, 1, 1},
+    [O_LN2_W] = {"ln_2.weight", 1, 1, 1},          [O_LN2_B] = {"ln_2.bias", 1, 1, 1},
+    [O_FC_W] = {"mlp.c_fc.weight", 0, 1, 0},       [O_FC_B] = {"mlp.c_fc.bias", 0, 1, 1},
+    [O_PROJ_W] = {"mlp.c_proj.weight", 1, 0, 0},   [O_PROJ_B] = {"mlp.c_proj.bias", 1, 1, 1},
 };
 
 /* Where each L_ tensor comes from in the OpenCLIP layer: O_ index, and which D rows of it
@@ -312,11 +307,11 @@ static const clip_lt oc_layer[O_N] = {
 static const struct {
     int o, part;
 } oc_map[L_N] = {
-    [L_LN1_W] = {O_LN1_W, -1}, [L_LN1_B] = {O_LN1_B, -1}, [L_Q_W] = {O_IN_W, 0},
-    [L_Q_B] = {O_IN_B, 0},     [L_K_W] = {O_IN_W, 1},     [L_K_B] = {O_IN_B, 1},
-    [L_V_W] = {O_IN_W, 2},     [L_V_B] = {O_IN_B, 2},     [L_O_W] = {O_OUT_W, -1},
-    [L_O_B] = {O_OUT_B, -1},   [L_LN2_W] = {O_LN2_W, -1}, [L_LN2_B] = {O_LN2_B, -1},
-    [L_FC1_W] = {O_FC_W, -1},  [L_FC1_B] = {O_FC_B, -1},  [L_FC2_W] = {O_PROJ_W, -1},
+    [L_LN1_W] = {O_LN1_W, -1},  [L_LN1_B] = {O_LN1_B, -1}, [L_Q_W] = {O_IN_W, 0},
+    [L_Q_B] = {O_IN_B, 0},      [L_K_W] = {O_IN_W, 1},     [L_K_B] = {O_IN_B, 1},
+    [L_V_W] = {O_IN_W, 2},      [L_V_B] = {O_IN_B, 2},     [L_O_W] = {O_OUT_W, -1},
+    [L_O_B] = {O_OUT_B, -1},    [L_LN2_W] = {O_LN2_W, -1}, [L_LN2_B] = {O_LN2_B, -1},
+    [L_FC1_W] = {O_FC_W, -1},   [L_FC1_B] = {O_FC_B, -1},  [L_FC2_W] = {O_PROJ_W, -1},
     [L_FC2_B] = {O_PROJ_B, -1},
 };
 
@@ -387,12 +382,8 @@ static err plan_activations(clip_model *m) {
         off[i] = total;
         total += ((size_t)(L * widths[i]) * es + CLIP_ALIGN - 1) / CLIP_ALIGN * CLIP_ALIGN;
     }
-    if (dev == TENSOR_CPU) {
-        m->act_mem = aligned_alloc(CLIP_ALIGN, total);
-        FAIL_IF(!m->act_mem, ERR_NOMEM, "CLIP activations: out of memory (%zu bytes)", total);
-    } else {
-        TRY(gpu_alloc(&m->act_mem, total));
-    }
+    err e = op_mem_alloc(m->ctx, total, &m->act_mem);
+    if (e) return err_wrap(e, "CLIP activations");
     m->act_bytes = total;
     for (int i = 0; i < ns; i++)
         *slots[i] = tensor_2d((char *)m->act_mem + off[i], dt, dev, L, widths[i]);
@@ -530,12 +521,7 @@ size_t clip_device_bytes(const clip_model *m) {
 void clip_free(clip_model *m) {
     if (!m) return;
     wt_blocks_free(m->w);
-    if (m->act_mem) {
-        if (op_ctx_dev(m->ctx) == TENSOR_CPU)
-            free(m->act_mem);
-        else
-            gpu_free(m->act_mem);
-    }
+    op_mem_free(m->ctx, m->act_mem);
     free(m->pos_ids);
     free(m);
 }

@@ -266,12 +266,11 @@ static err plan_activations(t5_model *m) {
     const size_t bias_bytes = (size_t)(m->cfg.heads * L * L) * sizeof(float);
     m->bias_host = malloc(bias_bytes);
     FAIL_IF(!m->bias_host, ERR_NOMEM, "T5 position bias: out of memory (%zu bytes)", bias_bytes);
+    err e = op_mem_alloc(m->ctx, total, &m->act_mem);
+    if (e) return err_wrap(e, "T5 activations");
     if (dev == TENSOR_CPU) {
-        m->act_mem = aligned_alloc(T5_ALIGN, total);
-        FAIL_IF(!m->act_mem, ERR_NOMEM, "T5 activations: out of memory (%zu bytes)", total);
         m->bias_mem = m->bias_host;
     } else {
-        TRY(gpu_alloc(&m->act_mem, total));
         TRY(gpu_alloc(&m->bias_mem, bias_bytes));
         total += bias_bytes;
     }
@@ -389,12 +388,8 @@ size_t t5_device_bytes(const t5_model *m) {
 void t5_free(t5_model *m) {
     if (!m) return;
     wt_blocks_free(m->w);
-    if (op_ctx_dev(m->ctx) == TENSOR_CPU) {
-        free(m->act_mem);
-    } else {
-        gpu_free(m->act_mem);
-        gpu_free(m->bias_mem);
-    }
+    op_mem_free(m->ctx, m->act_mem);
+    if (op_ctx_dev(m->ctx) == TENSOR_CUDA) gpu_free(m->bias_mem);
     free(m->bias_host);
     free(m->rel);
     free(m);

@@ -20,8 +20,7 @@
 #define FLUX_TPROJ 256     /* Timesteps(num_channels=256) */
 #define FLUX_THETA 10000.0 /* RoPE base, hard-coded in FluxPosEmbed */
 #define FLUX_NAME_MAX 96
-#define FLUX_MAX_W 32  /* tensors in the largest block (a double block, diffusers names) */
-#define FLUX_ALIGN 256 /* activation buffers start on 256-byte boundaries */
+#define FLUX_MAX_W 32 /* tensors in the largest block (a double block, diffusers names) */
 
 /* One stream's half of a double block (image: attn.to_*, norm1, ff; text: attn.add_*_proj,
  * norm1_context, ff_context). BFL: img_attn / txt_attn, img_mod / txt_mod, img_mlp / txt_mlp. */
@@ -384,23 +383,12 @@ const flux_config *flux_get_config(const flux_model *m) { return &m->cfg; }
 
 /* ---- the plan ---- */
 
-/* bump allocation of 256-byte aligned tensors in one buffer (base NULL: only counts) */
-typedef struct carver {
-    uint8_t *base;
-    size_t off;
-    tensor_dev dev;
-} carver;
-
-static tensor carve(carver *cv, dtype dt, int64_t d0, int64_t d1, int64_t d2) {
-    const int64_t shape[3] = {d0, d1, d2};
-    const int nd = d2 ? 3 : 2;
-    tensor t = tensor_make(cv->base ? cv->base + cv->off : NULL, dt, cv->dev, nd, shape);
-    const size_t bytes = (size_t)(d0 * d1 * (d2 ? d2 : 1)) * (size_t)dtype_bits(dt) / 8;
-    cv->off += (bytes + FLUX_ALIGN - 1) / FLUX_ALIGN * FLUX_ALIGN;
-    return t;
+/* a [d0, d1] (d2 0) or [d0, d1, d2] activation of the plan's buffer */
+static tensor carve(op_carver *cv, dtype dt, int64_t d0, int64_t d1, int64_t d2) {
+    return op_carve(cv, dt, d2 ? 3 : 2, (int64_t[]){d0, d1, d2});
 }
 
-static void carve_all(flux_model *m, carver *cv) {
+static void carve_all(flux_model *m, op_carver *cv) {
     const int64_t D = m->cfg.D, L = m->L;
     const dtype a = m->act;
     m->h = carve(cv, a, 1, L, D);
@@ -446,10 +434,7 @@ static void rope_tables(const flux_model *m, float *cs, float *sn) {
 }
 
 static void free_plan(flux_model *m) {
-    if (m->dev == TENSOR_CUDA)
-        gpu_free(m->mem);
-    else
-        free(m->mem);
+    op_mem_free(m->ctx, m->mem);
     m->mem = NULL;
     m->mem_bytes = 0;
     m->text_set = 0;
@@ -459,21 +444,17 @@ err flux_plan(flux_model *m, int64_t h2, int64_t w2, int64_t T) {
     CHECK(h2 > 0 && w2 > 0 && T > 0);
     free_plan(m);
     m->h2 = h2, m->w2 = w2, m->N = h2 * w2, m->T = T, m->L = T + h2 * w2;
-    carver cv = {.dev = m->dev};
+    op_carver cv = {.dev = m->dev};
     carve_all(m, &cv);
     const size_t bytes = cv.off;
-    if (m->dev == TENSOR_CUDA) {
-        if (gpu_alloc(&m->mem, bytes)) m->mem = NULL;
-    } else {
-        m->mem = calloc(1, bytes);
-    }
+    if (op_mem_alloc(m->ctx, bytes, &m->mem)) m->mem = NULL;
     FAIL_IF(!m->mem, ERR_NOMEM,
             "flux: %zu bytes (%.1f MiB) of activations for %lld x %lld image tokens and %lld text "
             "tokens could not be allocated on the %s",
             bytes, bytes / 1048576.0, (long long)h2, (long long)w2, (long long)T,
             m->dev == TENSOR_CUDA ? "GPU" : "host");
     m->mem_bytes = bytes;
-    cv = (carver){.base = m->mem, .dev = m->dev};
+    cv = (op_carver){.base = m->mem, .dev = m->dev};
     carve_all(m, &cv);
     const size_t tb = (size_t)m->L * (size_t)m->cfg.head_dim * sizeof(float);
     float *cs = m->dev == TENSOR_CPU ? m->cos.data : malloc(tb);

@@ -20,8 +20,7 @@
 #define SD3_EPS 1e-6f /* every LayerNorm (elementwise_affine=False) and the q/k RMSNorms */
 #define SD3_TPROJ 256 /* Timesteps(num_channels=256) */
 #define SD3_NAME_MAX 112
-#define SD3_MAX_W 48  /* tensors in the largest block (a dual block, diffusers names) */
-#define SD3_ALIGN 256 /* activation buffers start on 256-byte boundaries */
+#define SD3_MAX_W 48 /* tensors in the largest block (a dual block, diffusers names) */
 
 /* transformer_blocks.i (Stability: joint_blocks.i.x_block / context_block) */
 typedef struct sd3_block_w {
@@ -402,22 +401,12 @@ const sd3_config *sd3_get_config(const sd3_model *m) { return &m->cfg; }
 
 /* ---- the plan ---- */
 
-typedef struct carver {
-    uint8_t *base;
-    size_t off;
-    tensor_dev dev;
-} carver;
-
-/* [d0, d1] or [d0, d1, d2] (d2 0: 2-D), 256-byte aligned (base NULL: only counts) */
-static tensor carve(carver *cv, dtype dt, int64_t d0, int64_t d1, int64_t d2) {
-    const int64_t shape[3] = {d0, d1, d2};
-    tensor t = tensor_make(cv->base ? cv->base + cv->off : NULL, dt, cv->dev, d2 ? 3 : 2, shape);
-    const size_t bytes = (size_t)(d0 * d1 * (d2 ? d2 : 1)) * (size_t)dtype_bits(dt) / 8;
-    cv->off += (bytes + SD3_ALIGN - 1) / SD3_ALIGN * SD3_ALIGN;
-    return t;
+/* a [d0, d1] (d2 0) or [d0, d1, d2] activation of the plan's buffer */
+static tensor carve(op_carver *cv, dtype dt, int64_t d0, int64_t d1, int64_t d2) {
+    return op_carve(cv, dt, d2 ? 3 : 2, (int64_t[]){d0, d1, d2});
 }
 
-static void carve_all(sd3_model *m, carver *cv) {
+static void carve_all(sd3_model *m, op_carver *cv) {
     const sd3_config *c = &m->cfg;
     const int64_t B = m->B, N = m->N, T = m->T, D = c->D;
     const dtype a = m->act;
@@ -445,10 +434,7 @@ static void carve_all(sd3_model *m, carver *cv) {
 }
 
 static void free_plan(sd3_model *m) {
-    if (m->dev == TENSOR_CUDA)
-        gpu_free(m->mem);
-    else
-        free(m->mem);
+    op_mem_free(m->ctx, m->mem);
     m->mem = NULL;
     m->mem_bytes = 0;
 }
@@ -479,21 +465,17 @@ err sd3_plan(sd3_model *m, int64_t B, int64_t h, int64_t w, int64_t T) {
             (long long)M);
     free_plan(m);
     m->B = B, m->hp = h / p, m->wp = w / p, m->N = m->hp * m->wp, m->T = T, m->L = m->N + T;
-    carver cv = {.dev = m->dev};
+    op_carver cv = {.dev = m->dev};
     carve_all(m, &cv);
     const size_t bytes = cv.off;
-    if (m->dev == TENSOR_CUDA) {
-        if (gpu_alloc(&m->mem, bytes)) m->mem = NULL;
-    } else {
-        m->mem = calloc(1, bytes);
-    }
+    if (op_mem_alloc(m->ctx, bytes, &m->mem)) m->mem = NULL;
     FAIL_IF(!m->mem, ERR_NOMEM,
             "sd3: %zu bytes (%.1f MiB) of activations for batch %lld, %lld x %lld patches and "
             "%lld text tokens could not be allocated on the %s",
             bytes, bytes / 1048576.0, (long long)B, (long long)m->hp, (long long)m->wp,
             (long long)T, m->dev == TENSOR_CUDA ? "GPU" : "host");
     m->mem_bytes = bytes;
-    cv = (carver){.base = m->mem, .dev = m->dev};
+    cv = (op_carver){.base = m->mem, .dev = m->dev};
     carve_all(m, &cv);
     crop_pos(m);
     LOG_INFO("sd3: plan batch %lld, %lld x %lld image + %lld text tokens: activations %.1f MiB",

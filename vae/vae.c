@@ -398,10 +398,7 @@ static void plan_needs(const vae_config *c, int64_t h, int64_t w, int64_t *nd) {
 }
 
 static void plan_free(vae_model *m) {
-    if (op_ctx_dev(m->ctx) == TENSOR_CUDA)
-        gpu_free(m->act);
-    else
-        free(m->act);
+    op_mem_free(m->ctx, m->act);
     m->act = NULL;
     memset(m->buf, 0, sizeof m->buf);
     memset(m->cap, 0, sizeof m->cap);
@@ -420,11 +417,7 @@ err vae_plan(vae_model *m, int64_t h, int64_t w) {
     for (int b = 0; b < NBUF; b++)
         off[b + 1] = off[b] + ((size_t)nd[b] * es + 255) / 256 * 256;
     const size_t bytes = off[NBUF];
-    err e = ERR_OK;
-    if (cuda)
-        e = gpu_alloc(&m->act, bytes);
-    else if (!(m->act = malloc(bytes)))
-        e = err_set(ERR_NOMEM, "out of host memory");
+    err e = op_mem_alloc(m->ctx, bytes, &m->act);
     if (e)
         return err_wrap(e, "vae: activations for %lldx%lld latents need %zu bytes (%.1f MiB)",
                         (long long)h, (long long)w, bytes, (double)bytes / (1 << 20));
