@@ -19,6 +19,7 @@
 #include "df11/container.h"
 #include "df11/tree.h"
 #include "tests/testutil.h"
+#include "tests/testutil_dit.h"
 #include "unet_dit/flux.h"
 
 /* Bounds, with the reasoning:
@@ -53,42 +54,12 @@ typedef struct variant {
     int64_t h2, w2;
 } variant;
 
-/* host F32 values as an activation tensor on the ctx's device (GPU: rounded to BF16, as the
- * bf16 pipeline holds them); free with dev_free */
-static tensor to_dev(const st_tensor *t) {
-    int64_t shape[4] = {1, 1, 1, 1};
-    for (int d = 0; d < t->ndim; d++)
-        shape[d] = t->shape[d];
-    const int64_t n = (int64_t)t->numel;
-    if (!gpu) {
-        float *v = malloc((size_t)n * 4);
-        CHECK(v);
-        memcpy(v, t->data, (size_t)n * 4);
-        return tensor_make(v, DTYPE_F32, TENSOR_CPU, t->ndim, shape);
-    }
-    uint16_t *b = malloc((size_t)n * 2);
-    void *d = NULL;
-    CHECK(b && !gpu_alloc(&d, (size_t)n * 2));
-    for (int64_t i = 0; i < n; i++)
-        b[i] = tu_bf16(((const float *)t->data)[i]);
-    CHECK(!gpu_upload(d, b, (size_t)n * 2));
-    free(b);
-    return tensor_make(d, DTYPE_BF16, TENSOR_CUDA, t->ndim, shape);
-}
-
-static void dev_free(tensor t) {
-    if (gpu)
-        gpu_free(t.data);
-    else
-        free(t.data);
-}
-
 /* Plans m for the variant, sets its text, runs one forward (tau, gs as given when use_tau,
  * else the pipeline's chain from t = 1000 timestep and g) into r. */
 static err run_model(flux_model *m, const variant *p, int use_tau, float tau, float gs,
                      tu_result *r) {
     TRY(flux_plan(m, p->h2, p->w2, p->t5->shape[1]));
-    tensor x = to_dev(p->x), t5 = to_dev(p->t5), pooled = to_dev(p->pooled);
+    tensor x = tu_to_dev(p->x, gpu), t5 = tu_to_dev(p->t5, gpu), pooled = tu_to_dev(p->pooled, gpu);
     const int64_t n = (int64_t)p->x->numel;
     tensor out = x;
     if (gpu)
@@ -113,7 +84,7 @@ static err run_model(flux_model *m, const variant *p, int use_tau, float tau, fl
     if (!e && !gpu) memcpy(r->raw, out.data, r->raw_bytes);
     for (int64_t i = 0; !e && i < n; i++)
         r->v[i] = gpu ? bf16_to_f32(((uint16_t *)r->raw)[i]) : ((float *)r->raw)[i];
-    dev_free(x), dev_free(t5), dev_free(pooled), dev_free(out);
+    tu_dev_free(x, gpu), tu_dev_free(t5, gpu), tu_dev_free(pooled, gpu), tu_dev_free(out, gpu);
     return e;
 }
 
@@ -132,18 +103,6 @@ static err run_path(const char *path, wp_mode mode, size_t budget, const variant
     flux_free(m);
     wt_close(src);
     return e;
-}
-
-/* relative L2 error and max abs difference of got against the F32 reference */
-static double rel_l2(const tu_result *got, const st_tensor *want, double *max_abs) {
-    const float *w = (const float *)want->data;
-    double d2 = 0, r2 = 0, mx = 0;
-    for (int64_t i = 0; i < got->n; i++) {
-        const double d = (double)got->v[i] - w[i];
-        d2 += d * d, r2 += (double)w[i] * w[i], mx = fmax(mx, fabs(d));
-    }
-    *max_abs = mx;
-    return sqrt(d2 / r2);
 }
 
 static const st_tensor *ref_tensor(const char *name) {
@@ -170,7 +129,7 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
            (long long)c.n_double, (long long)c.n_single, (long long)c.in_ch, (long long)c.ctx_dim,
            (long long)c.pooled_dim, (long long)c.mlp, c.axes[0], c.axes[1], c.axes[2], c.guidance,
            c.bfl_names);
-    double mx, rel = rel_l2(base, p->out, &mx);
+    double mx, rel = tu_rel_l2(base, p->out, &mx);
     printf("  %s: reference (pipeline chain): relative L2 %.3e, max abs %.3e (%s, %lld values)\n",
            p->name, rel, mx, gpu ? "BF16 GPU" : "F32 CPU", (long long)base->n);
     if (!gpu)
@@ -197,7 +156,7 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
                tu_same_bits(&a, &b) && tu_same_bits(&a, base) ? "identical" : "DIFFERENT");
     }
     if (!e && gpu) {
-        rel = rel_l2(&f, p->out, &mx);
+        rel = tu_rel_l2(&f, p->out, &mx);
         printf("  %s: reference (fp32 tau %g, guidance %g): relative L2 %.3e, max abs %.3e\n",
                p->name, tau, gs, rel, mx);
         EXPECT(rel <= GPU_REL_L2, "%s: relative L2 %.3e, bound %.0e", p->name, rel, GPU_REL_L2);
@@ -209,76 +168,17 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
 
 /* ---- BFL names (MODEL-SPEC §1.9) written from the diffusers tensors ---- */
 
-typedef struct bfl_writer {
-    wt_source *src;
-    st_writer *w;
-    void *bufs[512];
-    int n_bufs, used;
-    err e;
-} bfl_writer;
-
-/* out = rows of the diffusers tensors srcs[0..n) one after another (swap: one source, its two
- * halves exchanged), for both .weight and .bias */
-static void bw_add(bfl_writer *b, const char *out, const char *const *srcs, int n, int swap) {
-    static const char *const kind[] = {".weight", ".bias"};
-    for (int k = 0; k < 2 && !b->e; k++) {
-        const df11_tensor *t[4];
-        int64_t rows = 0;
-        size_t bytes = 0;
-        char name[160];
-        for (int i = 0; i < n; i++) {
-            snprintf(name, sizeof name, "%s%s", srcs[i], kind[k]);
-            t[i] = wt_find(b->src, name);
-            if (!t[i]) {
-                b->e = err_set(ERR_FORMAT, "diffusers tensor '%s' missing", name);
-                return;
-            }
-            rows += t[i]->shape[0];
-            bytes += t[i]->stored_bytes;
-        }
-        uint8_t *buf = malloc(bytes);
-        CHECK(buf && b->n_bufs < 512);
-        b->bufs[b->n_bufs++] = buf;
-        size_t at = 0;
-        for (int i = 0; i < n; i++) {
-            memcpy(buf + at, t[i]->data, t[i]->stored_bytes);
-            at += t[i]->stored_bytes;
-        }
-        if (swap) {
-            memcpy(buf, t[0]->data + bytes / 2, bytes / 2);
-            memcpy(buf + bytes / 2, t[0]->data, bytes / 2);
-        }
-        int64_t shape[2] = {rows, t[0]->ndim == 2 ? t[0]->shape[1] : 0};
-        snprintf(name, sizeof name, "%s%s", out, kind[k]);
-        b->e = st_writer_add(b->w, name, t[0]->dtype, t[0]->ndim, shape, buf, bytes);
-        b->used += n;
-    }
-}
-
-/* a 1-D norm scale, renamed */
-static void bw_norm(bfl_writer *b, const char *out, const char *src) {
-    const df11_tensor *t = wt_find(b->src, src);
-    if (b->e) return;
-    if (!t) {
-        b->e = err_set(ERR_FORMAT, "diffusers tensor '%s' missing", src);
-        return;
-    }
-    b->e = st_writer_add(b->w, out, t->dtype, t->ndim, t->shape, t->data, t->stored_bytes);
-    b->used++;
-}
-
 /* The fixture's weights under BFL names (prefix "" or "model.diffusion_model."), one file. */
 static err write_bfl(const char *dir, const flux_config *c, const char *prefix, const char *out) {
-    bfl_writer b = {0};
+    tu_renamer b;
     char o[160], s[4][160];
     const char *sp[4] = {s[0], s[1], s[2], s[3]};
-    TRY(wt_open(dir, &b.src));
-    b.e = st_writer_create(&b.w);
+    TRY(tu_renamer_open(&b, dir, NULL));
 #define ONE(bfl, dif)                                                                              \
     do {                                                                                           \
         snprintf(o, sizeof o, "%s" bfl, prefix);                                                   \
         snprintf(s[0], sizeof s[0], "%s", dif);                                                    \
-        bw_add(&b, o, sp, 1, 0);                                                                   \
+        tu_rename_linear(&b, o, sp, 1, 0);                                                         \
     } while (0)
     ONE("img_in", "x_embedder");
     ONE("txt_in", "context_embedder");
@@ -293,71 +193,66 @@ static err write_bfl(const char *dir, const flux_config *c, const char *prefix, 
     ONE("final_layer.linear", "proj_out");
     snprintf(o, sizeof o, "%sfinal_layer.adaLN_modulation.1", prefix);
     snprintf(s[0], sizeof s[0], "norm_out.linear");
-    bw_add(&b, o, sp, 1, 1);
+    tu_rename_linear(&b, o, sp, 1, 1);
 #undef ONE
     for (int i = 0; i < c->n_double; i++) {
         for (int txt = 0; txt < 2; txt++) {
             const char *bs = txt ? "txt" : "img", *ctxs = txt ? "_context" : "";
             snprintf(o, sizeof o, "%sdouble_blocks.%d.%s_mod.lin", prefix, i, bs);
             snprintf(s[0], sizeof s[0], "transformer_blocks.%d.norm1%s.linear", i, ctxs);
-            bw_add(&b, o, sp, 1, 0);
+            tu_rename_linear(&b, o, sp, 1, 0);
             snprintf(o, sizeof o, "%sdouble_blocks.%d.%s_attn.qkv", prefix, i, bs);
             for (int j = 0; j < 3; j++)
                 snprintf(s[j], sizeof s[j],
                          txt ? "transformer_blocks.%d.attn.add_%c_proj"
                              : "transformer_blocks.%d.attn.to_%c",
                          i, "qkv"[j]);
-            bw_add(&b, o, sp, 3, 0);
+            tu_rename_linear(&b, o, sp, 3, 0);
             for (int j = 0; j < 2; j++) {
                 snprintf(o, sizeof o, "%sdouble_blocks.%d.%s_attn.norm.%s_norm.scale", prefix, i,
                          bs, j ? "key" : "query");
                 snprintf(s[0], sizeof s[0], "transformer_blocks.%d.attn.norm_%s%c.weight", i,
                          txt ? "added_" : "", "qk"[j]);
-                bw_norm(&b, o, s[0]);
+                tu_rename_one(&b, o, s[0]);
             }
             snprintf(o, sizeof o, "%sdouble_blocks.%d.%s_attn.proj", prefix, i, bs);
             snprintf(s[0], sizeof s[0],
                      txt ? "transformer_blocks.%d.attn.to_add_out"
                          : "transformer_blocks.%d.attn.to_out.0",
                      i);
-            bw_add(&b, o, sp, 1, 0);
+            tu_rename_linear(&b, o, sp, 1, 0);
             for (int j = 0; j < 2; j++) {
                 snprintf(o, sizeof o, "%sdouble_blocks.%d.%s_mlp.%d", prefix, i, bs, 2 * j);
                 snprintf(s[0], sizeof s[0], "transformer_blocks.%d.ff%s.net.%s", i, ctxs,
                          j ? "2" : "0.proj");
-                bw_add(&b, o, sp, 1, 0);
+                tu_rename_linear(&b, o, sp, 1, 0);
             }
         }
     }
     for (int i = 0; i < c->n_single; i++) {
         snprintf(o, sizeof o, "%ssingle_blocks.%d.modulation.lin", prefix, i);
         snprintf(s[0], sizeof s[0], "single_transformer_blocks.%d.norm.linear", i);
-        bw_add(&b, o, sp, 1, 0);
+        tu_rename_linear(&b, o, sp, 1, 0);
         snprintf(o, sizeof o, "%ssingle_blocks.%d.linear1", prefix, i);
         for (int j = 0; j < 3; j++)
             snprintf(s[j], sizeof s[j], "single_transformer_blocks.%d.attn.to_%c", i, "qkv"[j]);
         snprintf(s[3], sizeof s[3], "single_transformer_blocks.%d.proj_mlp", i);
-        bw_add(&b, o, sp, 4, 0);
+        tu_rename_linear(&b, o, sp, 4, 0);
         for (int j = 0; j < 2; j++) {
             snprintf(o, sizeof o, "%ssingle_blocks.%d.norm.%s_norm.scale", prefix, i,
                      j ? "key" : "query");
             snprintf(s[0], sizeof s[0], "single_transformer_blocks.%d.attn.norm_%c.weight", i,
                      "qk"[j]);
-            bw_norm(&b, o, s[0]);
+            tu_rename_one(&b, o, s[0]);
         }
         snprintf(o, sizeof o, "%ssingle_blocks.%d.linear2", prefix, i);
         snprintf(s[0], sizeof s[0], "single_transformer_blocks.%d.proj_out", i);
-        bw_add(&b, o, sp, 1, 0);
+        tu_rename_linear(&b, o, sp, 1, 0);
     }
     if (!b.e && b.used != wt_count(b.src))
         b.e = err_set(ERR_FORMAT, "the BFL file uses %d of the %d diffusers tensors", b.used,
                       wt_count(b.src));
-    if (!b.e) b.e = st_writer_finish(b.w, out, 8);
-    st_writer_free(b.w);
-    for (int i = 0; i < b.n_bufs; i++)
-        free(b.bufs[i]);
-    wt_close(b.src);
-    return b.e;
+    return tu_renamer_finish(&b, out);
 }
 
 /* BFL names give the same bits as the diffusers names: the same weight values reach the same

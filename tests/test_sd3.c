@@ -17,6 +17,7 @@
 #include "core/safetensors.h"
 #include "df11/container.h"
 #include "tests/testutil.h"
+#include "tests/testutil_dit.h"
 #include "unet_dit/sd3.h"
 
 /* Bounds, with the reasoning:
@@ -42,39 +43,10 @@ typedef struct variant {
     const st_tensor *x, *ts, *pe, *pooled, *out;
 } variant;
 
-/* host F32 values as an activation tensor on the ctx's device (GPU: rounded to BF16) */
-static tensor to_dev(const st_tensor *t) {
-    int64_t shape[4] = {1, 1, 1, 1};
-    for (int d = 0; d < t->ndim; d++)
-        shape[d] = t->shape[d];
-    const int64_t n = (int64_t)t->numel;
-    if (!gpu) {
-        float *v = malloc((size_t)n * 4);
-        CHECK(v);
-        memcpy(v, t->data, (size_t)n * 4);
-        return tensor_make(v, DTYPE_F32, TENSOR_CPU, t->ndim, shape);
-    }
-    uint16_t *b = malloc((size_t)n * 2);
-    void *d = NULL;
-    CHECK(b && !gpu_alloc(&d, (size_t)n * 2));
-    for (int64_t i = 0; i < n; i++)
-        b[i] = tu_bf16(((const float *)t->data)[i]);
-    CHECK(!gpu_upload(d, b, (size_t)n * 2));
-    free(b);
-    return tensor_make(d, DTYPE_BF16, TENSOR_CUDA, t->ndim, shape);
-}
-
-static void dev_free(tensor t) {
-    if (gpu)
-        gpu_free(t.data);
-    else
-        free(t.data);
-}
-
 /* Plans m for the variant and runs one forward into r. */
 static err run_model(sd3_model *m, const variant *p, tu_result *r) {
     TRY(sd3_plan(m, p->x->shape[0], p->x->shape[2], p->x->shape[3], p->pe->shape[1]));
-    tensor x = to_dev(p->x), pe = to_dev(p->pe), pooled = to_dev(p->pooled);
+    tensor x = tu_to_dev(p->x, gpu), pe = tu_to_dev(p->pe, gpu), pooled = tu_to_dev(p->pooled, gpu);
     const int64_t n = (int64_t)p->x->numel;
     tensor out = x;
     if (gpu)
@@ -93,7 +65,7 @@ static err run_model(sd3_model *m, const variant *p, tu_result *r) {
     if (!e && !gpu) memcpy(r->raw, out.data, r->raw_bytes);
     for (int64_t i = 0; !e && i < n; i++)
         r->v[i] = gpu ? bf16_to_f32(((uint16_t *)r->raw)[i]) : ((float *)r->raw)[i];
-    dev_free(x), dev_free(pe), dev_free(pooled), dev_free(out);
+    tu_dev_free(x, gpu), tu_dev_free(pe, gpu), tu_dev_free(pooled, gpu), tu_dev_free(out, gpu);
     return e;
 }
 
@@ -108,17 +80,6 @@ static err run_path(const char *path, const variant *p, tu_result *r, sd3_config
     sd3_free(m);
     wt_close(src);
     return e;
-}
-
-static double rel_l2(const tu_result *got, const st_tensor *want, double *max_abs) {
-    const float *w = (const float *)want->data;
-    double d2 = 0, r2 = 0, mx = 0;
-    for (int64_t i = 0; i < got->n; i++) {
-        const double d = (double)got->v[i] - w[i];
-        d2 += d * d, r2 += (double)w[i] * w[i], mx = fmax(mx, fabs(d));
-    }
-    *max_abs = mx;
-    return sqrt(d2 / r2);
 }
 
 static const st_tensor *ref_tensor(const char *name) {
@@ -144,7 +105,7 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
            p->name, (long long)c.D, (long long)c.heads, (long long)c.head_dim, (long long)c.layers,
            (long long)c.joint_dim, (long long)c.pooled_dim, (long long)c.mlp, (long long)c.pos_max,
            c.dual[0], c.dual[1], c.dual[2]);
-    double mx, rel = rel_l2(base, p->out, &mx);
+    double mx, rel = tu_rel_l2(base, p->out, &mx);
     printf("  %s: reference: relative L2 %.3e, max abs %.3e (%s, %lld values)\n", p->name, rel, mx,
            gpu ? "BF16 GPU" : "F32 CPU", (long long)base->n);
     const double bound = gpu ? GPU_REL_L2 : CPU_REL_L2;
@@ -177,85 +138,34 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
 
 /* ---- Stability's names, written from the diffusers fixture (MODEL-SPEC §2.7) ---- */
 
-typedef struct orig_writer {
-    wt_source *src;
-    st_writer *w;
-    const char *prefix;
-    void *bufs[512]; /* st_writer borrows the data until st_writer_finish */
-    int n_bufs;
-    err e;
-} orig_writer;
-
-/* out.weight/.bias = rows of the diffusers tensors srcs[0..n) back to back (n 1: one tensor;
- * swap: its two halves exchanged) */
-static void ow_add(orig_writer *o, const char *out, const char *const *srcs, int n, int swap) {
-    static const char *const kind[] = {".weight", ".bias"};
-    for (int k = 0; k < 2 && !o->e; k++) {
-        const df11_tensor *t[3];
-        uint64_t bytes = 0;
-        for (int i = 0; i < n; i++) {
-            char nm[160];
-            snprintf(nm, sizeof nm, "%s%s", srcs[i], kind[k]);
-            t[i] = wt_find(o->src, nm);
-            CHECK(t[i] && !t[i]->compressed);
-            bytes += t[i]->stored_bytes;
-        }
-        uint8_t *buf = malloc(bytes), *p = buf;
-        CHECK(buf && o->n_bufs < 512);
-        o->bufs[o->n_bufs++] = buf;
-        for (int i = 0; i < n; i++)
-            memcpy(p, t[i]->data, t[i]->stored_bytes), p += t[i]->stored_bytes;
-        if (swap) {
-            const uint64_t h = bytes / 2;
-            memcpy(buf, t[0]->data + h, h);
-            memcpy(buf + h, t[0]->data, h);
-        }
-        int64_t shape[4];
-        memcpy(shape, t[0]->shape, sizeof shape);
-        shape[0] *= n;
-        char name[200];
-        snprintf(name, sizeof name, "%s%s%s", o->prefix, out, kind[k]);
-        o->e = st_writer_add(o->w, name, t[0]->dtype, t[0]->ndim, shape, buf, bytes);
-    }
-}
-
-/* a single tensor under another name */
-static void ow_one(orig_writer *o, const char *out, const char *src) {
-    if (o->e) return;
-    const df11_tensor *t = wt_find(o->src, src);
-    CHECK(t);
-    char name[200];
-    snprintf(name, sizeof name, "%s%s", o->prefix, out);
-    o->e = st_writer_add(o->w, name, t->dtype, t->ndim, t->shape, t->data, t->stored_bytes);
-}
-
 static err write_original(const char *dir, const sd3_config *c, const char *prefix,
                           const char *out) {
-    orig_writer o = {.prefix = prefix};
-    TRY(wt_open(dir, &o.src));
-    o.e = st_writer_create(&o.w);
-    ow_add(&o, "x_embedder.proj", (const char *[]){"pos_embed.proj"}, 1, 0);
-    ow_one(&o, "pos_embed", "pos_embed.pos_embed");
-    ow_add(&o, "t_embedder.mlp.0", (const char *[]){"time_text_embed.timestep_embedder.linear_1"},
-           1, 0);
-    ow_add(&o, "t_embedder.mlp.2", (const char *[]){"time_text_embed.timestep_embedder.linear_2"},
-           1, 0);
-    ow_add(&o, "y_embedder.mlp.0", (const char *[]){"time_text_embed.text_embedder.linear_1"}, 1,
-           0);
-    ow_add(&o, "y_embedder.mlp.2", (const char *[]){"time_text_embed.text_embedder.linear_2"}, 1,
-           0);
-    ow_add(&o, "context_embedder", (const char *[]){"context_embedder"}, 1, 0);
-    ow_add(&o, "final_layer.adaLN_modulation.1", (const char *[]){"norm_out.linear"}, 1, 1);
-    ow_add(&o, "final_layer.linear", (const char *[]){"proj_out"}, 1, 0);
+    tu_renamer o;
+    TRY(tu_renamer_open(&o, dir, prefix));
+    tu_rename_linear(&o, "x_embedder.proj", (const char *[]){"pos_embed.proj"}, 1, 0);
+    tu_rename_one(&o, "pos_embed", "pos_embed.pos_embed");
+    tu_rename_linear(&o, "t_embedder.mlp.0",
+                     (const char *[]){"time_text_embed.timestep_embedder.linear_1"}, 1, 0);
+    tu_rename_linear(&o, "t_embedder.mlp.2",
+                     (const char *[]){"time_text_embed.timestep_embedder.linear_2"}, 1, 0);
+    tu_rename_linear(&o, "y_embedder.mlp.0",
+                     (const char *[]){"time_text_embed.text_embedder.linear_1"}, 1, 0);
+    tu_rename_linear(&o, "y_embedder.mlp.2",
+                     (const char *[]){"time_text_embed.text_embedder.linear_2"}, 1, 0);
+    tu_rename_linear(&o, "context_embedder", (const char *[]){"context_embedder"}, 1, 0);
+    tu_rename_linear(&o, "final_layer.adaLN_modulation.1", (const char *[]){"norm_out.linear"}, 1,
+                     1);
+    tu_rename_linear(&o, "final_layer.linear", (const char *[]){"proj_out"}, 1, 0);
     for (int i = 0; i < c->layers; i++) {
         const int last = i == c->layers - 1;
         char d[64], s[64], a[3][96], b[96];
 #define D_(x) (snprintf(b, sizeof b, "%s%s", d, x), b)
 #define S_(x) (snprintf(s, sizeof s, "joint_blocks.%d.%s", i, x), s)
         snprintf(d, sizeof d, "transformer_blocks.%d.", i);
-        ow_add(&o, S_("x_block.adaLN_modulation.1"), (const char *[]){D_("norm1.linear")}, 1, 0);
-        ow_add(&o, S_("context_block.adaLN_modulation.1"),
-               (const char *[]){D_("norm1_context.linear")}, 1, last);
+        tu_rename_linear(&o, S_("x_block.adaLN_modulation.1"), (const char *[]){D_("norm1.linear")},
+                         1, 0);
+        tu_rename_linear(&o, S_("context_block.adaLN_modulation.1"),
+                         (const char *[]){D_("norm1_context.linear")}, 1, last);
         static const char *const qkv[3][3] = {
             {"attn.to_q", "attn.to_k", "attn.to_v"},
             {"attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"},
@@ -265,7 +175,7 @@ static err write_original(const char *dir, const sd3_config *c, const char *pref
         for (int f = 0; f < (c->dual[i] ? 3 : 2); f++) {
             for (int j = 0; j < 3; j++)
                 snprintf(a[j], sizeof a[j], "%s%s", d, qkv[f][j]);
-            ow_add(&o, S_(fused[f]), (const char *[]){a[0], a[1], a[2]}, 3, 0);
+            tu_rename_linear(&o, S_(fused[f]), (const char *[]){a[0], a[1], a[2]}, 3, 0);
         }
         static const char *const norms[][2] = {
             {"x_block.attn.ln_q.weight", "attn.norm_q.weight"},
@@ -275,7 +185,7 @@ static err write_original(const char *dir, const sd3_config *c, const char *pref
             {"x_block.attn2.ln_q.weight", "attn2.norm_q.weight"},
             {"x_block.attn2.ln_k.weight", "attn2.norm_k.weight"}};
         for (int j = 0; j < (c->dual[i] ? 6 : 4); j++)
-            ow_one(&o, S_(norms[j][0]), D_(norms[j][1]));
+            tu_rename_one(&o, S_(norms[j][0]), D_(norms[j][1]));
         static const char *const lin[][2] = {{"x_block.attn.proj", "attn.to_out.0"},
                                              {"x_block.mlp.fc1", "ff.net.0.proj"},
                                              {"x_block.mlp.fc2", "ff.net.2"},
@@ -285,17 +195,12 @@ static err write_original(const char *dir, const sd3_config *c, const char *pref
                                              {"context_block.mlp.fc2", "ff_context.net.2"}};
         for (int j = 0; j < 7; j++) {
             if ((j == 3 && !c->dual[i]) || (j >= 4 && last)) continue;
-            ow_add(&o, S_(lin[j][0]), (const char *[]){D_(lin[j][1])}, 1, 0);
+            tu_rename_linear(&o, S_(lin[j][0]), (const char *[]){D_(lin[j][1])}, 1, 0);
         }
 #undef D_
 #undef S_
     }
-    if (!o.e) o.e = st_writer_finish(o.w, out, 8);
-    st_writer_free(o.w);
-    for (int i = 0; i < o.n_bufs; i++)
-        free(o.bufs[i]);
-    wt_close(o.src);
-    return o.e;
+    return tu_renamer_finish(&o, out);
 }
 
 static void test_original(const char *dir, const variant *p, const tu_result *base,
@@ -321,7 +226,7 @@ static void test_original(const char *dir, const variant *p, const tu_result *ba
     }
     EXPECT(oc.original_names, "%s: Stability names not detected", p->name);
     EXPECT(tu_same_bits(&r, base), "%s: Stability names gave other bits than diffusers'", p->name);
-    double mx, rel = rel_l2(&r, p->out, &mx);
+    double mx, rel = tu_rel_l2(&r, p->out, &mx);
     printf("  %s: Stability names%s: %s (relative L2 %.3e)\n", p->name,
            prefix[0] ? " with the prefix" : "",
            tu_same_bits(&r, base) ? "identical to diffusers names" : "DIFFERENT", rel);
