@@ -68,7 +68,6 @@ struct flux_model {
     dtype act;           /* activations: F32 on the CPU, BF16 on CUDA */
     wbind_table blocks;  /* n_double double blocks, then n_single single blocks */
     wbind_table globals; /* one block, acquired for the model's lifetime */
-    int globals_held;
     flux_globals_w g;
     /* the plan */
     int64_t h2, w2, N, T, L;
@@ -327,19 +326,10 @@ static void wv_block(wvisit *v, int i) {
         wv_single(v, i - (int)CFG(v)->n_double, &sw);
 }
 
+/* the embedders and the final layer: one block, resident, held until the model is freed */
 static void wv_globals_block(wvisit *v, int i) {
     flux_globals_w g;
     wv_globals(v, &g);
-}
-
-/* The embedders and the final layer: one block, resident, acquired until flux_free. */
-static err load_globals(flux_model *m, wt_source *src, const wt_blocks_config *bc) {
-    wt_blocks_config rc = *bc;
-    rc.mode = WP_RESIDENT;
-    TRY(wbind_load(src, &m->cfg, 1, FLUX_MAX_W, wv_globals_block, &rc, &m->globals));
-    wbind_acquire(&m->globals, 0, &m->g);
-    m->globals_held = 1;
-    return ERR_OK;
 }
 
 err flux_load(wt_source *src, op_ctx *ctx, const flux_load_opts *o, flux_model **out) {
@@ -356,7 +346,7 @@ err flux_load(wt_source *src, op_ctx *ctx, const flux_load_opts *o, flux_model *
                            .mode = o ? o->mode : WP_RESIDENT,
                            .budget = o ? o->budget : 0,
                            .compute = op_ctx_stream(ctx)};
-    err e = load_globals(m, src, &bc);
+    err e = wbind_load_held(src, &m->cfg, FLUX_MAX_W, wv_globals_block, &bc, &m->globals, &m->g);
     if (!e)
         e = wbind_load(src, &m->cfg, (int)(cfg.n_double + cfg.n_single), FLUX_MAX_W, wv_block, &bc,
                        &m->blocks);
@@ -656,7 +646,6 @@ size_t flux_device_bytes(const flux_model *m) {
 void flux_free(flux_model *m) {
     if (!m) return;
     free_plan(m);
-    if (m->globals_held) wbind_release(&m->globals, 0);
     wbind_free(&m->globals);
     wbind_free(&m->blocks);
     free(m);

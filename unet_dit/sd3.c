@@ -59,7 +59,6 @@ struct sd3_model {
     tensor_dev dev;
     dtype act;
     wbind_table blocks, globals; /* the joint blocks; the globals, held until sd3_free */
-    int globals_held;
     sd3_globals_w g;
     int any_dual;
     /* the plan */
@@ -344,19 +343,10 @@ static err detect_config(wt_source *src, sd3_config *c) {
 
 /* ---- loading ---- */
 
+/* the embedders and the final layer: one block, resident, held until the model is freed */
 static void wv_globals_block(wvisit *v, int i) {
     sd3_globals_w g;
     wv_globals(v, &g);
-}
-
-/* embedders, pos_embed and the final layer: one block, resident, acquired until sd3_free */
-static err load_globals(sd3_model *m, wt_source *src, const wt_blocks_config *bc) {
-    wt_blocks_config rc = *bc;
-    rc.mode = WP_RESIDENT;
-    TRY(wbind_load(src, &m->cfg, 1, SD3_MAX_W, wv_globals_block, &rc, &m->globals));
-    wbind_acquire(&m->globals, 0, &m->g);
-    m->globals_held = 1;
-    return ERR_OK;
 }
 
 err sd3_load(wt_source *src, op_ctx *ctx, const sd3_load_opts *o, sd3_model **out) {
@@ -377,7 +367,7 @@ err sd3_load(wt_source *src, op_ctx *ctx, const sd3_load_opts *o, sd3_model **ou
                            .mode = o ? o->mode : WP_RESIDENT,
                            .budget = o ? o->budget : 0,
                            .compute = op_ctx_stream(ctx)};
-    err e = load_globals(m, src, &bc);
+    err e = wbind_load_held(src, &m->cfg, SD3_MAX_W, wv_globals_block, &bc, &m->globals, &m->g);
     if (!e) e = wbind_load(src, &m->cfg, (int)cfg.layers, SD3_MAX_W, wv_block, &bc, &m->blocks);
     if (e) {
         sd3_free(m);
@@ -648,7 +638,6 @@ size_t sd3_device_bytes(const sd3_model *m) {
 void sd3_free(sd3_model *m) {
     if (!m) return;
     free_plan(m);
-    if (m->globals_held) wbind_release(&m->globals, 0);
     wbind_free(&m->globals);
     wbind_free(&m->blocks);
     free(m);

@@ -71,6 +71,17 @@ err wbind_load(wt_source *src, const void *model_cfg, int n_blocks, int max_w,
     return e;
 }
 
+err wbind_load_held(wt_source *src, const void *model_cfg, int max_w,
+                    void (*visit)(wbind_visit *v, int i), const wt_blocks_config *cfg,
+                    wbind_table *t, void *base) {
+    wt_blocks_config rc = *cfg;
+    rc.mode = WP_RESIDENT;
+    TRY(wbind_load(src, model_cfg, 1, max_w, visit, &rc, t));
+    wbind_acquire(t, 0, base);
+    t->held = 1;
+    return ERR_OK;
+}
+
 void wbind_acquire(wbind_table *t, int i, void *base) {
     tensor w[t->max_w + 1];
     wt_blocks_acquire(t->blocks, i, w);
@@ -85,6 +96,7 @@ void wbind_acquire(wbind_table *t, int i, void *base) {
 void wbind_release(wbind_table *t, int i) { wt_blocks_release(t->blocks, i); }
 
 void wbind_free(wbind_table *t) {
+    if (t->held) wt_blocks_release(t->blocks, 0);
     wt_blocks_free(t->blocks);
     free(t->binds);
     free(t->at);

@@ -47,15 +47,21 @@ typedef struct wbind_table {
     wbind *binds; /* block i's are [at[i], at[i + 1]) */
     int *at;
     int n_blocks, max_w;
+    int held; /* wbind_load_held: block 0 acquired until wbind_free */
 } wbind_table;
 
 /* Lists blocks 0..n_blocks-1 with visit(v, i) (at most max_w tensors each), opens them from
  * src through wt_blocks with cfg, and keeps the binding tables. */
 err wbind_load(wt_source *src, const void *model_cfg, int n_blocks, int max_w,
                void (*visit)(wbind_visit *v, int i), const wt_blocks_config *cfg, wbind_table *t);
+/* The same for one block listed by visit(v, 0), resident, acquired into the struct at base for
+ * the table's lifetime (a model's embedders and final layer). */
+err wbind_load_held(wt_source *src, const void *model_cfg, int max_w,
+                    void (*visit)(wbind_visit *v, int i), const wt_blocks_config *cfg,
+                    wbind_table *t, void *base);
 /* Acquires block i into the struct at base (valid until wbind_release). */
 void wbind_acquire(wbind_table *t, int i, void *base);
 void wbind_release(wbind_table *t, int i);
-void wbind_free(wbind_table *t); /* accepts a zeroed table */
+void wbind_free(wbind_table *t); /* accepts a zeroed table; releases a held block */
 
 #endif
