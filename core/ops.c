@@ -225,13 +225,15 @@ void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
     DISPATCH(scale_shift, out, x, mul, add);
 }
 
-void op_cfg_combine(op_ctx *c, tensor out, tensor u, tensor cnd, float g) {
+void op_guidance(op_ctx *c, tensor out, tensor base, tensor pos, tensor neg, float g) {
     plain(c, &out);
-    plain(c, &u);
-    plain(c, &cnd);
-    same_shape(&out, &u);
-    same_shape(&u, &cnd);
-    DISPATCH(cfg_combine, out, u, cnd, g);
+    plain(c, &base);
+    plain(c, &pos);
+    plain(c, &neg);
+    same_shape(&out, &base);
+    same_shape(&base, &pos);
+    same_shape(&pos, &neg);
+    DISPATCH(guidance, out, base, pos, neg, g);
 }
 
 void op_euler_step(op_ctx *c, tensor x, tensor v, float dt) {

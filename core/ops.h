@@ -89,9 +89,10 @@ void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add);
  * to BF16, the product to BF16, the sum is taken in fp32 and rounded to BF16; fp32 on the CPU. */
 void op_euler_step(op_ctx *c, tensor x, tensor v, float dt);
 
-/* Classifier-free guidance, out = u + g (cnd - u) (out may be u): on CUDA the difference, the
- * product and the sum each round to BF16 as the eager bf16 pipeline does (MODEL-SPEC §6.4). */
-void op_cfg_combine(op_ctx *c, tensor out, tensor u, tensor cnd, float g);
+/* Guidance, out = base + g (pos - neg) (out may alias an input): classifier-free guidance is
+ * (u, c, u), skip-layer guidance (v, c, skipped). On CUDA the difference, the product and the
+ * sum each round to BF16 as the eager bf16 pipeline does (MODEL-SPEC §6.4). */
+void op_guidance(op_ctx *c, tensor out, tensor base, tensor pos, tensor neg, float g);
 
 /* FLUX RoPE in place on x [B,L,H,D] (rows may be strided): adjacent pairs (2m, 2m+1) turned
  * by the angle whose cos and sin are cos[L,D], sin[L,D] (F32, each value twice). */

@@ -201,15 +201,15 @@ void opcpu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
         o[i] = xp[i] * mul + add;
 }
 
-/* StableDiffusion3Pipeline's guidance in an fp32 pipeline: u + g (c - u) */
-void opcpu_cfg_combine(op_ctx *c, tensor out, tensor u, tensor cnd, float g) {
+/* StableDiffusion3Pipeline's guidance in an fp32 pipeline: base + g (pos - neg) */
+void opcpu_guidance(op_ctx *c, tensor out, tensor base, tensor pos, tensor neg, float g) {
     (void)c;
-    int64_t n = tensor_numel(&u);
+    int64_t n = tensor_numel(&base);
     float *o = f32(&out);
-    const float *up = f32(&u), *cp = f32(&cnd);
+    const float *bp = f32(&base), *pp = f32(&pos), *np = f32(&neg);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++)
-        o[i] = up[i] + g * (cp[i] - up[i]);
+        o[i] = bp[i] + g * (pp[i] - np[i]);
 }
 
 /* FlowMatchEulerDiscreteScheduler.step in an fp32 pipeline: x + dt * v */

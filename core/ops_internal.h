@@ -17,7 +17,7 @@
     X(rmsnorm_rope, (op_ctx * c, tensor x, tensor w, float eps, tensor cos, tensor sin))           \
     X(scale_shift, (op_ctx * c, tensor out, tensor x, float mul, float add))                       \
     X(euler_step, (op_ctx * c, tensor x, tensor v, float dt))                                      \
-    X(cfg_combine, (op_ctx * c, tensor out, tensor u, tensor cnd, float g))                        \
+    X(guidance, (op_ctx * c, tensor out, tensor base, tensor pos, tensor neg, float g))                        \
     X(groupnorm, (op_ctx * c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,     \
                   int silu))                                                                       \
     X(gate_residual, (op_ctx * c, tensor x, tensor gate, tensor y))                                \

@@ -218,22 +218,31 @@ static void test_elementwise(void) {
     op_euler_step(cpu, xe.h, ve.h, -0.0116f);
     op_euler_step(gpu, xe.d, ve.d, -0.0116f);
     check("euler_step", xe, TWO);
-    /* CFG: the eager bf16 arithmetic exactly, bf16(u + bf16(g bf16(c - u))) (MODEL-SPEC §6.4),
-       on inputs that are BF16 values on both sides */
-    pair cu = MK(1.0, 2, 999), cc = MK(1.0, 2, 999), co = OUT(2, 999);
-    op_cfg_combine(gpu, co.d, cu.d, cc.d, 4.5f);
-    CHECK(!op_ctx_sync(gpu));
-    size_t nb;
-    void *raw;
-    fetch(&co.d, &nb, &raw);
-    const float *uh = cu.h.data, *ch = cc.h.data;
-    int bad = 0;
-    for (int64_t i = 0; i < 2 * 999; i++) {
-        const float want = bf16_round(uh[i] + bf16_round(4.5f * bf16_round(ch[i] - uh[i])));
-        bad += ((uint16_t *)raw)[i] != f32_to_bf16(want);
+    /* guidance: the eager bf16 arithmetic exactly, bf16(b + bf16(g bf16(p - n))) (MODEL-SPEC
+       §6.4), on inputs that are BF16 values on both sides; CFG (u, c, u) and skip-layer
+       guidance (v, c, s) */
+    pair cu = MK(1.0, 2, 999), cc = MK(1.0, 2, 999), cs = MK(1.0, 2, 999), co = OUT(2, 999);
+    for (int slg = 0; slg < 2; slg++) {
+        /* the second pass guides the first's output */
+        const float g = slg ? 2.8f : 4.5f;
+        if (slg)
+            op_guidance(gpu, co.d, co.d, cc.d, cs.d, g);
+        else
+            op_guidance(gpu, co.d, cu.d, cc.d, cu.d, g);
+        CHECK(!op_ctx_sync(gpu));
+        size_t nb;
+        void *raw;
+        fetch(&co.d, &nb, &raw);
+        const float *uh = cu.h.data, *ch = cc.h.data, *sh = cs.h.data;
+        int bad = 0;
+        for (int64_t i = 0; i < 2 * 999; i++) {
+            float want = bf16_round(uh[i] + bf16_round(4.5f * bf16_round(ch[i] - uh[i])));
+            if (slg) want = bf16_round(want + bf16_round(g * bf16_round(ch[i] - sh[i])));
+            bad += ((uint16_t *)raw)[i] != f32_to_bf16(want);
+        }
+        EXPECT(bad == 0, "guidance (%s): %d of %d values differ from the eager bf16 arithmetic",
+               slg ? "skip-layer" : "CFG", bad, 2 * 999);
     }
-    EXPECT(bad == 0, "cfg_combine: %d of %d values differ from the eager bf16 arithmetic", bad,
-           2 * 999);
     /* shapes the 16-byte paths cannot take: the scalar fallbacks */
     pair ab2 = MK(2.0, 7, 2 * 95), og2 = OUT(7, 95);
     op_gated_gelu(cpu, og2.h, slice(ab2, 1, 0, 95).h, slice(ab2, 1, 95, 95).h);

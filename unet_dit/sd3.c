@@ -76,6 +76,7 @@ struct sd3_model {
     tensor tproj;                         /* [B, 256] */
     tensor temb, s, tmp, tmp2;            /* [B, D] conditioning, SiLU of it, scratch */
     tensor mod, cmod;                     /* [B, 9D], [B, 6D] the running block's modulation */
+    unsigned char skip[SD3_MAX_LAYERS];   /* blocks the forwards skip (skip-layer guidance) */
 };
 
 /* ---- weight names: a visitor lists each block's tensors (specs) and where each goes ---- */
@@ -577,7 +578,17 @@ static void joint_block(sd3_model *m, const sd3_block_w *w, int last, int dual) 
     mlp(m, m->c, m->cn, m->ffc, m->yc, cmod, w->cff1_w, w->cff1_b, w->cff2_w, w->cff2_b);
 }
 
-void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt, tensor pooled) {
+/* every activation of the plan, each [B, ...] */
+#define SD3_ACTS 31
+static void acts(sd3_model *m, tensor **l) {
+    tensor *a[SD3_ACTS] = {&m->x,  &m->xn,   &m->xn2, &m->qx,    &m->kx,  &m->vx,  &m->ox,  &m->y,
+                           &m->ffx, &m->c,   &m->cn,  &m->qc,    &m->kc,  &m->vc,  &m->oc,  &m->yc,
+                           &m->ffc, &m->K,   &m->V,   &m->patches, &m->pos, &m->po, &m->tproj,
+                           &m->temb, &m->s,  &m->tmp, &m->tmp2,  &m->mod, &m->cmod, NULL, NULL};
+    memcpy(l, a, sizeof a);
+}
+
+static void forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt, tensor pooled) {
     const sd3_config *cf = &m->cfg;
     op_ctx *c = m->ctx;
     const int64_t B = m->B, D = cf->D, p = cf->patch, N = m->N;
@@ -615,8 +626,9 @@ void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt
     for (int i = 0; i < nb; i++) {
         sd3_block_w b;
         memset(&b, 0, sizeof b);
+        /* a skipped block is still acquired: WP_STREAM expects the blocks in cyclic order */
         wbind_acquire(&m->blocks, i, &b);
-        joint_block(m, &b, i == nb - 1, cf->dual[i]);
+        if (!m->skip[i]) joint_block(m, &b, i == nb - 1, cf->dual[i]);
         wbind_release(&m->blocks, i);
     }
 
@@ -628,6 +640,36 @@ void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt
     op_layernorm_modulate(c, m->xn, m->x, chunk(e, D, o ? 0 : 1), chunk(e, D, o ? 1 : 0), SD3_EPS);
     op_linear(c, m->po, m->xn, g->proj_w, &g->proj_b, OP_ACT_NONE);
     op_unpatchify(c, out, m->po, (int)p);
+}
+
+void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctxt, tensor pooled) {
+    const int64_t b = x.shape[0], B = m->B;
+    CHECK(m->mem && x.ndim == 4 && b >= 1 && b <= B);
+    if (b == B) {
+        forward(m, out, x, t, ctxt, pooled);
+        return;
+    }
+    /* a smaller batch runs on the first b rows of every activation */
+    tensor *l[SD3_ACTS], full[SD3_ACTS];
+    acts(m, l);
+    for (int i = 0; l[i]; i++)
+        full[i] = *l[i], *l[i] = tensor_slice(*l[i], 0, 0, b);
+    m->B = b;
+    forward(m, out, x, t, ctxt, pooled);
+    m->B = B;
+    for (int i = 0; l[i]; i++)
+        *l[i] = full[i];
+}
+
+err sd3_set_skip_layers(sd3_model *m, const int *layers, int n) {
+    for (int i = 0; i < n; i++)
+        FAIL_IF(layers[i] < 0 || layers[i] >= m->cfg.layers, ERR_ARG,
+                "skip layer %d: the transformer has blocks 0 to %lld", layers[i],
+                (long long)m->cfg.layers - 1);
+    memset(m->skip, 0, sizeof m->skip);
+    for (int i = 0; i < n; i++)
+        m->skip[layers[i]] = 1;
+    return ERR_OK;
 }
 
 size_t sd3_device_bytes(const sd3_model *m) {

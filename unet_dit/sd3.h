@@ -47,10 +47,14 @@ const sd3_config *sd3_get_config(const sd3_model *m);
  * and crops pos_embed for that grid; ERR_NOMEM names the bytes, a grid larger than pos_embed's
  * is ERR_ARG. */
 err sd3_plan(sd3_model *m, int64_t B, int64_t h, int64_t w, int64_t T);
-/* out [B,out_ch,h,w] = the velocity for x [B,in_ch,h,w] at the scheduler timesteps t[B] (host,
- * unscaled, in [0, 1000]) given the text tokens ctx [B,T,joint_dim] and pooled
- * [B,pooled_dim]; tensors on the ctx's device, in its activation type. */
+/* out [b,out_ch,h,w] = the velocity for x [b,in_ch,h,w], b <= the planned B (skip-layer
+ * guidance runs one row inside a CFG plan of two), at the scheduler timesteps t[b] (host,
+ * unscaled, in [0, 1000]) given the text tokens ctx [b,T,joint_dim] and pooled
+ * [b,pooled_dim]; tensors on the ctx's device, in its activation type. */
 void sd3_forward(sd3_model *m, tensor out, tensor x, const float *t, tensor ctx, tensor pooled);
+/* Blocks the following forwards skip (SD3Transformer2DModel.forward's skip_layers: the block's
+ * both streams pass unchanged); n = 0 clears. An index outside 0..layers-1 is ERR_ARG. */
+err sd3_set_skip_layers(sd3_model *m, const int *layers, int n);
 /* Weight bytes on the device (0 on the CPU, where they are mmapped) plus activation bytes. */
 size_t sd3_device_bytes(const sd3_model *m);
 void sd3_free(sd3_model *m); /* accepts NULL */

@@ -142,19 +142,20 @@ static __global__ void euler_step_kernel(bf16 *x, const bf16 *v, int64_t n, floa
     }
 }
 
-/* classifier-free guidance, three eager bf16 ops: the difference, the scaled difference and the
- * sum each round to BF16 (MODEL-SPEC §6.4); the scale is a float32 scalar */
+/* guidance, three eager bf16 ops: the difference, the scaled difference and the sum each round
+ * to BF16 (MODEL-SPEC §6.4); the scale is a float32 scalar */
 template <int VW>
-static __global__ void cfg_combine_kernel(bf16 *out, const bf16 *u, const bf16 *cn, int64_t n,
-                                          float g) {
+static __global__ void guidance_kernel(bf16 *out, const bf16 *base, const bf16 *pos,
+                                       const bf16 *neg, int64_t n, float g) {
     for (int64_t i = FLAT_FIRST(VW); i < n; i += FLAT_STRIDE(VW)) {
         const int k = FLAT_K(VW, n, i);
-        float a[VW], b[VW];
-        ldk<VW>(u + i, k, a);
-        ldk<VW>(cn + i, k, b);
+        float a[VW], p[VW], q[VW];
+        ldk<VW>(base + i, k, a);
+        ldk<VW>(pos + i, k, p);
+        ldk<VW>(neg + i, k, q);
 #pragma unroll
         for (int j = 0; j < VW; j++)
-            a[j] = a[j] + rbf(g * rbf(b[j] - a[j]));
+            a[j] = a[j] + rbf(g * rbf(p[j] - q[j]));
         stk<VW>(out + i, k, a);
     }
 }
@@ -443,16 +444,16 @@ void opcu_euler_step(op_ctx *c, tensor x, tensor v, float dt) {
     CU_LAUNCHED(c);
 }
 
-void opcu_cfg_combine(op_ctx *c, tensor out, tensor u, tensor cnd, float g) {
-    const int64_t n = tensor_numel(&u);
+void opcu_guidance(op_ctx *c, tensor out, tensor base, tensor pos, tensor neg, float g) {
+    const int64_t n = tensor_numel(&base);
     if (n == 0) return;
-    if (opcu_al16(out.data) && opcu_al16(u.data) && opcu_al16(cnd.data))
-        cfg_combine_kernel<8>
-            <<<opcu_blocks(c, (n + 7) / 8, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
-                mbf(out), cbf(u), cbf(cnd), n, g);
+    if (opcu_al16(out.data) && opcu_al16(base.data) && opcu_al16(pos.data) &&
+        opcu_al16(neg.data))
+        guidance_kernel<8><<<opcu_blocks(c, (n + 7) / 8, ELEM_THREADS), ELEM_THREADS, 0,
+                             opcu_st(c)>>>(mbf(out), cbf(base), cbf(pos), cbf(neg), n, g);
     else
-        cfg_combine_kernel<1><<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
-            mbf(out), cbf(u), cbf(cnd), n, g);
+        guidance_kernel<1><<<opcu_blocks(c, n, ELEM_THREADS), ELEM_THREADS, 0, opcu_st(c)>>>(
+            mbf(out), cbf(base), cbf(pos), cbf(neg), n, g);
     CU_LAUNCHED(c);
 }
 
