@@ -1,8 +1,9 @@
 /* test_sampler: unet_dit/sampler.h against tests/fixtures/sampler_ref.safetensors
- * (make_sampler_ref.py: torch.randn on seeded CPU generators, FluxPipeline's schedules and
- * bf16 Euler steps recorded by torch and diffusers) and against MODEL-SPEC.md §6.1, §6.3 and
- * §6.6's printed values. Everything is compared bit for bit: the noise and the schedule are
- * exact reproductions, not approximations. Host code only: --gpu exits 77.
+ * (make_sampler_ref.py: torch.randn on seeded CPU generators, FluxPipeline's and
+ * StableDiffusion3Pipeline's schedules, bf16 Euler steps, all recorded by torch and diffusers)
+ * and against MODEL-SPEC.md §6.1, §6.3 and §6.6's printed values. Everything is compared bit
+ * for bit: the noise and the schedule are exact reproductions, not approximations. Host code
+ * only: --gpu exits 77.
  * usage: test_sampler --cpu|--gpu FIXTURES_DIR */
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/fileio.h"
 #include "core/half.h"
 #include "core/safetensors.h"
 #include "tests/testutil.h"
@@ -211,14 +213,23 @@ static void tau_chain(float t, float *bt, float *div, float *tau) {
     *tau = bf16_round(*div * 1000.0f);
 }
 
-/* the config a case was made with: the built-in one for dev/schnell, then its JSON applied */
-static void case_config(const char *cname, sampler_config *c) {
-    if (!strncmp(cname, "schnell", 7))
-        sampler_config_flux_schnell(c);
-    else
-        sampler_config_flux_dev(c);
+/* The next schedule case after tensor *i: its "<prefix>.<case>.params" tensor, the case's name
+ * in cname[64]; NULL after the last. */
+static const st_tensor *next_case(const char *prefix, int *i, char *cname) {
+    char fmt[48], field[16];
+    snprintf(fmt, sizeof fmt, "%s.%%63[^.].%%15s", prefix);
+    while (++*i < st_count(fx)) {
+        const st_tensor *t = st_at(fx, *i);
+        if (sscanf(t->name, fmt, cname, field) == 2 && !strcmp(field, "params")) return t;
+    }
+    return NULL;
+}
+
+/* The config a case was made with: c (the built-in one) with the case's JSON metadata applied;
+ * same: that JSON must give the built-in back. */
+static void case_config(const char *prefix, const char *cname, int same, sampler_config *c) {
     char key[96];
-    snprintf(key, sizeof key, "sched.%s.config", cname);
+    snprintf(key, sizeof key, "%s.%s.config", prefix, cname);
     const char *js = st_meta(fx, key);
     EXPECT(js != NULL, "no metadata %s", key);
     if (!js) return;
@@ -227,25 +238,40 @@ static void case_config(const char *cname, sampler_config *c) {
     sampler_config fromjs = *c;
     EXPECT(sampler_config_from_json(j, key, &fromjs) == ERR_OK, "%s: %s", key, err_msg());
     cJSON_Delete(j);
-    if (!strncmp(cname, "dev_", 4) || !strncmp(cname, "schnell_", 8))
-        EXPECT(!memcmp(&fromjs, c, sizeof *c), "%s: the JSON config differs from the built-in",
-               cname);
+    EXPECT(!same || !memcmp(&fromjs, c, sizeof *c), "%s: the JSON config differs from the built-in",
+           cname);
     *c = fromjs;
 }
 
+/* got[0..n) against the fixture's "<prefix>.<case>.<field>", bit for bit */
+static void expect_exact(const char *prefix, const char *cname, const char *field, const float *got,
+                         int64_t n) {
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s.%s", prefix, cname, field);
+    const st_tensor *t = need(key);
+    float *ref = values(t);
+    const int64_t bad = (int64_t)t->numel == n ? mismatches(got, ref, n) : n;
+    EXPECT(bad == 0, "%s: %lld of %lld values differ (fixture: %llu)", key, (long long)bad,
+           (long long)n, (unsigned long long)t->numel);
+    free(ref);
+}
+
+/* FluxPipeline's schedules: mu, sigmas, timesteps and the transformer's tau per case */
 static void test_schedule_fixture(void) {
     int n_cases = 0;
-    for (int i = 0; i < st_count(fx); i++) {
-        const st_tensor *t = st_at(fx, i);
-        char cname[64], field[16];
-        if (sscanf(t->name, "sched.%63[^.].%15s", cname, field) != 2 || strcmp(field, "params"))
-            continue;
+    char cname[64];
+    for (int i = -1; next_case("sched", &i, cname);) {
         n_cases++;
         int64_t p[4];
-        memcpy(p, t->data, sizeof p);
+        memcpy(p, st_at(fx, i)->data, sizeof p);
         const int steps = (int)p[0];
         sampler_config c;
-        case_config(cname, &c);
+        if (!strncmp(cname, "schnell", 7))
+            sampler_config_flux_schnell(&c);
+        else
+            sampler_config_flux_dev(&c);
+        case_config("sched", cname, !strncmp(cname, "dev_", 4) || !strncmp(cname, "schnell_", 8),
+                    &c);
         EXPECT(p[3] == (p[1] / 16) * (p[2] / 16), "%s: image_seq_len %lld", cname, (long long)p[3]);
         char key[96];
         snprintf(key, sizeof key, "sched.%s.mu", cname);
@@ -254,33 +280,22 @@ static void test_schedule_fixture(void) {
         const double mu = sampler_flux_mu(&c, p[3]);
         EXPECT(mu == mu_ref, "%s: mu %.17g, diffusers %.17g", cname, mu, mu_ref);
 
-        float *sig = malloc(sizeof *sig * (size_t)(steps + 1)), *ts = malloc(sizeof *ts * steps);
-        CHECK(sig && ts);
+        float *sig = malloc(sizeof *sig * (size_t)(steps + 1)), *ts = malloc(sizeof *ts * steps),
+              *tau = malloc(sizeof *tau * steps);
+        CHECK(sig && ts && tau);
         sampler_flux_sigmas(&c, steps, p[3], sig);
         sampler_timesteps(&c, steps, sig, ts);
-        snprintf(key, sizeof key, "sched.%s.sigmas", cname);
-        float *ref = values(need(key));
-        int64_t bad = mismatches(sig, ref, steps + 1);
-        EXPECT(bad == 0, "%s: %lld of %d sigmas differ", cname, (long long)bad, steps + 1);
-        free(ref);
-        snprintf(key, sizeof key, "sched.%s.timesteps", cname);
-        ref = values(need(key));
-        bad = mismatches(ts, ref, steps);
-        EXPECT(bad == 0, "%s: %lld of %d timesteps differ", cname, (long long)bad, steps);
-        free(ref);
-        snprintf(key, sizeof key, "sched.%s.tau", cname);
-        ref = values(need(key));
-        bad = 0;
         for (int s = 0; s < steps; s++) {
-            float bt, dv, tau;
-            tau_chain(ts[s], &bt, &dv, &tau);
-            bad += !same_bits(tau, ref[s]);
+            float bt, dv;
+            tau_chain(ts[s], &bt, &dv, &tau[s]);
         }
-        EXPECT(bad == 0, "%s: %lld of %d tau values differ", cname, (long long)bad, steps);
-        free(ref);
-        printf("  schedule %-22s mu %.6f sigma[1] %.9g  exact\n", cname, mu, sig[1]);
+        expect_exact("sched", cname, "sigmas", sig, steps + 1);
+        expect_exact("sched", cname, "timesteps", ts, steps);
+        expect_exact("sched", cname, "tau", tau, steps);
+        printf("  schedule %-22s mu %.6f sigma[1] %.9g\n", cname, mu, sig[1]);
         free(sig);
         free(ts);
+        free(tau);
     }
     EXPECT(n_cases >= 5, "only %d schedule cases in the fixture", n_cases);
 }
@@ -321,6 +336,81 @@ static void test_schedule_spec(void) {
     const float schnell[5] = {1, 0.75f, 0.5f, 0.25f, 0};
     EXPECT(mismatches(sig, schnell, 5) == 0, "schnell: %g %g %g %g %g", sig[0], sig[1], sig[2],
            sig[3], sig[4]);
+}
+
+/* SD3: StableDiffusion3Pipeline's set_timesteps(steps), shifted twice, per fixture case; the
+ * config comes from the case's JSON, applied to the built-in SD3.5 one */
+static void test_sd3_schedule_fixture(void) {
+    int n_cases = 0;
+    char cname[64];
+    for (int i = -1; next_case("sched_sd3", &i, cname);) {
+        n_cases++;
+        int64_t steps;
+        memcpy(&steps, st_at(fx, i)->data, 8);
+        sampler_config c;
+        sampler_config_sd3(&c);
+        case_config("sched_sd3", cname, !strncmp(cname, "sd35_", 5), &c);
+        float *sig = malloc(sizeof *sig * (size_t)(steps + 1)), *ts = malloc(sizeof *ts * steps);
+        CHECK(sig && ts);
+        sampler_sd3_sigmas(&c, (int)steps, sig);
+        sampler_timesteps(&c, (int)steps, sig, ts);
+        expect_exact("sched_sd3", cname, "sigmas", sig, steps + 1);
+        expect_exact("sched_sd3", cname, "timesteps", ts, steps);
+        printf("  sd3 schedule %-12s shift %g N %d sigma[last] %.9g\n", cname, c.shift, c.num_train,
+               sig[steps - 1]);
+        free(sig);
+        free(ts);
+    }
+    EXPECT(n_cases >= 8, "only %d SD3 schedule cases in the fixture (see make_sampler_ref.py)",
+           n_cases);
+}
+
+/* MODEL-SPEC §6.1's SD3.5 tables: 28 steps, Turbo's 4, and the ends of 40 */
+static void test_sd3_schedule_spec(void) {
+    static const float sd3_28[29] = {1,
+                                     0.987380624f,
+                                     0.974107742f,
+                                     0.960129321f,
+                                     0.945387483f,
+                                     0.929817915f,
+                                     0.913348973f,
+                                     0.895900309f,
+                                     0.877381921f,
+                                     0.857692301f,
+                                     0.836716652f,
+                                     0.814324796f,
+                                     0.790368259f,
+                                     0.764677107f,
+                                     0.737055838f,
+                                     0.70727849f,
+                                     0.675082326f,
+                                     0.640160203f,
+                                     0.602150559f,
+                                     0.560625017f,
+                                     0.515072107f,
+                                     0.464876026f,
+                                     0.409288824f,
+                                     0.347392648f,
+                                     0.278048784f,
+                                     0.199826986f,
+                                     0.110905729f,
+                                     0.00892857183f,
+                                     0};
+    sampler_config c;
+    sampler_config_sd3(&c);
+    float sig[41];
+    sampler_sd3_sigmas(&c, 28, sig);
+    EXPECT(mismatches(sig, sd3_28, 29) == 0, "SD3.5 28 steps: %lld sigmas differ",
+           (long long)mismatches(sig, sd3_28, 29));
+    sampler_sd3_sigmas(&c, 4, sig);
+    const float turbo[5] = {1, 0.857692301f, 0.602150559f, 0.00892857183f, 0};
+    EXPECT(mismatches(sig, turbo, 5) == 0, "SD3.5 Turbo 4 steps: %.9g %.9g %.9g %.9g", sig[0],
+           sig[1], sig[2], sig[3]);
+    sampler_sd3_sigmas(&c, 40, sig);
+    const float head[3] = {1, 0.991330862f, 0.982355773f},
+                tail[3] = {0.0810457543f, 0.00892857183f, 0};
+    EXPECT(mismatches(sig, head, 3) == 0 && mismatches(sig + 38, tail, 3) == 0,
+           "SD3.5 40 steps differs from MODEL-SPEC §6.1");
 }
 
 /* the bf16 Euler step of MODEL-SPEC §6.2 against diffusers' scheduler.step in bf16 */
@@ -393,6 +483,65 @@ static void test_config_json(void) {
     EXPECT(e == ERR_FORMAT, "array: %d %s", e, err_msg());
 }
 
+/* The SD3.5 scheduler configs read over the built-in SD3 config give it back: the fixture
+ * pipelines' (as diffusers saves them) and the real SD3.5 Large repo's three keys. With the
+ * fixture pipelines' configs, the schedules equal what their StableDiffusion3Pipeline runs
+ * used (sd3_tiny/ref.safetensors: P.sigmas, P.timesteps for P.steps). */
+static void test_config_sd3(const char *fixtures) {
+    sampler_config want, c;
+    sampler_config_sd3(&want);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/sd3_tiny/ref.safetensors", fixtures);
+    st_file *sd3 = NULL;
+    EXPECT(!st_open(path, &sd3), "%s", err_msg());
+    static const char *const runs[3][2] = {
+        {"large", "large"}, {"medium", "medium"}, {"large.nocfg", "large"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/sd3_tiny/%s/scheduler/scheduler_config.json", fixtures,
+                 runs[i][1]);
+        fio_map f = {0};
+        cJSON *j =
+            fio_map_open(path, &f) ? NULL : cJSON_ParseWithLength((const char *)f.data, f.size);
+        fio_map_close(&f);
+        c = want;
+        EXPECT(j && sampler_config_from_json(j, path, &c) == ERR_OK, "%s: %s", path,
+               j ? err_msg() : "not read");
+        cJSON_Delete(j);
+        EXPECT(!memcmp(&c, &want, sizeof c), "%s: differs from sampler_config_sd3", path);
+        char key[64];
+        snprintf(key, sizeof key, "%s.steps", runs[i][0]);
+        const char *st = sd3 ? st_meta(sd3, key) : NULL;
+        const int steps = st ? atoi(st) : 0;
+        EXPECT(steps > 0 && steps <= 50, "sd3_tiny/ref.safetensors: metadata %s", key);
+        if (steps <= 0 || steps > 50) continue;
+        float sig[51], ts[50];
+        sampler_sd3_sigmas(&c, steps, sig);
+        sampler_timesteps(&c, steps, sig, ts);
+        for (int k = 0; k < 2; k++) {
+            snprintf(key, sizeof key, "%s.%s", runs[i][0], k ? "timesteps" : "sigmas");
+            const st_tensor *t = st_find(sd3, key);
+            if (!t && k) continue; /* large.nocfg keeps only its sigmas */
+            EXPECT(t && (int64_t)t->numel == steps + !k, "sd3_tiny/ref.safetensors: no %s", key);
+            if (!t || (int64_t)t->numel != steps + !k) continue;
+            float *ref = values(t);
+            EXPECT(mismatches(k ? ts : sig, ref, steps + !k) == 0,
+                   "%s: differs from the pipeline's", key);
+            free(ref);
+        }
+        printf("  sd3 pipeline run %-12s %d steps: sigmas as the pipeline's\n", runs[i][0], steps);
+    }
+    st_close(sd3);
+    c = want;
+    EXPECT(config_from("{\"_class_name\": \"FlowMatchEulerDiscreteScheduler\", "
+                       "\"num_train_timesteps\": 1000, \"shift\": 3.0}",
+                       &c) == ERR_OK &&
+               !memcmp(&c, &want, sizeof c),
+           "the SD3.5 Large scheduler_config.json: %s", err_msg());
+    /* another shift is taken */
+    EXPECT(config_from("{\"shift\": 2.5}", &c) == ERR_OK && c.shift == 2.5 && !c.dynamic,
+           "shift 2.5: %g %d", c.shift, c.dynamic);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
         fprintf(stderr, "usage: %s --cpu|--gpu FIXTURES_DIR\n", argv[0]);
@@ -413,8 +562,11 @@ int main(int argc, char **argv) {
     test_generator();
     test_schedule_spec();
     test_schedule_fixture();
+    test_sd3_schedule_spec();
+    test_sd3_schedule_fixture();
     test_euler_fixture();
     test_config_json();
+    test_config_sd3(argv[2]);
     st_close(fx);
     return tu_finish("test_sampler");
 }

@@ -1,9 +1,10 @@
 /* sampler: torch.randn on a seeded CPU generator, bit for bit (MODEL-SPEC §6.6), and the FLUX
- * flow-matching schedule (§6.1). Mirrors ATen's core/MT19937RNGEngine.h,
+ * and SD3 flow-matching schedules (§6.1). Mirrors ATen's core/MT19937RNGEngine.h,
  * core/DistributionsHelper.h (uniform_real_distribution, normal_distribution),
  * native/cpu/DistributionTemplates.h (normal_fill, NormalFill16) and avx_mathfun.h
  * (log256_ps, sincos256_ps); diffusers' scheduling_flow_match_euler_discrete.py::set_timesteps
- * and pipeline_flux.py::calculate_shift.
+ * and __init__ (the training sigmas SD3's schedule starts from), and
+ * pipeline_flux.py::calculate_shift.
  *
  * The arithmetic must round exactly where torch's compiled code rounds: every float operation
  * here rounds to float32 (x86-64 SSE, FLT_EVAL_METHOD 0), the fused multiply-adds that GCC
@@ -307,6 +308,11 @@ void sampler_config_flux_schnell(sampler_config *c) {
     c->dynamic = 0;
 }
 
+void sampler_config_sd3(sampler_config *c) {
+    sampler_config_flux_schnell(c); /* the SD3.5 repos save the same unused dynamic fields */
+    c->shift = 3.0;
+}
+
 /* the number at key (null and absent keep *v); ERR_FORMAT if it is something else */
 static err json_number(const cJSON *j, const char *key, const char *path, double *v) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, key);
@@ -383,6 +389,13 @@ double sampler_flux_mu(const sampler_config *c, int64_t image_seq_len) {
     return (double)image_seq_len * m + b;
 }
 
+/* the shift as a float32 torch tensor op with Python-float scalars: shift and shift - 1 (taken
+ * in float64) become float32, each op rounds */
+static float shift_f32(const sampler_config *c, float s) {
+    const float sh = (float)c->shift, sh1 = (float)(c->shift - 1.0);
+    return sh * s / (1.0f + sh1 * s);
+}
+
 void sampler_flux_sigmas(const sampler_config *c, int steps, int64_t image_seq_len, float *sigmas) {
     CHECK(steps >= 1);
     /* np.linspace(1.0, 1/n, n) in float64: i * step + start, the last value set to stop (for
@@ -405,12 +418,31 @@ void sampler_flux_sigmas(const sampler_config *c, int steps, int64_t image_seq_l
             sigmas[i] = e / (e + q);
         }
     } else {
-        /* shift * s / (1 + (shift - 1) * s), with shift - 1 taken in float64 */
-        const float sh = (float)c->shift, sh1 = (float)(c->shift - 1.0);
-        for (int i = 0; i < steps; i++) {
-            const float s = sigmas[i];
-            sigmas[i] = sh * s / (1.0f + sh1 * s);
-        }
+        for (int i = 0; i < steps; i++) /* shift * s / (1 + (shift - 1) * s) */
+            sigmas[i] = shift_f32(c, sigmas[i]);
+    }
+    sigmas[steps] = 0.0f;
+}
+
+void sampler_sd3_sigmas(const sampler_config *c, int steps, float *sigmas) {
+    CHECK(steps >= 1 && !c->dynamic && c->num_train >= 1);
+    /* FlowMatchEulerDiscreteScheduler.__init__: the training sigmas linspace(1, N, N) / N in
+     * float32, shifted in float32; only the first (t = N: N / N = 1) and the last (t = 1) are
+     * kept, as sigma_max and sigma_min (Python floats, exact) */
+    const double sigma_max = shift_f32(c, 1.0f),
+                 sigma_min = shift_f32(c, 1.0f / (float)c->num_train);
+    /* set_timesteps(steps): np.linspace(sigma_max * N, sigma_min * N, steps) in float64 (the
+     * _sigma_to_t products are Python floats): i * step + start, each op rounded, the last
+     * value set to stop when steps > 1 */
+    const double n_d = (double)c->num_train;
+    const double start = sigma_max * n_d, stop = sigma_min * n_d;
+    const double step = steps > 1 ? (stop - start) / (double)(steps - 1) : 0.0;
+    const double sh = c->shift, sh1 = c->shift - 1.0;
+    for (int i = 0; i < steps; i++) {
+        const double t = steps > 1 && i == steps - 1 ? stop : (double)i * step + start;
+        /* timesteps / N, then the second shift, all float64 numpy; then .to(float32) */
+        const double s = t / n_d;
+        sigmas[i] = (float)(sh * s / (1.0 + sh1 * s));
     }
     sigmas[steps] = 0.0f;
 }

@@ -1,5 +1,6 @@
 /* sampler: the initial noise (torch.randn on a seeded CPU torch.Generator, bit for bit) and the
- * flow-matching schedule (diffusers FlowMatchEulerDiscreteScheduler as FluxPipeline drives it).
+ * flow-matching schedule (diffusers FlowMatchEulerDiscreteScheduler as FluxPipeline and
+ * StableDiffusion3Pipeline drive it).
  * Spec: MODEL-SPEC.md §6.1 (schedule), §6.5 and §6.6 (noise). The Euler step itself is
  * op_euler_step (core/ops.h). Everything here is host code and owns no memory. */
 #ifndef UNET_DIT_SAMPLER_H
@@ -56,6 +57,7 @@ typedef struct sampler_config {
 
 void sampler_config_flux_dev(sampler_config *c);     /* shift 3, dynamic, 0.5..1.15, 256..4096 */
 void sampler_config_flux_schnell(sampler_config *c); /* shift 1, not dynamic */
+void sampler_config_sd3(sampler_config *c);          /* shift 3, not dynamic (SD3.5 repos) */
 /* Reads a diffusers scheduler/scheduler_config.json (parsed, borrowed); missing or null keys
  * keep c's values. Another class, or an option that changes the schedule and is not handled
  * (karras/exponential/beta sigmas, shift_terminal, invert_sigmas, stochastic sampling), gives
@@ -67,6 +69,10 @@ double sampler_flux_mu(const sampler_config *c, int64_t image_seq_len);
 /* sigmas[steps + 1] (terminal 0) as FluxPipeline + set_timesteps(sigmas=linspace(1, 1/n, n),
  * mu) compute them in float32, bit-exact; image_seq_len = (H/16)(W/16). steps >= 1. */
 void sampler_flux_sigmas(const sampler_config *c, int steps, int64_t image_seq_len, float *sigmas);
+/* sigmas[steps + 1] (terminal 0) as StableDiffusion3Pipeline + set_timesteps(steps) compute
+ * them, bit-exact for any static shift: shifted twice (MODEL-SPEC §6.1). c->dynamic must be 0
+ * (a config with use_dynamic_shifting is the caller's to reject). steps >= 1. */
+void sampler_sd3_sigmas(const sampler_config *c, int steps, float *sigmas);
 /* timesteps[i] = sigmas[i] * num_train in float32, i < steps (the scheduler's timesteps). */
 void sampler_timesteps(const sampler_config *c, int steps, const float *sigmas, float *timesteps);
 
