@@ -42,10 +42,8 @@
 #define CPU_REL_L2 1e-5
 #define GPU_REL_L2 2e-2
 
-static op_ctx *ctx;
-static int gpu;
-static const st_file *ref;
 static char tmp[] = "/tmp/df11_test_flux_XXXXXX";
+static tu_dit dit; /* defined with its functions below */
 
 /* one variant's reference tensors (F32, host) */
 typedef struct variant {
@@ -59,13 +57,9 @@ typedef struct variant {
 static err run_model(flux_model *m, const variant *p, int use_tau, float tau, float gs,
                      tu_result *r) {
     TRY(flux_plan(m, p->h2, p->w2, p->t5->shape[1]));
-    tensor x = tu_to_dev(p->x, gpu), t5 = tu_to_dev(p->t5, gpu), pooled = tu_to_dev(p->pooled, gpu);
-    const int64_t n = (int64_t)p->x->numel;
-    tensor out = x;
-    if (gpu)
-        CHECK(!gpu_alloc(&out.data, (size_t)n * 2));
-    else
-        CHECK((out.data = malloc((size_t)n * 4)));
+    tensor x = tu_to_dev(p->x, dit.gpu), t5 = tu_to_dev(p->t5, dit.gpu),
+           pooled = tu_to_dev(p->pooled, dit.gpu);
+    tensor out = tu_dev_alloc(x.ndim, x.shape, dit.gpu);
     flux_set_text(m, t5, pooled);
     const float t = 1000.0f * ((const float *)p->ts->data)[0];
     const float g = p->g ? ((const float *)p->g->data)[0] : 0.0f;
@@ -73,48 +67,24 @@ static err run_model(flux_model *m, const variant *p, int use_tau, float tau, fl
         flux_forward_tau(m, out, x, tau, gs);
     else
         flux_forward(m, out, x, t, g);
-    tu_result_free(r);
-    r->n = n;
-    r->raw_bytes = (size_t)n * (gpu ? 2 : 4);
-    r->v = malloc((size_t)n * 4);
-    r->raw = malloc(r->raw_bytes);
-    CHECK(r->v && r->raw);
-    err e = op_ctx_sync(ctx);
-    if (!e && gpu) e = gpu_download(r->raw, out.data, r->raw_bytes);
-    if (!e && !gpu) memcpy(r->raw, out.data, r->raw_bytes);
-    for (int64_t i = 0; !e && i < n; i++)
-        r->v[i] = gpu ? bf16_to_f32(((uint16_t *)r->raw)[i]) : ((float *)r->raw)[i];
-    tu_dev_free(x, gpu), tu_dev_free(t5, gpu), tu_dev_free(pooled, gpu), tu_dev_free(out, gpu);
+    const err e = tu_collect(dit.ctx, out, dit.gpu, r);
+    tu_dev_free(x, dit.gpu), tu_dev_free(t5, dit.gpu), tu_dev_free(pooled, dit.gpu),
+        tu_dev_free(out, dit.gpu);
     return e;
 }
 
-/* Opens path, loads with mode (budget for WP_STREAM), runs the variant through the pipeline
- * chain; prints the error and returns it on failure. */
-static err run_path(const char *path, wp_mode mode, size_t budget, const variant *p, tu_result *r,
-                    flux_config *cfg) {
-    wt_source *src = NULL;
-    flux_model *m = NULL;
-    flux_load_opts o = {mode, budget};
-    err e = wt_open(path, &src);
-    if (!e) e = flux_load(src, ctx, &o, &m);
-    if (!e && cfg) *cfg = *flux_get_config(m);
-    if (!e) e = run_model(m, p, 0, 0, 0, r);
-    if (e) fprintf(stderr, "%s: %s\n", path, err_msg());
-    flux_free(m);
-    wt_close(src);
-    return e;
+/* the tu_dit table (testutil_dit.h): a run is the pipeline chain's forward */
+static err dit_run(void *m, const void *p, tu_result *r) { return run_model(m, p, 0, 0, 0, r); }
+/* huge: 2^26 image tokens, ~200 GB of activations */
+static err dit_plan(void *m, int huge) {
+    return flux_plan(m, huge ? 1 << 13 : 8, huge ? 1 << 13 : 8, 64);
 }
-
-static const st_tensor *ref_tensor(const char *name) {
-    const st_tensor *t = st_find(ref, name);
-    EXPECT(t && t->dtype == DTYPE_F32, "ref.safetensors: no F32 tensor '%s'", name);
-    return t && t->dtype == DTYPE_F32 ? t : NULL;
-}
+TU_DIT_DEFINE(flux, tmp, dit_run, dit_plan);
 
 /* the fixture's model: config, the reference, and the same call twice */
 static void test_reference(const char *dir, const variant *p, tu_result *base) {
     flux_config c;
-    if (run_path(dir, WP_RESIDENT, 0, p, base, &c)) {
+    if (tu_dit_run_path(&dit, dir, WP_RESIDENT, 0, p, base, &c)) {
         EXPECT(0, "%s: running the fixture transformer failed", p->name);
         return;
     }
@@ -131,8 +101,8 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
            c.bfl_names);
     double mx, rel = tu_rel_l2(base, p->out, &mx);
     printf("  %s: reference (pipeline chain): relative L2 %.3e, max abs %.3e (%s, %lld values)\n",
-           p->name, rel, mx, gpu ? "BF16 GPU" : "F32 CPU", (long long)base->n);
-    if (!gpu)
+           p->name, rel, mx, dit.gpu ? "BF16 GPU" : "F32 CPU", (long long)base->n);
+    if (!dit.gpu)
         EXPECT(rel <= CPU_REL_L2, "%s: relative L2 %.3e, bound %.0e", p->name, rel, CPU_REL_L2);
 
     /* the same model twice, and (GPU) the arithmetic alone with the fp32 reference's inputs */
@@ -140,22 +110,16 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
     flux_model *m = NULL;
     tu_result a = {0}, b = {0}, f = {0};
     err e = wt_open(dir, &src);
-    if (!e) e = flux_load(src, ctx, NULL, &m);
+    if (!e) e = flux_load(src, dit.ctx, NULL, &m);
     if (!e) e = run_model(m, p, 0, 0, 0, &a);
     if (!e) e = run_model(m, p, 0, 0, 0, &b);
     float tau, gs;
     flux_time_inputs(TENSOR_CPU, 1000.0f * ((const float *)p->ts->data)[0],
                      p->g ? ((const float *)p->g->data)[0] : 0.0f, &tau, &gs);
-    if (!e && gpu) e = run_model(m, p, 1, tau, gs, &f);
+    if (!e && dit.gpu) e = run_model(m, p, 1, tau, gs, &f);
     EXPECT(!e, "%s: %s", p->name, err_msg());
-    if (!e) {
-        EXPECT(tu_same_bits(&a, &b), "%s: the same call twice gave different bits", p->name);
-        EXPECT(tu_same_bits(&a, base), "%s: a second model from the same files gave other bits",
-               p->name);
-        printf("  %s: repeat: %s\n", p->name,
-               tu_same_bits(&a, &b) && tu_same_bits(&a, base) ? "identical" : "DIFFERENT");
-    }
-    if (!e && gpu) {
+    if (!e) tu_expect_repeat(p->name, &a, &b, base);
+    if (!e && dit.gpu) {
         rel = tu_rel_l2(&f, p->out, &mx);
         printf("  %s: reference (fp32 tau %g, guidance %g): relative L2 %.3e, max abs %.3e\n",
                p->name, tau, gs, rel, mx);
@@ -266,7 +230,7 @@ static void test_bfl(const char *dir, const variant *p, const tu_result *base, c
     wt_source *src = NULL;
     flux_model *m = NULL;
     err e = wt_open(dir, &src);
-    if (!e) e = flux_load(src, ctx, NULL, &m);
+    if (!e) e = flux_load(src, dit.ctx, NULL, &m);
     if (!e) c = *flux_get_config(m);
     flux_free(m);
     wt_close(src);
@@ -275,7 +239,7 @@ static void test_bfl(const char *dir, const variant *p, const tu_result *base, c
     if (e) return;
     tu_result r = {0};
     flux_config bc;
-    if (!run_path(out, WP_RESIDENT, 0, p, &r, &bc)) {
+    if (!tu_dit_run_path(&dit, out, WP_RESIDENT, 0, p, &r, &bc)) {
         EXPECT(bc.bfl_names && bc.guidance == c.guidance && bc.axes[0] == c.axes[0] &&
                    bc.axes[1] == c.axes[1] && bc.mlp == c.mlp,
                "%s: BFL config: bfl %d guidance %d axes %d %d %d mlp %lld", p->name, bc.bfl_names,
@@ -291,108 +255,6 @@ static void test_bfl(const char *dir, const variant *p, const tu_result *base, c
         EXPECT(0, "%s: running the BFL file failed", p->name);
     }
     tu_result_free(&r);
-}
-
-/* ---- DF11 ---- */
-
-/* DF11 shards give the same bits as the BF16 ones; on the GPU under every provider mode
- * (WP_STREAM at the smallest budget that loads, so that most blocks are streamed). */
-static void test_df11(const char *dir, const variant *p, const tu_result *base) {
-    char folder[300];
-    snprintf(folder, sizeof folder, "%s/%s_df11", tmp, p->name);
-    /* df11 compress of the folder, as the CLI does it: the shards compressed, the index and
-       config.json copied */
-    err e = df11_convert_path(DF11_OP_COMPRESS, dir, folder, NULL, 0, NULL);
-    EXPECT(!e, "%s: compressing: %s", p->name, err_msg());
-    if (e) return;
-    wt_source *src = NULL;
-    EXPECT(!wt_open(folder, &src) && wt_is_df11(src), "%s is not a DF11 checkpoint", folder);
-    wt_close(src);
-    static const char *const names[] = {"WP_RESIDENT", "WP_DF11", "WP_STREAM"};
-    for (int mode = WP_RESIDENT; mode <= (gpu ? WP_STREAM : WP_RESIDENT); mode++) {
-        tu_result r = {0};
-        size_t budget = 0;
-        if (mode == WP_STREAM) {
-            /* the smallest budget in 64 KiB steps the provider accepts */
-            flux_model *m = NULL;
-            CHECK(!wt_open(folder, &src));
-            for (budget = 1u << 20; budget < (64u << 20); budget += 64u << 10) {
-                flux_load_opts o = {WP_STREAM, budget};
-                if (!flux_load(src, ctx, &o, &m)) break;
-            }
-            flux_free(m);
-            wt_close(src);
-        }
-        if (!run_path(folder, (wp_mode)mode, budget, p, &r, NULL)) {
-            EXPECT(tu_same_bits(&r, base), "%s: DF11 (%s) and BF16 gave different bits", p->name,
-                   names[mode]);
-            printf("  %s: DF11 %s%s: %s\n", p->name, gpu ? names[mode] : "(CPU)",
-                   mode == WP_STREAM ? " at the smallest budget" : "",
-                   tu_same_bits(&r, base) ? "identical to BF16" : "DIFFERENT");
-        } else {
-            EXPECT(0, "%s: running DF11 (%s) failed", p->name, names[mode]);
-        }
-        tu_result_free(&r);
-    }
-}
-
-/* ---- errors ---- */
-
-/* A single-file copy of the fixture without `drop` and with `narrow` cut to [rows, cols]: the
- * load fails with a message naming the file and the tensor. */
-static void test_bad(const char *dir, const char *drop, const char *narrow, int64_t rows,
-                     int64_t cols, const char *expect_in_msg) {
-    char out[300];
-    snprintf(out, sizeof out, "%s/bad.safetensors", tmp);
-    wt_source *src = NULL;
-    st_writer *w = NULL;
-    err e = wt_open(dir, &src);
-    if (!e) e = st_writer_create(&w);
-    for (int i = 0; !e && i < wt_count(src); i++) {
-        const df11_tensor *t = wt_at(src, i);
-        if (drop && !strcmp(t->name, drop)) continue;
-        if (narrow && !strcmp(t->name, narrow))
-            e = st_writer_add(w, t->name, t->dtype, 2, (int64_t[]){rows, cols}, t->data,
-                              (uint64_t)(rows * cols * 2));
-        else
-            e = st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->stored_bytes);
-    }
-    if (!e) e = st_writer_finish(w, out, 8);
-    st_writer_free(w);
-    wt_close(src);
-    EXPECT(!e, "writing %s: %s", out, err_msg());
-    if (e) return;
-    flux_model *m = NULL;
-    e = wt_open(out, &src);
-    EXPECT(!e, "%s: %s", out, err_msg());
-    if (!e) e = flux_load(src, ctx, NULL, &m);
-    const char *msg = err_msg();
-    EXPECT(e == ERR_FORMAT && strstr(msg, out) && strstr(msg, drop ? drop : narrow) &&
-               strstr(msg, expect_in_msg),
-           "loading without '%s': got %d '%s'", drop ? drop : narrow, (int)e, msg);
-    printf("  error: %s\n", msg);
-    flux_free(m);
-    wt_close(src);
-}
-
-/* GPU: a plan the device cannot hold is ERR_NOMEM naming the bytes (not tried on the CPU,
- * where an overcommitting kernel may hand out the memory and fail only when it is touched). */
-static void test_nomem(const char *dir) {
-    wt_source *src = NULL;
-    flux_model *m = NULL;
-    err e = wt_open(dir, &src);
-    if (!e) e = flux_load(src, ctx, NULL, &m);
-    EXPECT(!e, "%s", err_msg());
-    if (!e) {
-        e = flux_plan(m, 1 << 13, 1 << 13, 64); /* 2^26 image tokens: ~200 GB of activations */
-        EXPECT(e == ERR_NOMEM && strstr(err_msg(), "bytes"), "huge plan: got %d '%s'", (int)e,
-               err_msg());
-        printf("  huge plan: %s\n", err_msg());
-        e = flux_plan(m, 8, 8, 64);
-        EXPECT(!e, "a plan after the failed one: %s", err_msg());
-    }
-    flux_free(m);
-    wt_close(src);
 }
 
 /* The rounding chain against MODEL-SPEC §6.3's table (dev, 28 steps, 1024^2) and §1.4. */
@@ -415,39 +277,22 @@ static void test_time_inputs(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
-        fprintf(stderr, "usage: test_flux --cpu|--gpu FIXTURES_DIR\n");
-        return 2;
-    }
-    gpu = !strcmp(argv[1], "--gpu");
-    setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive an abort */
-    if (op_ctx_create(gpu ? TENSOR_CUDA : TENSOR_CPU, &ctx)) {
-        printf("test_flux: skipped: %s\n", err_msg());
-        return 77;
-    }
+    const int rc = tu_dit_begin(argc, argv, "flux_tiny/ref.safetensors", &dit);
+    if (rc >= 0) return rc;
     char path[600];
-    snprintf(path, sizeof path, "%s/flux_tiny/ref.safetensors", argv[2]);
-    st_file *rf = NULL;
-    if (st_open(path, &rf)) {
-        fprintf(stderr, "test_flux: %s (run tests/fixtures/make_flux_ref.py)\n", err_msg());
-        op_ctx_free(ctx);
-        return 1;
-    }
-    ref = rf;
-    CHECK(mkdtemp(tmp));
-    printf("test_flux (%s):\n", gpu ? "GPU, BF16" : "CPU, F32");
+    printf("test_flux (%s):\n", dit.gpu ? "GPU, BF16" : "CPU, F32");
     test_time_inputs();
-    const char *hs = st_meta(ref, "height"), *ws = st_meta(ref, "width");
+    const char *hs = st_meta(dit.ref, "height"), *ws = st_meta(dit.ref, "width");
     static const char *const names[] = {"dev", "schnell"};
     for (int k = 0; k < 2; k++) {
         variant p = {.name = names[k]};
         char n[64];
-        snprintf(n, sizeof n, "%s.fwd.x", p.name), p.x = ref_tensor(n);
-        snprintf(n, sizeof n, "%s.fwd.timestep", p.name), p.ts = ref_tensor(n);
-        snprintf(n, sizeof n, "%s.fwd.out", p.name), p.out = ref_tensor(n);
-        snprintf(n, sizeof n, "%s.fwd.guidance", p.name), p.g = k ? NULL : ref_tensor(n);
-        p.t5 = ref_tensor("t5.hidden");
-        p.pooled = ref_tensor("clip.pooled");
+        snprintf(n, sizeof n, "%s.fwd.x", p.name), p.x = tu_ref_f32(dit.ref, n);
+        snprintf(n, sizeof n, "%s.fwd.timestep", p.name), p.ts = tu_ref_f32(dit.ref, n);
+        snprintf(n, sizeof n, "%s.fwd.out", p.name), p.out = tu_ref_f32(dit.ref, n);
+        snprintf(n, sizeof n, "%s.fwd.guidance", p.name), p.g = k ? NULL : tu_ref_f32(dit.ref, n);
+        p.t5 = tu_ref_f32(dit.ref, "t5.hidden");
+        p.pooled = tu_ref_f32(dit.ref, "clip.pooled");
         /* the packed grid: pixels / 16 each way (VAE factor 8, 2x2 packing) */
         p.h2 = hs ? atoi(hs) / 16 : 0, p.w2 = ws ? atoi(ws) / 16 : 0;
         if (!p.x || !p.ts || !p.out || (!k && !p.g) || !p.t5 || !p.pooled ||
@@ -460,21 +305,21 @@ int main(int argc, char **argv) {
         test_reference(path, &p, &base);
         if (base.raw) {
             test_bfl(path, &p, &base, k ? "model.diffusion_model." : "");
-            test_df11(path, &p, &base);
+            tu_dit_test_df11(&dit, path, p.name, &p, &base);
         }
         if (!k) {
-            test_bad(path, "single_transformer_blocks.1.attn.norm_k.weight", NULL, 0, 0, "missing");
-            test_bad(path, NULL, "transformer_blocks.1.ff.net.2.weight", 128, 256,
-                     "expected shape [128, 512], got [128, 256]");
+            tu_dit_test_bad(&dit, path,
+                            &(tu_bad){.drop = "single_transformer_blocks.1.attn.norm_k.weight",
+                                      .expect = {"missing"}});
+            tu_dit_test_bad(&dit, path,
+                            &(tu_bad){.narrow = "transformer_blocks.1.ff.net.2.weight",
+                                      .rows = 128,
+                                      .cols = 256,
+                                      .expect = {"expected shape [128, 512], got [128, 256]"}});
         }
         tu_result_free(&base);
     }
-    /* last: after a failed cudaMalloc the CUDA runtime's last error stays set (core/cuda/gpu.cu
-     * does not clear it), and the next kernel launch check would take it for its own */
     snprintf(path, sizeof path, "%s/flux_tiny/dev/transformer", argv[2]);
-    if (gpu) test_nomem(path);
-    fio_remove_tree(tmp);
-    st_close(rf);
-    op_ctx_free(ctx);
-    return tu_finish("test_flux");
+    if (dit.gpu) tu_dit_test_nomem(&dit, path); /* last (see there) */
+    return tu_dit_end(&dit, "test_flux");
 }
