@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "app/cli.h"
-#include "app/flux_pipeline.h"
+#include "app/pipeline.h"
 #include "app/png.h"
 #include "app/progress.h"
 #include "core/log.h"
@@ -19,8 +19,8 @@
 #define GEN_VERSION "df11 0.1.0"
 
 typedef struct gen_args {
-    flux_paths paths;
-    flux_job job;
+    pipeline_paths paths;
+    pipeline_job job;
     const char *out;
     int force, quiet;
 } gen_args;
@@ -67,17 +67,33 @@ static void out_name(const gen_args *a, int i, char *buf, size_t n) {
 
 typedef struct gen_state {
     const gen_args *a;
-    flux_info info;
+    pipeline_info info;
     progress bar;
     int bar_open;
 } gen_state;
 
-static void on_info(void *ctx, const flux_info *in) {
+static void on_info(void *ctx, const pipeline_info *in) {
     gen_state *g = ctx;
     g->info = *in;
-    LOG_INFO("%s (model hash %s), %dx%d, %d steps, guidance %.2f, T5 length %d, noise %s, %s",
-             in->model_name, in->model_hash, in->width, in->height, in->steps, in->guidance,
-             in->max_seq, in->noise_dtype, in->backend);
+    char slg[64] = "";
+    if (in->slg_scale > 0) snprintf(slg, sizeof slg, ", skip-layer guidance %.2f", in->slg_scale);
+    if (in->family == PIPELINE_SD3)
+        LOG_INFO("%s (model hash %s), %dx%d, %d steps, CFG scale %.2f%s, T5 length %d, noise %s, "
+                 "%s",
+                 in->model_name, in->model_hash, in->width, in->height, in->steps, in->cfg_scale,
+                 slg, in->max_seq, in->noise_dtype, in->backend);
+    else
+        LOG_INFO("%s (model hash %s), %dx%d, %d steps, guidance %.2f, T5 length %d, noise %s, %s",
+                 in->model_name, in->model_hash, in->width, in->height, in->steps, in->guidance,
+                 in->max_seq, in->noise_dtype, in->backend);
+}
+
+/* "7,8,9" */
+static void layers_text(const pipeline_info *in, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < in->n_skip && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%d", i ? "," : "", in->skip_layers[i]);
 }
 
 static void on_step(void *ctx, int image, int n_images, int step, int n_steps) {
@@ -99,7 +115,26 @@ static void on_step(void *ctx, int image, int n_images, int step, int n_steps) {
 
 /* The A1111-style parameters text (the prompt, then one line of "Key: value"). */
 static void params_text(const gen_state *g, uint64_t seed, char *buf, size_t n) {
-    const flux_info *in = &g->info;
+    const pipeline_info *in = &g->info;
+    if (in->family == PIPELINE_SD3) {
+        char slg[256] = "", layers[200];
+        layers_text(in, layers, sizeof layers);
+        if (in->slg_scale > 0)
+            snprintf(slg, sizeof slg, "SLG scale: %g, Skip layers: %s, SLG start: %g, SLG end: %g, ",
+                     in->slg_scale, layers, in->slg_start, in->slg_end);
+        int k = snprintf(buf, n, "%s\n", g->a->job.prompt);
+        if (in->negative && k >= 0 && (size_t)k < n)
+            k += snprintf(buf + k, n - (size_t)k, "Negative prompt: %s\n", in->negative);
+        if (k >= 0 && (size_t)k < n)
+            snprintf(buf + k, n - (size_t)k,
+                     "Steps: %d, Sampler: Euler, Schedule type: Simple, CFG scale: %g, %sSeed: "
+                     "%llu, Size: %dx%d, Model hash: %.10s, Model: %s, Max sequence length: %d, "
+                     "Noise: %s, Backend: %s, Version: %s",
+                     in->steps, in->cfg_scale, slg, (unsigned long long)seed, in->width,
+                     in->height, in->model_hash, in->model_name, in->max_seq, in->noise_dtype,
+                     in->backend, GEN_VERSION);
+        return;
+    }
     snprintf(buf, n,
              "%s\nSteps: %d, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG "
              "Scale: %g, Seed: %llu, Size: %dx%d, Model hash: %.10s, Model: %s, Max sequence "
@@ -110,7 +145,7 @@ static void params_text(const gen_state *g, uint64_t seed, char *buf, size_t n) 
 }
 
 static char *params_json(const gen_state *g, uint64_t seed) {
-    const flux_info *in = &g->info;
+    const pipeline_info *in = &g->info;
     cJSON *o = cJSON_CreateObject();
     char seed_s[32];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
@@ -121,7 +156,19 @@ static char *params_json(const gen_state *g, uint64_t seed) {
     cJSON_AddNumberToObject(o, "width", in->width);
     cJSON_AddNumberToObject(o, "height", in->height);
     cJSON_AddNumberToObject(o, "steps", in->steps);
-    cJSON_AddNumberToObject(o, "guidance", in->guidance);
+    if (in->family == PIPELINE_SD3) {
+        if (in->negative) cJSON_AddStringToObject(o, "negative_prompt", in->negative);
+        cJSON_AddNumberToObject(o, "cfg_scale", in->cfg_scale);
+        if (in->slg_scale > 0) {
+            cJSON_AddNumberToObject(o, "slg_scale", in->slg_scale);
+            cJSON_AddItemToObject(o, "skip_layers", cJSON_CreateIntArray(in->skip_layers,
+                                                                         in->n_skip));
+            cJSON_AddNumberToObject(o, "slg_start", in->slg_start);
+            cJSON_AddNumberToObject(o, "slg_end", in->slg_end);
+        }
+    } else {
+        cJSON_AddNumberToObject(o, "guidance", in->guidance);
+    }
     cJSON_AddNumberToObject(o, "max_sequence_length", in->max_seq);
     cJSON_AddStringToObject(o, "sampler", "euler (flow matching)");
     cJSON_AddStringToObject(o, "noise_dtype", in->noise_dtype);
@@ -161,6 +208,33 @@ static int parse_float(const char *opt, const char *v, double lo, double hi, dou
     return 1;
 }
 
+/* "7,8,9" or "[7, 8, 9]" (stable-diffusion.cpp's form) */
+static int parse_layers(const char *v, pipeline_job *j) {
+    const char *c = v;
+    int n = 0;
+    while (*c == '[' || *c == ' ')
+        c++;
+    while (*c && *c != ']') {
+        char *end;
+        long x = strtol(c, &end, 10);
+        if (end == c || x < 0 || x > 999 || n == PIPELINE_MAX_SKIP) goto bad;
+        j->skip_layers[n++] = (int)x;
+        c = end;
+        while (*c == ' ')
+            c++;
+        if (*c == ',') c++;
+        while (*c == ' ')
+            c++;
+    }
+    if (!n || (*c == ']' && c[1])) goto bad;
+    j->n_skip = n;
+    return 1;
+bad:
+    fprintf(stderr,
+            "df11: --skip-layers: expected block indices like 7,8,9 or [7,8,9], got \"%s\"\n", v);
+    return 0;
+}
+
 static int parse_noise(const char *v, int *out) {
     for (int k = NOISE_F32; k <= NOISE_F16_F32; k++)
         if (!strcmp(v, sampler_noise_name((noise_kind)k))) return *out = k, 1;
@@ -169,8 +243,8 @@ static int parse_noise(const char *v, int *out) {
 
 /* One option at argv[*i]: 1 taken, 0 unknown, -1 bad value (message printed). */
 static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
-    flux_paths *p = &a->paths;
-    flux_job *j = &a->job;
+    pipeline_paths *p = &a->paths;
+    pipeline_job *j = &a->job;
     const char *v = NULL;
     long n;
     double d;
@@ -184,6 +258,9 @@ static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
     STR(NULL, "--diffusion-model", p->diffusion_model);
     STR(NULL, "--vae", p->vae);
     STR(NULL, "--clip_l", p->clip_l);
+    STR(NULL, "--clip_g", p->clip_g);
+    STR(NULL, "--clip-g-tokenizer", p->clip_g_tokenizer);
+    STR("-n", "--negative-prompt", j->negative);
     STR(NULL, "--t5xxl", p->t5xxl);
     STR(NULL, "--clip-tokenizer", p->clip_tokenizer);
     STR(NULL, "--t5-tokenizer", p->t5_tokenizer);
@@ -210,6 +287,18 @@ static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
     if ((r = cli_opt(argc, argv, i, NULL, "--guidance", &v)))
         return r < 0 || !parse_float("--guidance", v, 0, 100, &d) ? -1
                                                                   : (j->guidance = (float)d, 1);
+    if ((r = cli_opt(argc, argv, i, NULL, "--cfg-scale", &v)))
+        return r < 0 || !parse_float("--cfg-scale", v, 0, 100, &d) ? -1
+                                                                   : (j->cfg_scale = (float)d, 1);
+    if ((r = cli_opt(argc, argv, i, NULL, "--slg-scale", &v)))
+        return r < 0 || !parse_float("--slg-scale", v, 0, 100, &d) ? -1
+                                                                   : (j->slg_scale = (float)d, 1);
+    if ((r = cli_opt(argc, argv, i, NULL, "--skip-layer-start", &v)))
+        return r < 0 || !parse_float("--skip-layer-start", v, 0, 1, &j->slg_start) ? -1 : 1;
+    if ((r = cli_opt(argc, argv, i, NULL, "--skip-layer-end", &v)))
+        return r < 0 || !parse_float("--skip-layer-end", v, 0, 1, &j->slg_end) ? -1 : 1;
+    if ((r = cli_opt(argc, argv, i, NULL, "--skip-layers", &v)))
+        return r < 0 || !parse_layers(v, j) ? -1 : 1;
     if ((r = cli_opt(argc, argv, i, NULL, "--vram-budget", &v)))
         return r < 0 || !parse_float("--vram-budget", v, 0.5, 1e4, &d) ? -1
                                                                        : (j->vram_budget_gb = d, 1);
@@ -230,7 +319,7 @@ static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
 int cmd_generate(int argc, char **argv, const cli_common *c) {
     gen_args a;
     memset(&a, 0, sizeof a);
-    flux_job_init(&a.job);
+    pipeline_job_init(&a.job);
     a.out = "output.png";
     a.quiet = c->quiet;
     for (int i = 0; i < argc; i++) {
@@ -244,7 +333,9 @@ int cmd_generate(int argc, char **argv, const cli_common *c) {
     }
     if (!a.job.prompt) return cli_usage_error("generate", "no prompt: pass -p \"...\"");
     if (!a.paths.model_dir && !a.paths.diffusion_model)
-        return cli_usage_error("generate", "no model: pass -m MODEL_DIR or --diffusion-model FILE");
+        return cli_usage_error("generate",
+                               "no model: pass -m MODEL_DIR (or a checkpoint file) or "
+                               "--diffusion-model FILE");
     int conv;
     if (!pattern_ok(a.out, &conv))
         return cli_usage_error("generate",
@@ -289,8 +380,8 @@ int cmd_generate(int argc, char **argv, const cli_common *c) {
         }
     }
     gen_state g = {.a = &a};
-    flux_callbacks cb = {&g, on_step, on_info, NULL, NULL, on_image};
-    err e = flux_pipeline_run(&a.paths, &a.job, &cb);
+    pipeline_callbacks cb = {&g, on_step, on_info, NULL, NULL, on_image};
+    err e = pipeline_run(&a.paths, &a.job, &cb);
     if (g.bar_open) progress_finish(&g.bar);
     return e ? cli_fail() : 0;
 }

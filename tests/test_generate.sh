@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# test_generate: `df11 generate` end to end on the tiny FLUX.1 fixtures (tests/fixtures/
-# flux_tiny): a DF11 run and a BF16 run write the same PNG bytes, the same job twice writes the
+# test_generate: `df11 generate` end to end on the tiny FLUX.1 and SD3.5 fixtures
+# (tests/fixtures/flux_tiny, sd3_tiny): a DF11 run and a BF16 run write the same PNG bytes, the same job twice writes the
 # same bytes (CPU backend always, the GPU too where there is one); the PNG's text chunks carry
 # the parameters and nothing run-specific; batches and output patterns; parts given on their
 # own; and the errors a user can cause, each a clear message and a non-zero exit, never a
@@ -78,6 +78,61 @@ same "$T/parts.png" "$T/bf16--cpu.png"
 expect 0 "$DF11" generate -m "$FX/flux_tiny/schnell" -p "$P" -W 128 -H 128 --max-sequence-length 64 \
   --cpu -o "$T/schnell.png"
 if grep -aqF "Model: FLUX.1-schnell" "$T/schnell.png" && grep -aqF "Steps: 4," "$T/schnell.png"; then ok; else bad "schnell's parameters"; fi
+
+# SD3.5: CFG with a negative prompt, DF11 = BF16 and the same job twice on each backend; the
+# variant's name and defaults; skip-layer guidance; its flags refused by FLUX and vice versa
+L=$FX/sd3_tiny/large M=$FX/sd3_tiny/medium
+sd3=(-W 128 -H 128 --steps 3 --max-sequence-length 32 -s 7)
+expect 0 "$DF11" compress -q "$L" "$T/large-df11"
+for be in "${backends[@]}"; do
+  b=(); [ "$be" = --cpu ] && b=(--cpu)
+  expect 0 "$DF11" generate -m "$L" -p "$P" -n "blurry" "${sd3[@]}" "${b[@]}" -o "$T/l$be.png"
+  expect 0 "$DF11" generate -m "$T/large-df11" -p "$P" -n "blurry" "${sd3[@]}" "${b[@]}" -o "$T/ld$be.png"
+  same "$T/l$be.png" "$T/ld$be.png"
+  expect 0 "$DF11" generate -m "$L" -p "$P" -n "blurry" "${sd3[@]}" "${b[@]}" -o "$T/la$be.png"
+  same "$T/l$be.png" "$T/la$be.png"
+done
+for s in "Negative prompt: blurry" "CFG scale: 3.5," "Model: SD3.5-Large," "Steps: 3," \
+  '"negative_prompt":"blurry"' '"cfg_scale":3.5'; do
+  if grep -aqF -- "$s" "$T/l--cpu.png"; then ok; else bad "the SD3 PNG lacks '$s'"; fi
+done
+# the default negative prompt is "", which differs from "blurry"
+expect 0 "$DF11" generate -m "$L" -p "$P" "${sd3[@]}" --cpu -o "$T/lneg.png"
+differ "$T/lneg.png" "$T/l--cpu.png"
+if grep -aqF "Negative prompt: " "$T/lneg.png"; then ok; else bad "no Negative prompt line"; fi
+# Medium by its dual-attention blocks (40 steps, CFG 4.5 by default); SLG changes the image
+expect 0 "$DF11" generate -m "$M" -p "$P" "${sd3[@]}" --steps 6 --cpu -o "$T/m.png"
+if grep -aqF "Model: SD3.5-Medium," "$T/m.png" && grep -aqF "CFG scale: 4.5," "$T/m.png"; then ok; else bad "Medium's parameters"; fi
+expect 0 "$DF11" generate -m "$M" -p "$P" "${sd3[@]}" --steps 6 --cpu --slg-scale 2.8 \
+  --skip-layers "[1]" --skip-layer-end 0.5 -o "$T/mslg.png"
+differ "$T/m.png" "$T/mslg.png"
+if grep -aqF "SLG scale: 2.8, Skip layers: 1, SLG start: 0.01, SLG end: 0.5" "$T/mslg.png"; then ok; else bad "SLG parameters"; fi
+expect 1 "$DF11" generate -m "$M" -p "$P" "${sd3[@]}" --cpu --slg-scale 2.8 --skip-layers 7 -o "$T/e5.png"
+says "skip layer 7"
+# Large Turbo, named so by its folder: 4 steps, no CFG, so no negative prompt
+ln -s "$(cd "$L" && pwd)" "$T/stable-diffusion-3.5-large-turbo"
+expect 0 "$DF11" generate -m "$T/stable-diffusion-3.5-large-turbo" -p "$P" -W 128 -H 128 \
+  --max-sequence-length 32 --cpu -o "$T/turbo.png"
+if grep -aqF "Model: SD3.5-Large-Turbo," "$T/turbo.png" && grep -aqF "Steps: 4," "$T/turbo.png" &&
+  grep -aqF "CFG scale: 0," "$T/turbo.png" && ! grep -aqF "Negative prompt" "$T/turbo.png"; then ok; else bad "Turbo's parameters"; fi
+# the parts on their own, T5 left out (its tokens are zeros, as diffusers): it renders, and
+# differs from the run with T5
+expect 0 "$DF11" generate --diffusion-model "$L/transformer" --vae "$L/vae" \
+  --clip_l "$L/text_encoder" --clip_g "$L/text_encoder_2" --clip-tokenizer "$L/tokenizer" \
+  --clip-g-tokenizer "$L/tokenizer_2" -p "$P" -n "blurry" "${sd3[@]}" --cpu -o "$T/not5.png"
+says "no T5-XXL"
+differ "$T/not5.png" "$T/l--cpu.png"
+expect 1 "$DF11" generate -m "$L" -p "$P" "${sd3[@]}" --guidance 3 --cpu -o "$T/e6.png"
+says "--cfg-scale"
+expect 1 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" -n "blurry" --cpu -o "$T/e7.png"
+says "guidance-distilled"
+expect 1 "$DF11" generate -m "$L" -p "$P" -W 136 -H 128 --cpu -o "$T/e8.png"
+says "multiples of 16"
+expect 2 "$DF11" generate -m "$L" -p "$P" --skip-layers "7,x" -o "$T/e9.png"
+says "--skip-layers"
+# the wrong CLIP-G: CLIP-L given for it still fits these tiny widths, so give T5 instead
+expect 1 "$DF11" generate -m "$L" --clip_g "$L/text_encoder_3" -p "$P" "${sd3[@]}" --cpu -o "$T/e10.png"
+says "CLIP-G text encoder $L/text_encoder_3"
 
 # errors
 expect 2 "$DF11" generate -m "$DEV" -p "$P" --bogus

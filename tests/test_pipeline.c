@@ -1,6 +1,9 @@
-/* test_pipeline: FLUX.1 end to end (app/flux_pipeline.c) on the tiny random-weight dev and
- * schnell pipelines against diffusers' FluxPipeline run in fp32 on the CPU with the same seed
- * (tests/fixtures/make_flux_ref.py; tensors P.latents, P.image, P.png). With --cpu (the fp32
+/* test_pipeline: FLUX.1 and SD3.5 end to end (app/pipeline.c) on the tiny random-weight
+ * pipelines, FLUX dev and schnell against diffusers' FluxPipeline, SD3.5 Large-like (a negative
+ * prompt; and without CFG, as Turbo runs) and Medium-like (the default empty negative; and with
+ * skip-layer guidance) against StableDiffusion3Pipeline, all run in fp32 on the CPU with the
+ * same seed (tests/fixtures/make_flux_ref.py and make_sd3_ref.py; tensors P.latents, P.image,
+ * P.png). With --cpu (the fp32
  * reference backend, noise drawn in float32 as the fp32 pipeline does):
  *   final latents within 1e-4 relative L2 (the issue's bound: fp32 against fp32, the only
  *   differences are summation orders, amplified by the denoising loop);
@@ -19,7 +22,7 @@
 #include <limits.h>
 #include <unistd.h>
 
-#include "app/flux_pipeline.h"
+#include "app/pipeline.h"
 #include "core/half.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
@@ -98,46 +101,85 @@ static void expect(int ok, const char *fmt, ...) {
     fails += !ok;
 }
 
-static err render(const char *dir, const flux_job *j, capture *c) {
-    flux_paths p = {.model_dir = dir};
-    flux_callbacks cb = {c, NULL, NULL, on_latents, on_decoded, on_image};
-    return flux_pipeline_run(&p, j, &cb);
+static err render(const char *dir, const pipeline_job *j, capture *c) {
+    pipeline_paths p = {.model_dir = dir};
+    pipeline_callbacks cb = {c, NULL, NULL, on_latents, on_decoded, on_image};
+    return pipeline_run(&p, j, &cb);
 }
 
-static void check_variant(const char *fixtures, const char *v, int gpu, st_file *ref) {
+/* One reference run: v names its tensors (v.latents, ...), dir the pipeline folder under the
+ * fixtures; the rest is the job as the fixture script ran it. */
+typedef struct run_case {
+    const char *v, *dir;
+    int flux;     /* FLUX: latents packed in the reference; else SD3 */
+    int full;     /* also: the same job twice, and DF11 = BF16 */
+    float cfg;    /* SD3: < 0 the metadata's <v>.guidance */
+    int negative; /* SD3 with CFG: the metadata's negative_prompt, else the default "" */
+    int slg;      /* skip-layer guidance as the metadata's <v>.scale, ... give it */
+} run_case;
+
+/* [16, h, w] latents in FluxPipeline's packed [N, 64] order */
+static float *pack(const capture *c) {
+    const int64_t nl = 16 * c->lh * c->lw;
+    float *packed = malloc(sizeof *packed * (size_t)nl);
+    for (int64_t ch = 0; ch < 16; ch++)
+        for (int64_t y = 0; y < c->lh; y++)
+            for (int64_t x = 0; x < c->lw; x++) {
+                int64_t tok = (y / 2) * (c->lw / 2) + x / 2, f = ch * 4 + (y % 2) * 2 + x % 2;
+                packed[tok * 64 + f] = c->lat[(ch * c->lh + y) * c->lw + x];
+            }
+    return packed;
+}
+
+static void job_for(const run_case *rc, st_file *ref, int gpu, pipeline_job *j) {
+    char key[128];
+    pipeline_job_init(j);
+    j->prompt = meta(ref, "prompt");
+    j->seed = strtoull(meta(ref, "seed"), NULL, 10);
+    j->width = atoi(meta(ref, "width"));
+    j->height = atoi(meta(ref, "height"));
+    snprintf(key, sizeof key, "%s.steps", rc->v);
+    j->steps = atoi(meta(ref, key));
+    snprintf(key, sizeof key, "%s.guidance", rc->v);
+    if (rc->flux && !strcmp(rc->v, "dev")) j->guidance = (float)atof(meta(ref, key));
+    if (!rc->flux) j->cfg_scale = rc->cfg >= 0 ? rc->cfg : (float)atof(meta(ref, key));
+    if (rc->negative) j->negative = meta(ref, "negative_prompt");
+    if (rc->slg) {
+        /* <v>.scale, <v>.skip_layers ("1,2"), <v>.start, <v>.stop */
+        snprintf(key, sizeof key, "%s.scale", rc->v);
+        j->slg_scale = (float)atof(meta(ref, key));
+        snprintf(key, sizeof key, "%s.skip_layers", rc->v);
+        for (const char *c = meta(ref, key); *c && j->n_skip < PIPELINE_MAX_SKIP; c++) {
+            char *end;
+            j->skip_layers[j->n_skip++] = (int)strtol(c, &end, 10);
+            c = *end ? end : end - 1;
+        }
+        snprintf(key, sizeof key, "%s.start", rc->v);
+        j->slg_start = atof(meta(ref, key));
+        snprintf(key, sizeof key, "%s.stop", rc->v);
+        j->slg_end = atof(meta(ref, key));
+    }
+    j->max_seq = atoi(meta(ref, "max_sequence_length"));
+    j->cpu = !gpu;
+    j->noise_dtype = NOISE_F32; /* the fp32 reference pipeline's noise */
+}
+
+static void check_variant(const char *fixtures, const run_case *rc, int gpu, st_file *ref) {
     char dir[4096], key[128];
-    snprintf(dir, sizeof dir, "%s/flux_tiny/%s", fixtures, v);
-    const int dev = !strcmp(v, "dev");
-    flux_job j;
-    flux_job_init(&j);
-    j.prompt = meta(ref, "prompt");
-    j.seed = strtoull(meta(ref, "seed"), NULL, 10);
-    j.width = atoi(meta(ref, "width"));
-    j.height = atoi(meta(ref, "height"));
-    snprintf(key, sizeof key, "%s.steps", v);
-    j.steps = atoi(meta(ref, key));
-    snprintf(key, sizeof key, "%s.guidance", v);
-    j.guidance = dev ? (float)atof(meta(ref, key)) : 0.0f;
-    j.max_seq = atoi(meta(ref, "max_sequence_length"));
-    j.cpu = !gpu;
-    j.noise_dtype = NOISE_F32; /* the fp32 reference pipeline's noise */
+    const char *v = rc->v;
+    snprintf(dir, sizeof dir, "%s/%s", fixtures, rc->dir);
+    pipeline_job j;
+    job_for(rc, ref, gpu, &j);
     capture c = {0};
     err e = render(dir, &j, &c);
     expect(!e, "%s: render (%s)", v, e ? err_msg() : "");
     if (e) return;
     const int64_t H = c.h, W = c.w, nl = 16 * c.lh * c.lw;
-    /* the reference's final latents are packed [1, N, 64]: unpack ours' layout to compare */
     snprintf(key, sizeof key, "%s.latents", v);
     const float *rl = ref_f32(ref, key, (uint64_t)nl);
-    float *packed = malloc(sizeof *packed * (size_t)nl);
-    for (int64_t ch = 0; ch < 16; ch++)
-        for (int64_t y = 0; y < c.lh; y++)
-            for (int64_t x = 0; x < c.lw; x++) {
-                int64_t tok = (y / 2) * (c.lw / 2) + x / 2, f = ch * 4 + (y % 2) * 2 + x % 2;
-                packed[tok * 64 + f] = c.lat[(ch * c.lh + y) * c.lw + x];
-            }
-    double el = rel_l2(packed, rl, nl);
-    free(packed);
+    float *lat = rc->flux ? pack(&c) : c.lat;
+    double el = rel_l2(lat, rl, nl);
+    if (rc->flux) free(lat);
     snprintf(key, sizeof key, "%s.image", v);
     double ei = rel_l2(c.img, ref_f32(ref, key, (uint64_t)(3 * H * W)), 3 * H * W);
     snprintf(key, sizeof key, "%s.png", v);
@@ -162,6 +204,10 @@ static void check_variant(const char *fixtures, const char *v, int gpu, st_file 
                "%s gpu: 8-bit image PSNR %.2f dB against diffusers fp32 "
                "(bound 35), max diff %d",
                v, psnr, maxd);
+    }
+    if (!rc->full) {
+        capture_free(&c);
+        return;
     }
     /* the same job twice: the same bytes */
     capture c2 = {0};
@@ -238,8 +284,8 @@ static void check_dtypes(const char *fixtures, int gpu) {
         expect(0, "dtypes: %s not found", rel);
         return;
     }
-    flux_job j;
-    flux_job_init(&j);
+    pipeline_job j;
+    pipeline_job_init(&j);
     j.prompt = "a red house by the sea";
     j.width = j.height = 128;
     j.steps = 3;
@@ -315,16 +361,27 @@ int main(int argc, char **argv) {
         op_ctx_free(c);
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/flux_tiny/ref.safetensors", argv[2]);
-    st_file *ref;
-    if (st_open(path, &ref)) {
-        printf("FAIL %s\n", err_msg());
-        return 1;
+    st_file *ref[2];
+    for (int f = 0; f < 2; f++) {
+        snprintf(path, sizeof path, "%s/%s/ref.safetensors", argv[2], f ? "sd3_tiny" : "flux_tiny");
+        if (st_open(path, &ref[f])) {
+            printf("FAIL %s\n", err_msg());
+            return 1;
+        }
     }
-    check_variant(argv[2], "dev", gpu, ref);
-    check_variant(argv[2], "schnell", gpu, ref);
+    static const run_case cases[] = {
+        {"dev", "flux_tiny/dev", 1, 1, 0, 0, 0},
+        {"schnell", "flux_tiny/schnell", 1, 1, 0, 0, 0},
+        {"large", "sd3_tiny/large", 0, 1, -1, 1, 0},
+        {"medium", "sd3_tiny/medium", 0, 1, -1, 0, 0},
+        {"medium.slg", "sd3_tiny/medium", 0, 0, -1, 0, 1},
+        {"large.nocfg", "sd3_tiny/large", 0, 0, -1, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        check_variant(argv[2], &cases[i], gpu, ref[!cases[i].flux]);
     check_dtypes(argv[2], gpu);
-    st_close(ref);
+    st_close(ref[0]);
+    st_close(ref[1]);
     printf("%s\n", fails ? "FAILED" : "all passed");
     return fails != 0;
 }
