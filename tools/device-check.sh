@@ -5,8 +5,12 @@
 # benchmarks (with PyTorch's SDPA as the attention ceiling), printing short tables last.
 # Logs go to $OUT (or build-gpu/) when set.
 # usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu] [--flux-bench]
+#                              [--sd3-bench] [--sd3-prepare]
 #   --flux-bench: also FLUX.1-dev end to end at full size (tests/bench/bench_flux.sh: random
 #     weights made here, BF16 and DF11, beside diffusers; needs the diffusers wheel in .whl/)
+#   --sd3-bench: also SD3.5 Large end to end at full size, CFG 4.5 (tests/bench/bench_sd3.sh,
+#     the same way); --sd3-prepare: only make and compress its model in /tmp/df11-sd3 (a few
+#     minutes, once per machine), so that a later --sd3-bench call fits in the time limit
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
@@ -14,12 +18,13 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0 fixtures=0 flux=0
+bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0
 for a in "$@"; do
   case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;;
-    --fixtures) fixtures=1 ;; --flux-bench) flux=1 ;; esac
+    --fixtures) fixtures=1 ;; --flux-bench) flux=1 ;; --sd3-bench) sd3=1 ;;
+    --sd3-prepare) [ $sd3 = 1 ] || sd3=prepare ;; esac
 done
-if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and bench_flux
+if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and the benches
   py=/tmp/df11-py
   mkdir -p $py
   for w in .whl/*.whl; do python3 -m zipfile -e "$w" $py >/dev/null; done
@@ -68,6 +73,20 @@ if [ $bench = 1 ]; then
 fi
 if [ $flux = 1 ]; then
   bash tests/bench/bench_flux.sh build-gpu /tmp/df11-flux "$OUTDIR/flux" 2>&1 | tee "$OUTDIR/bench_flux.txt" | tail -12
+fi
+if [ $sd3 != 0 ]; then
+  # FLUX's bench model (about 42 GB) and SD3's (about 33 GB) do not fit on the 64 GB disk
+  # together: FLUX's goes when SD3's is still to be made and the space is short
+  if [ -d /tmp/df11-flux ] && [ ! -f /tmp/df11-sd3/df11/model_index.json ] &&
+    [ "$(df -P -B1 /tmp | awk 'NR == 2 {printf "%.0f", $4 / 1e9}')" -lt 36 ]; then
+    echo "sd3 bench: removing /tmp/df11-flux (FLUX's bench model) to make room"
+    rm -rf /tmp/df11-flux
+  fi
+  if [ $sd3 = prepare ]; then
+    bash tests/bench/bench_sd3.sh build-gpu /tmp/df11-sd3 "$OUTDIR/sd3" --prepare 2>&1 | tee "$OUTDIR/bench_sd3.txt"
+  else
+    bash tests/bench/bench_sd3.sh build-gpu /tmp/df11-sd3 "$OUTDIR/sd3" 2>&1 | tee "$OUTDIR/bench_sd3.txt" | tail -28
+  fi
 fi
 if [ $ncu = 1 ]; then
   if command -v ncu >/dev/null; then
