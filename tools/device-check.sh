@@ -5,7 +5,8 @@
 # benchmarks (with PyTorch's SDPA as the attention ceiling), printing short tables last.
 # Logs go to $OUT (or build-gpu/) when set.
 # usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu] [--flux-bench]
-#                              [--sd3-bench] [--sd3-prepare]
+#                              [--sd3-bench] [--sd3-prepare] [--no-tests]
+#   --no-tests: build, but skip the CTest suite (a second call on a machine that just ran it)
 #   --flux-bench: also FLUX.1-dev end to end at full size (tests/bench/bench_flux.sh: random
 #     weights made here, BF16 and DF11, beside diffusers; needs the diffusers wheel in .whl/)
 #   --sd3-bench: also SD3.5 Large end to end at full size, CFG 4.5 (tests/bench/bench_sd3.sh,
@@ -18,10 +19,10 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0
+bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1
 for a in "$@"; do
   case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;;
-    --fixtures) fixtures=1 ;; --flux-bench) flux=1 ;; --sd3-bench) sd3=1 ;;
+    --fixtures) fixtures=1 ;; --no-tests) tests=0 ;; --flux-bench) flux=1 ;; --sd3-bench) sd3=1 ;;
     --sd3-prepare) [ $sd3 = 1 ] || sd3=prepare ;; esac
 done
 if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and the benches
@@ -54,8 +55,11 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITE
   -DDF11_WERROR=ON "${zlib[@]}" >"$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
 ninja -C build-gpu >"$OUTDIR/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUTDIR/build.log" | head -60; exit 1; }
 grep -E "Used [0-9]+ registers|spill" "$OUTDIR/build.log" | tail -4
-(cd build-gpu && ctest --output-on-failure 2>&1) | tee "$OUTDIR/ctest.log" | tail -25
-rc=$?
+rc=0
+if [ $tests = 1 ]; then
+  (cd build-gpu && ctest --output-on-failure 2>&1) | tee "$OUTDIR/ctest.log" | tail -25
+  rc=$?
+fi
 if [ $sanitize = 1 ]; then
   DF11_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_cuda_decode \
     >"$OUTDIR/sanitizer.log" 2>&1 && echo "compute-sanitizer memcheck: clean" ||
