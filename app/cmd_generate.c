@@ -117,7 +117,7 @@ static void on_step(void *ctx, int image, int n_images, int step, int n_steps) {
 static void params_text(const gen_state *g, uint64_t seed, char *buf, size_t n) {
     const pipeline_info *in = &g->info;
     if (in->family == PIPELINE_SD3) {
-        char slg[256] = "", layers[200];
+        char slg[384] = "", layers[200];
         layers_text(in, layers, sizeof layers);
         if (in->slg_scale > 0)
             snprintf(slg, sizeof slg, "SLG scale: %g, Skip layers: %s, SLG start: %g, SLG end: %g, ",
