@@ -1,5 +1,6 @@
 /* ops.c: the op context, the shape checks every backend relies on, and the dispatch to the
  * CPU reference (ops_cpu.c) or the CUDA launchers (core/cuda/). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ err op_ctx_create(tensor_dev dev, op_ctx **out) {
             free(c);
             return e;
         }
+        c->prof = opcu_profiling(c->cu);
     }
     *out = c;
     return ERR_OK;
@@ -88,13 +90,26 @@ static void plain(const op_ctx *c, const tensor *t) {
     CHECK(tensor_is_contiguous(t));
 }
 
-#define DISPATCH(name, ...)                                                                        \
+/* KEY names the op in a profile (DF11_PROFILE_OPS), FLOPS its floating-point operations */
+#define DISPATCH_AS(name, KEY, FLOPS, ...)                                                         \
     do {                                                                                           \
-        if (c->dev == TENSOR_CPU)                                                                  \
+        if (c->dev == TENSOR_CPU) {                                                                \
             opcpu_##name(c, __VA_ARGS__);                                                          \
-        else                                                                                       \
+        } else if (!c->prof) {                                                                     \
             opcu_##name(c, __VA_ARGS__);                                                           \
+        } else {                                                                                   \
+            opcu_prof_begin(c);                                                                    \
+            opcu_##name(c, __VA_ARGS__);                                                           \
+            opcu_prof_end(c, KEY, FLOPS);                                                          \
+        }                                                                                          \
     } while (0)
+#define DISPATCH(name, ...) DISPATCH_AS(name, #name, 0.0, __VA_ARGS__)
+
+/* t [B,n,X] whose batches' rows do not continue each other's stride: a batch of matrices */
+static int batched(const tensor *t) {
+    return t->ndim == 3 && t->shape[0] > 1 && t->shape[1] > 1 &&
+           t->stride[0] != t->shape[1] * t->stride[1];
+}
 
 void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act) {
     act_type(c, &x);
@@ -102,12 +117,33 @@ void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op
     CHECK(tensor_is_contiguous(&out) || act == OP_ACT_NONE || act == OP_ACT_GELU_TANH);
     weight(c, &w);
     CHECK(w.ndim == 2 && last(&x) == w.shape[1] && last(&out) == w.shape[0]);
-    CHECK(tensor_rows(&x, NULL) == tensor_rows(&out, NULL));
+    const int nb = batched(&x) || batched(&out);
+    if (nb) {
+        CHECK(x.ndim == 3 && out.ndim == 3 && x.shape[0] == out.shape[0] &&
+              x.shape[1] == out.shape[1]);
+        CHECK(x.stride[2] == 1 && out.stride[2] == 1);
+    } else {
+        CHECK(tensor_rows(&x, NULL) == tensor_rows(&out, NULL));
+    }
     if (bias) {
         weight(c, bias);
         CHECK(tensor_numel(bias) == w.shape[0]);
     }
-    DISPATCH(linear, out, x, w, bias, act);
+    if (nb && c->dev == TENSOR_CPU) { /* the CPU reference takes the matrices one by one */
+        for (int64_t b = 0; b < x.shape[0]; b++)
+            op_linear(c, tensor_slice(out, 0, b, 1), tensor_slice(x, 0, b, 1), w, bias, act);
+        return;
+    }
+    char key[80] = "linear";
+    double flops = 0;
+    if (c->prof) {
+        const int64_t M = nb ? x.shape[0] * x.shape[1] : tensor_rows(&x, NULL);
+        snprintf(key, sizeof key, "linear %lldx%lld->%lld%s%s", (long long)M,
+                 (long long)w.shape[1], (long long)w.shape[0], act == OP_ACT_NONE ? "" : " +act",
+                 nb ? " batched" : "");
+        flops = 2.0 * (double)M * (double)w.shape[1] * (double)w.shape[0];
+    }
+    DISPATCH_AS(linear, key, flops, out, x, w, bias, act);
 }
 
 void op_act_apply(op_ctx *c, tensor out, tensor x, op_act act) {
@@ -218,6 +254,14 @@ void op_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tenso
     DISPATCH(rmsnorm_rope, x, w, eps, cos, sin);
 }
 
+void op_rmsnorm2_heads(op_ctx *c, tensor x, tensor w, float eps) {
+    act_type(c, &x);
+    CHECK(x.ndim == 4 && x.stride[3] == 1);
+    weight(c, &w);
+    CHECK(tensor_numel(&w) == x.shape[3]);
+    DISPATCH(rmsnorm2_heads, x, w, eps);
+}
+
 void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {
     plain(c, &out);
     plain(c, &x);
@@ -303,7 +347,16 @@ void op_attention(op_ctx *c, tensor out, tensor q, tensor k, tensor v, const ten
         CHECK(bias->shape[0] == q.shape[2] && bias->shape[1] == q.shape[1] &&
               bias->shape[2] == k.shape[1]);
     }
-    DISPATCH(attention, out, q, k, v, bias, scale, causal);
+    char key[80] = "attention";
+    double flops = 0;
+    if (c->prof) {
+        snprintf(key, sizeof key, "attention %lldx%lldx%lldx%lldx%lld%s%s", (long long)q.shape[0],
+                 (long long)q.shape[2], (long long)q.shape[1], (long long)k.shape[1],
+                 (long long)q.shape[3], bias ? " +bias" : "", causal ? " causal" : "");
+        flops = 4.0 * (double)q.shape[0] * (double)q.shape[2] * (double)q.shape[1] *
+                (double)k.shape[1] * (double)q.shape[3];
+    }
+    DISPATCH_AS(attention, key, flops, out, q, k, v, bias, scale, causal);
 }
 
 void op_conv2d(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, int s,

@@ -50,7 +50,9 @@ typedef enum op_act {
 } op_act;
 
 /* out[M,N] = act(x[M,K] w[N,K]^T + bias[N]); x's and out's rows may be strided (out's only
- * with OP_ACT_NONE or OP_ACT_GELU_TANH, which CUDA fuses); bias may be NULL. */
+ * with OP_ACT_NONE or OP_ACT_GELU_TANH, which CUDA fuses); bias may be NULL. x [B,n,K] and
+ * out [B,n,N] may also be batches whose rows do not collapse into one stride (slices of a
+ * longer sequence), with OP_ACT_NONE or OP_ACT_GELU_TANH: one batched GEMM on CUDA. */
 void op_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias, op_act act);
 /* out = act(x), elementwise (out may be x). */
 void op_act_apply(op_ctx *c, tensor out, tensor x, op_act act);
@@ -72,6 +74,9 @@ void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps);
  * compute it: x / sqrt(mean(x^2) + eps) is rounded to the activation type, then times w and
  * rounded again (MODEL-SPEC §2.5, §4.2). Identical to op_rmsnorm on the CPU (fp32). */
 void op_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps);
+/* op_rmsnorm2 of every head of x [B,L,H,D] in place; tokens and batches may be strided (q and
+ * k inside a fused projection of a joint sequence): SD3's q/k norms. */
+void op_rmsnorm2_heads(op_ctx *c, tensor x, tensor w, float eps);
 /* GroupNorm of x [B,C,H,W] in `groups` groups with affine w, b [C], then SiLU if silu. */
 void op_groupnorm(op_ctx *c, tensor out, tensor x, tensor w, tensor b, int groups, float eps,
                   int silu);

@@ -162,6 +162,16 @@ void opcpu_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, ten
 }
 
 /* torch.nn.RMSNorm / diffusers RMSNorm / transformers T5LayerNorm: x rsqrt(mean(x^2) + eps) w */
+/* one row: x / sqrt(mean(x^2) + eps) * w, the sum in double (o may be x) */
+static void rms_row(float *o, const float *x, const float *w, int64_t D, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < D; i++)
+        ss += (double)x[i] * x[i];
+    const float rs = (float)(1.0 / sqrt(ss / (double)D + eps));
+    for (int64_t i = 0; i < D; i++)
+        o[i] = x[i] * rs * w[i];
+}
+
 void opcpu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
     (void)c;
     int64_t xs, os, rows = tensor_rows(&x, &xs), D = x.shape[x.ndim - 1];
@@ -169,14 +179,8 @@ void opcpu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
     float *o = f32(&out), *wv = vec_f32(&w);
     const float *xp = f32(&x);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        double ss = 0;
-        for (int64_t i = 0; i < D; i++)
-            ss += (double)xp[r * xs + i] * xp[r * xs + i];
-        float rs = (float)(1.0 / sqrt(ss / (double)D + eps));
-        for (int64_t i = 0; i < D; i++)
-            o[r * os + i] = xp[r * xs + i] * rs * wv[i];
-    }
+    for (int64_t r = 0; r < rows; r++)
+        rms_row(o + r * os, xp + r * xs, wv, D, eps);
     free(wv);
 }
 
@@ -189,6 +193,20 @@ void opcpu_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps) {
 void opcpu_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin) {
     ops_rmsnorm_heads(c, x, w, eps, opcpu_rmsnorm);
     opcpu_rope(c, x, cos, sin);
+}
+
+void opcpu_rmsnorm2_heads(op_ctx *c, tensor x, tensor w, float eps) {
+    (void)c;
+    const int64_t B = x.shape[0], L = x.shape[1], H = x.shape[2], D = x.shape[3];
+    float *p = f32(&x), *wv = vec_f32(&w);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t h = 0; h < H; h++) {
+                float *r = p + b * x.stride[0] + t * x.stride[1] + h * x.stride[2];
+                rms_row(r, r, wv, D, eps);
+            }
+    free(wv);
 }
 
 void opcpu_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add) {

@@ -15,6 +15,7 @@
     X(rmsnorm, (op_ctx * c, tensor out, tensor x, tensor w, float eps))                            \
     X(rmsnorm2, (op_ctx * c, tensor out, tensor x, tensor w, float eps))                           \
     X(rmsnorm_rope, (op_ctx * c, tensor x, tensor w, float eps, tensor cos, tensor sin))           \
+    X(rmsnorm2_heads, (op_ctx * c, tensor x, tensor w, float eps))                                 \
     X(scale_shift, (op_ctx * c, tensor out, tensor x, float mul, float add))                       \
     X(euler_step, (op_ctx * c, tensor x, tensor v, float dt))                                      \
     X(guidance, (op_ctx * c, tensor out, tensor base, tensor pos, tensor neg, float g))                        \
@@ -53,10 +54,16 @@ void opcu_free(struct opcu_state *s);
 void opcu_set_stream(struct opcu_state *s, struct CUstream_st *stream);
 struct CUstream_st *opcu_stream(const struct opcu_state *s);
 err opcu_sync(struct opcu_state *s);
+/* Per-op GPU times (core/cuda/profile.cu), when DF11_PROFILE_OPS is set: ops.c brackets each
+ * op with begin and end, naming it (and its shape, for GEMMs and attention) and its FLOPs. */
+int opcu_profiling(const struct opcu_state *s);
+void opcu_prof_begin(op_ctx *c);
+void opcu_prof_end(op_ctx *c, const char *name, double flops);
 
 struct op_ctx {
     tensor_dev dev;
     struct opcu_state *cu;
+    int prof; /* opcu_profiling(cu) */
 };
 
 #endif

@@ -92,6 +92,19 @@ static void test_linear(void) {
     tensor out = like(&(tensor){.ndim = 3, .shape = {2, 3, w.shape[0]}});
     op_linear(cpu, out, xs, w, &b, OP_ACT_NONE);
     compare("linear_none", out, SUM);
+    /* a batch whose rows do not collapse: x's 2 x 3 rows as rows 1-3 of 2 x 5, out likewise */
+    const int64_t K = x.shape[2], N = w.shape[0];
+    float *xb = own(calloc(2 * 5 * (size_t)K, 4)), *ob = own(calloc(2 * 5 * (size_t)N, 4));
+    for (int r = 0; r < 6; r++)
+        memcpy(xb + ((r / 3) * 5 + 1 + r % 3) * K, (float *)x.data + r * K, (size_t)K * 4);
+    const int64_t bx[3] = {2, 5, K}, bo[3] = {2, 5, N};
+    op_linear(cpu, tensor_slice(tensor_make(ob, DTYPE_F32, TENSOR_CPU, 3, bo), 1, 1, 3),
+              tensor_slice(tensor_make(xb, DTYPE_F32, TENSOR_CPU, 3, bx), 1, 1, 3), w, &b,
+              OP_ACT_NONE);
+    out = like(&(tensor){.ndim = 3, .shape = {2, 3, N}});
+    for (int r = 0; r < 6; r++)
+        memcpy((float *)out.data + r * N, ob + ((r / 3) * 5 + 1 + r % 3) * N, (size_t)N * 4);
+    compare("linear_none", out, SUM);
 }
 
 static void test_norms(void) {
@@ -119,6 +132,18 @@ static void test_norms(void) {
     op_rmsnorm(cpu, out, x, load("rmsnorm", "w"), 1e-6f);
     compare("rmsnorm", out, ELEM);
     op_rmsnorm(cpu, x, x, load("rmsnorm", "w"), 1e-6f); /* in place */
+    compare("rmsnorm", x, ELEM);
+    /* the rows as heads: [1, rows, 1, D] inside rows of D + 5 (SD3's q/k in a fused projection) */
+    x = load("rmsnorm", "x");
+    const int64_t D = x.shape[x.ndim - 1], R = tensor_numel(&x) / D;
+    float *hp = own(calloc((size_t)(R * (D + 5)), 4));
+    for (int64_t r = 0; r < R; r++)
+        memcpy(hp + r * (D + 5), (float *)x.data + r * D, (size_t)D * 4);
+    tensor hv = tensor_make(hp, DTYPE_F32, TENSOR_CPU, 4, (int64_t[]){1, R, 1, D});
+    hv.stride[0] = R * (D + 5), hv.stride[1] = D + 5, hv.stride[2] = D;
+    op_rmsnorm2_heads(cpu, hv, load("rmsnorm", "w"), 1e-6f);
+    for (int64_t r = 0; r < R; r++)
+        memcpy((float *)x.data + r * D, hp + r * (D + 5), (size_t)D * 4);
     compare("rmsnorm", x, ELEM);
 
     x = load("groupnorm_silu", "x");

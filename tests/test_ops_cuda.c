@@ -182,6 +182,16 @@ static void test_linear(void) {
     op_linear(cpu, o3.h, x3.h, w3.h, &b3.h, OP_ACT_NONE);
     op_linear(gpu, o3.d, x3.d, w3.d, &b3.d, OP_ACT_NONE);
     check("linear [2,33,4096] K=4096", o3, ONE);
+    /* a batch whose rows do not collapse (SD3: one stream's rows of a joint [B, L, 3D]
+       sequence): strided input and output, one batched GEMM; with GELU and without a bias */
+    for (int g = 0; g < 2; g++) {
+        pair xj = MK(1.0, 3, 45, 3 * 264), oj = OUT(3, 45 + 7, 136 + 40);
+        const pair xs = slice(slice(xj, 1, 2, 41), 2, 264, 264),
+                   ob = slice(slice(oj, 1, 7, 41), 2, 16, 136);
+        op_linear(cpu, ob.h, xs.h, w.h, g ? NULL : &b.h, g ? OP_ACT_GELU_TANH : OP_ACT_NONE);
+        op_linear(gpu, ob.d, xs.d, w.d, g ? NULL : &b.d, g ? OP_ACT_GELU_TANH : OP_ACT_NONE);
+        check(g ? "linear batched rows +gelu, no bias" : "linear batched rows (3 x 41)", oj, ONE);
+    }
 }
 
 static void test_elementwise(void) {
@@ -371,6 +381,33 @@ static void test_rope(void) {
     }
 }
 
+/* SD3's q/k norm on heads of a stream's rows inside a joint [B, L, 3 H D] projection (batches
+ * and tokens strided): against the CPU (D 64, the one-pass kernel; D 96, the per-token
+ * fallback), and bit for bit against op_rmsnorm2 on the same rows made contiguous */
+static void test_rmsnorm_heads(void) {
+    const int64_t B = 2, L = 37, n = 29, H = 3;
+    static const int64_t dims[] = {64, 96};
+    for (int di = 0; di < 2; di++) {
+        const int64_t d = dims[di];
+        pair a = MK(2.0, B, L, 3 * H * d), w = MK(1.0, d);
+        const pair k = slice(slice(a, 1, L - n, n), 2, H * d, H * d);
+        op_rmsnorm2_heads(cpu, heads(k.h, H, d), w.h, 1e-6f);
+        op_rmsnorm2_heads(gpu, heads(k.d, H, d), w.d, 1e-6f);
+        check(d == 64 ? "rmsnorm2_heads D=64 strided" : "rmsnorm2_heads D=96 fallback", a, TWO);
+        pair x = MK(2.0, B, n, H * d), y = OUT(B, n, H * d);
+        op_copy(gpu, y.d, x.d);
+        op_rmsnorm2_heads(gpu, heads(x.d, H, d), w.d, 1e-6f);
+        tensor rows = tensor_reshape(y.d, 2, (int64_t[]){B * n * H, d});
+        op_rmsnorm2(gpu, rows, rows, w.d, 1e-6f);
+        CHECK(!op_ctx_sync(gpu));
+        size_t bx, by;
+        void *rx, *ry;
+        fetch(&x.d, &bx, &rx), fetch(&y.d, &by, &ry);
+        EXPECT(bx == by && !memcmp(rx, ry, bx), "rmsnorm2_heads D=%lld: not op_rmsnorm2's bits",
+               (long long)d);
+    }
+}
+
 /* q, k, v as chunks of one fused [B, L, 3, H, D] projection */
 static void attention_case(const char *what, int64_t B, int64_t Lq, int64_t Lk, int64_t H,
                            int64_t D, int with_bias, int causal) {
@@ -522,6 +559,7 @@ int main(void) {
         test_elementwise();
         test_norms();
         test_rope();
+        test_rmsnorm_heads();
         test_attention();
         test_conv();
         test_moves();

@@ -5,13 +5,15 @@
 # benchmarks (with PyTorch's SDPA as the attention ceiling), printing short tables last.
 # Logs go to $OUT (or build-gpu/) when set.
 # usage: tools/device-check.sh [--no-bench] [--no-sanitizer] [--fixtures] [--ncu] [--flux-bench]
-#                              [--sd3-bench] [--sd3-prepare] [--no-tests]
+#                              [--sd3-bench] [--sd3-prepare] [--sd3-profile] [--no-tests]
 #   --no-tests: build, but skip the CTest suite (a second call on a machine that just ran it)
 #   --flux-bench: also FLUX.1-dev end to end at full size (tests/bench/bench_flux.sh: random
 #     weights made here, BF16 and DF11, beside diffusers; needs the diffusers wheel in .whl/)
 #   --sd3-bench: also SD3.5 Large end to end at full size, CFG 4.5 (tests/bench/bench_sd3.sh,
 #     the same way); --sd3-prepare: only make and compress its model in /tmp/df11-sd3 (a few
 #     minutes, once per machine), so that a later --sd3-bench call fits in the time limit
+#   --sd3-profile: make the SD3 model if needed, then 3 steps of it from BF16 and from DF11
+#     with DF11_PROFILE_OPS=1 (time per op and shape), the tables in $OUT/sd3_profile_*.txt
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
@@ -19,11 +21,13 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1
+bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1 sd3prof=0
 for a in "$@"; do
   case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;;
     --fixtures) fixtures=1 ;; --no-tests) tests=0 ;; --flux-bench) flux=1 ;; --sd3-bench) sd3=1 ;;
-    --sd3-prepare) [ $sd3 = 1 ] || sd3=prepare ;; esac
+    --sd3-prepare) [ $sd3 = 1 ] || sd3=prepare ;;
+    --sd3-profile) sd3prof=1; [ $sd3 = 1 ] || sd3=prepare ;;
+    *) echo "device-check: unknown option $a" >&2; exit 2 ;; esac
 done
 if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and the benches
   py=/tmp/df11-py
@@ -91,6 +95,15 @@ if [ $sd3 != 0 ]; then
   else
     bash tests/bench/bench_sd3.sh build-gpu /tmp/df11-sd3 "$OUTDIR/sd3" 2>&1 | tee "$OUTDIR/bench_sd3.txt" | tail -28
   fi
+fi
+if [ $sd3prof = 1 ] && [ -f /tmp/df11-sd3/df11/model_index.json ]; then
+  for w in bf16 df11; do
+    DF11_PROFILE_OPS=1 build-gpu/df11 generate -f -q -m /tmp/df11-sd3/$w -p "a cat" -s 1 --steps 3 \
+      --cfg-scale 4.5 -o "$OUTDIR/sd3_profile_$w.png" 2>"$OUTDIR/sd3_profile_$w.txt" >/dev/null ||
+      tail -5 "$OUTDIR/sd3_profile_$w.txt"
+    echo "== ops profile, SD3.5 Large-shaped, 1024^2, 3 steps, CFG batch 2, from $w"
+    awk "/ops profile/{n=1} n && n++ <= 45" "$OUTDIR/sd3_profile_$w.txt"
+  done
 fi
 if [ $ncu = 1 ]; then
   if command -v ncu >/dev/null; then

@@ -1,10 +1,12 @@
 /* sd3.c: the SD3.5 MMDiT as a straight sequence of ops, mirroring diffusers
  * transformer_sd3.py::SD3Transformer2DModel.forward and attention.py::JointTransformerBlock
  * (MODEL-SPEC §2). The image stream x [B, N, D] and the text stream c [B, T, D] live in their
- * own buffers (the modulation ops take contiguous [B, n, D]); only the keys and values are
- * joined, image first then text, in K, V [B, N + T, D]. The queries of each stream attend to
- * them in a call of their own: one query's output does not depend on the other queries, so
- * this is diffusers' one attention over the concatenation split back in two. */
+ * own buffers (the modulation ops take contiguous [B, n, D]); only the attention is joint:
+ * each stream's q, k, v projections (one GEMM where the weights lie back to back) write the
+ * rows of their tokens in qkv [B, N + T, 3D], image rows first, so the concatenation diffusers
+ * makes is never copied, and one attention over the joint sequence writes o [B, N + T, D],
+ * whose row ranges the streams' output projections read (batched GEMMs: a stream's rows of
+ * each batch are a slice of the longer sequence). */
 #include "unet_dit/sd3.h"
 
 #include <cjson/cJSON.h>
@@ -65,11 +67,12 @@ struct sd3_model {
     int64_t B, hp, wp, N, T, L;
     void *mem;
     size_t mem_bytes;
-    tensor x, xn, xn2, qx, kx, vx, ox, y; /* [B, N, D] image stream and its scratch */
+    tensor x, xn, xn2, y;                 /* [B, N, D] image stream and its scratch */
     tensor ffx;                           /* [B, N, mlp] */
-    tensor c, cn, qc, kc, vc, oc, yc;     /* [B, T, D] text stream and its scratch */
+    tensor c, cn, yc;                     /* [B, T, D] text stream and its scratch */
     tensor ffc;                           /* [B, T, mlp] */
-    tensor K, V;                          /* [B, L, D] keys and values, image rows first */
+    tensor qkv;                           /* [B, L, 3D] q, k, v of the joint sequence */
+    tensor o;                             /* [B, L, D] the attention's output */
     tensor patches;                       /* [B, D, hp, wp] the patch conv's output */
     tensor pos;                           /* [B, N, D] pos_embed cropped to the grid */
     tensor po;                            /* [B, N, p p out_ch] proj_out */
@@ -94,6 +97,23 @@ static void wv_qkv(wvisit *v, tensor *const *ws, tensor *const *bs, const char *
     wbind_fused(v, ws, bs, (int64_t[]){D, D, D}, 3, name, D);
 }
 
+/* k linears of [D, D] listed weights first, then biases, so that each lies right after the
+ * one before in the provider's block (256-byte aligned sizes) and project() takes them in one
+ * GEMM; the names' suffix ".weight" / ".bias" is added */
+static void wv_linears(wvisit *v, tensor *const *ws, tensor *const *bs, const char *const *names,
+                       int k) {
+    const int64_t D = CFG(v)->D;
+    char n[SD3_NAME_MAX];
+    for (int i = 0; i < k; i++) {
+        snprintf(n, sizeof n, "%s.weight", names[i]);
+        wbind_one(v, ws[i], n, 2, (int64_t[]){D, D});
+    }
+    for (int i = 0; i < k; i++) {
+        snprintf(n, sizeof n, "%s.bias", names[i]);
+        wbind_one(v, bs[i], n, 1, (int64_t[]){D});
+    }
+}
+
 /* block i in diffusers' names; the last block lacks to_add_out and ff_context, and its text
  * queries are never used (context_pre_only), so add_q_proj is not listed */
 static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
@@ -103,9 +123,8 @@ static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
     snprintf(v->prefix, sizeof v->prefix, "transformer_blocks.%d.", i);
     wbind_linear(v, &b->mod_w, &b->mod_b, "norm1.linear", (dual ? 9 : 6) * D, D);
     wbind_linear(v, &b->cmod_w, &b->cmod_b, "norm1_context.linear", (last ? 2 : 6) * D, D);
-    wbind_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
-    wbind_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
-    wbind_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
+    wv_linears(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w}, (tensor *[]){&b->q_b, &b->k_b, &b->v_b},
+               (const char *[]){"attn.to_q", "attn.to_k", "attn.to_v"}, 3);
     if (c->qk_norm) {
         wv_vec(v, &b->norm_q, "attn.norm_q.weight", hd);
         wv_vec(v, &b->norm_k, "attn.norm_k.weight", hd);
@@ -113,14 +132,18 @@ static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
         wv_vec(v, &b->cnorm_k, "attn.norm_added_k.weight", hd);
     }
     wbind_linear(v, &b->out_w, &b->out_b, "attn.to_out.0", D, D);
-    if (!last) wbind_linear(v, &b->cq_w, &b->cq_b, "attn.add_q_proj", D, D);
-    wbind_linear(v, &b->ck_w, &b->ck_b, "attn.add_k_proj", D, D);
-    wbind_linear(v, &b->cv_w, &b->cv_b, "attn.add_v_proj", D, D);
+    if (last)
+        wv_linears(v, (tensor *[]){&b->ck_w, &b->cv_w}, (tensor *[]){&b->ck_b, &b->cv_b},
+                   (const char *[]){"attn.add_k_proj", "attn.add_v_proj"}, 2);
+    else
+        wv_linears(v, (tensor *[]){&b->cq_w, &b->ck_w, &b->cv_w},
+                   (tensor *[]){&b->cq_b, &b->ck_b, &b->cv_b},
+                   (const char *[]){"attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"}, 3);
     if (!last) wbind_linear(v, &b->cout_w, &b->cout_b, "attn.to_add_out", D, D);
     if (dual) {
-        wbind_linear(v, &b->q2_w, &b->q2_b, "attn2.to_q", D, D);
-        wbind_linear(v, &b->k2_w, &b->k2_b, "attn2.to_k", D, D);
-        wbind_linear(v, &b->v2_w, &b->v2_b, "attn2.to_v", D, D);
+        wv_linears(v, (tensor *[]){&b->q2_w, &b->k2_w, &b->v2_w},
+                   (tensor *[]){&b->q2_b, &b->k2_b, &b->v2_b},
+                   (const char *[]){"attn2.to_q", "attn2.to_k", "attn2.to_v"}, 3);
         if (c->qk_norm) {
             wv_vec(v, &b->norm_q2, "attn2.norm_q.weight", hd);
             wv_vec(v, &b->norm_k2, "attn2.norm_k.weight", hd);
@@ -401,17 +424,17 @@ static void carve_all(sd3_model *m, op_carver *cv) {
     const sd3_config *c = &m->cfg;
     const int64_t B = m->B, N = m->N, T = m->T, D = c->D;
     const dtype a = m->act;
-    tensor *img[] = {&m->x, &m->xn, &m->qx, &m->kx, &m->vx, &m->ox, &m->y, &m->pos};
+    tensor *img[] = {&m->x, &m->xn, &m->y, &m->pos};
     for (size_t i = 0; i < sizeof img / sizeof img[0]; i++)
         *img[i] = carve(cv, a, B, N, D);
     m->xn2 = m->any_dual ? carve(cv, a, B, N, D) : m->xn;
     m->ffx = carve(cv, a, B, N, c->mlp);
-    tensor *txt[] = {&m->c, &m->cn, &m->qc, &m->kc, &m->vc, &m->oc, &m->yc};
+    tensor *txt[] = {&m->c, &m->cn, &m->yc};
     for (size_t i = 0; i < sizeof txt / sizeof txt[0]; i++)
         *txt[i] = carve(cv, a, B, T, D);
     m->ffc = carve(cv, a, B, T, c->mlp);
-    m->K = carve(cv, a, B, m->L, D);
-    m->V = carve(cv, a, B, m->L, D);
+    m->qkv = carve(cv, a, B, m->L, 3 * D);
+    m->o = carve(cv, a, B, m->L, D);
     m->patches = carve(cv, a, B, D, N);
     m->patches = tensor_reshape(m->patches, 4, (int64_t[]){B, D, m->hp, m->wp});
     m->po = carve(cv, a, B, N, c->patch * c->patch * c->out_ch);
@@ -485,24 +508,43 @@ static tensor heads(const sd3_model *m, tensor t) {
     return t;
 }
 
-/* diffusers RMSNorm on every head of contiguous t [B, n, D], in place: two roundings
- * (normalised, then times the weight), unlike FLUX's fused one; skipped without qk_norm */
-static void qk_norm(sd3_model *m, tensor t, tensor w) {
-    if (!w.data) return;
-    const int64_t rows = tensor_numel(&t) / m->cfg.head_dim;
-    const tensor r = tensor_reshape(t, 2, (int64_t[]){rows, m->cfg.head_dim});
-    op_rmsnorm2(m->ctx, r, r, w, SD3_EPS);
+/* rows [r0, r0 + n) of every batch of t [B, L, X] */
+static tensor seq(tensor t, int64_t r0, int64_t n) { return tensor_slice(t, 1, r0, n); }
+/* q (0), k (1) or v (2) of qkv rows [B, n, 3D], as heads [B, n, H, hd] */
+static tensor part(const sd3_model *m, tensor qkv, int i) {
+    return heads(m, tensor_slice(qkv, 2, i * m->cfg.D, m->cfg.D));
 }
 
-/* q, k, v = to_q/k/v(xn), then the q and k norms (Attention with qk_norm="rms_norm") */
-static void project_qkv(sd3_model *m, tensor q, tensor k, tensor v, tensor xn, const tensor *w) {
-    /* w: q_w, q_b, k_w, k_b, v_w, v_b, norm_q, norm_k */
-    op_ctx *c = m->ctx;
-    if (q.data) op_linear(c, q, xn, w[0], &w[1], OP_ACT_NONE);
-    op_linear(c, k, xn, w[2], &w[3], OP_ACT_NONE);
-    op_linear(c, v, xn, w[4], &w[5], OP_ACT_NONE);
-    if (q.data) qk_norm(m, q, w[6]);
-    qk_norm(m, k, w[7]);
+/* t[1..k) each start where the one before ends */
+static int adjacent(const tensor *t, int k) {
+    for (int i = 1; i < k; i++) {
+        const tensor *p = &t[i - 1];
+        const char *end = (const char *)p->data + dtype_nbytes(p->dt, (uint64_t)tensor_numel(p));
+        if (!tensor_is_contiguous(p) || t[i].dt != p->dt || (const char *)t[i].data != end)
+            return 0;
+    }
+    return 1;
+}
+
+/* out [B, n, k D] = the k projections of xn side by side (weights ws, biases bs): one GEMM
+ * where the weights and the biases lie back to back, as the blocks list them, else k */
+static void project(sd3_model *m, tensor out, tensor xn, const tensor *ws, const tensor *bs,
+                    int k) {
+    const int64_t D = m->cfg.D;
+    if (adjacent(ws, k) && adjacent(bs, k)) {
+        tensor w = ws[0], b = bs[0];
+        w.shape[0] = k * D, b.shape[0] = k * D;
+        op_linear(m->ctx, out, xn, w, &b, OP_ACT_NONE);
+        return;
+    }
+    for (int i = 0; i < k; i++)
+        op_linear(m->ctx, tensor_slice(out, 2, i * D, D), xn, ws[i], &bs[i], OP_ACT_NONE);
+}
+
+/* diffusers RMSNorm on every head of q (i 0) or k (1) of qkv rows, in place: two roundings
+ * (normalised, then times the weight), unlike FLUX's fused one; skipped without qk_norm */
+static void qk_norm(sd3_model *m, tensor qkv, int i, tensor w) {
+    if (w.data) op_rmsnorm2_heads(m->ctx, part(m, qkv, i), w, SD3_EPS);
 }
 
 static float attn_scale(const sd3_model *m) { return (float)(1.0 / sqrt((double)m->cfg.head_dim)); }
@@ -542,49 +584,56 @@ static void joint_block(sd3_model *m, const sd3_block_w *w, int last, int dual) 
         op_layernorm_modulate(c, m->cn, m->c, chunk(cmod, D, 0), chunk(cmod, D, 1), SD3_EPS);
     }
 
-    /* JointAttnProcessor2_0: keys and values joined image first, then text; no RoPE */
-    const tensor wx[8] = {w->q_w, w->q_b, w->k_w, w->k_b, w->v_w, w->v_b, w->norm_q, w->norm_k};
-    const tensor wc[8] = {w->cq_w, w->cq_b, w->ck_w,    w->ck_b,
-                          w->cv_w, w->cv_b, w->cnorm_q, w->cnorm_k};
-    project_qkv(m, m->qx, m->kx, m->vx, m->xn, wx);
-    project_qkv(m, last ? (tensor){0} : m->qc, m->kc, m->vc, m->cn, wc);
-    op_copy(c, tensor_slice(m->K, 1, 0, N), m->kx);
-    op_copy(c, tensor_slice(m->K, 1, N, T), m->kc);
-    op_copy(c, tensor_slice(m->V, 1, 0, N), m->vx);
-    op_copy(c, tensor_slice(m->V, 1, N, T), m->vc);
-    const tensor K = heads(m, m->K), V = heads(m, m->V);
-    op_attention(c, heads(m, m->ox), heads(m, m->qx), K, V, NULL, attn_scale(m), 0);
-    if (!last) op_attention(c, heads(m, m->oc), heads(m, m->qc), K, V, NULL, attn_scale(m), 0);
+    /* JointAttnProcessor2_0: q, k, v of the image rows then the text rows; no RoPE */
+    const tensor qx = seq(m->qkv, 0, N), qc = seq(m->qkv, N, T);
+    project(m, qx, m->xn, (tensor[]){w->q_w, w->k_w, w->v_w}, (tensor[]){w->q_b, w->k_b, w->v_b},
+            3);
+    if (last)
+        project(m, tensor_slice(qc, 2, D, 2 * D), m->cn, (tensor[]){w->ck_w, w->cv_w},
+                (tensor[]){w->ck_b, w->cv_b}, 2);
+    else
+        project(m, qc, m->cn, (tensor[]){w->cq_w, w->ck_w, w->cv_w},
+                (tensor[]){w->cq_b, w->ck_b, w->cv_b}, 3);
+    qk_norm(m, qx, 0, w->norm_q);
+    qk_norm(m, qx, 1, w->norm_k);
+    if (!last) qk_norm(m, qc, 0, w->cnorm_q);
+    qk_norm(m, qc, 1, w->cnorm_k);
+    /* the joint sequence's queries (the last block: the image's only) over all its keys */
+    const int64_t nq = last ? N : m->L;
+    op_attention(c, heads(m, seq(m->o, 0, nq)), part(m, seq(m->qkv, 0, nq), 0), part(m, m->qkv, 1),
+                 part(m, m->qkv, 2), NULL, attn_scale(m), 0);
 
     /* image: x += gate attn.to_out(O_img) */
-    op_linear(c, m->y, m->ox, w->out_w, &w->out_b, OP_ACT_NONE);
+    op_linear(c, m->y, seq(m->o, 0, N), w->out_w, &w->out_b, OP_ACT_NONE);
     op_gate_residual(c, m->x, chunk(mod, D, 2), m->y);
     if (dual) {
-        /* x += gate2 attn2(x̂₂): self-attention over the image tokens only (AttnProcessor2_0) */
-        const tensor w2[8] = {w->q2_w, w->q2_b, w->k2_w,    w->k2_b,
-                              w->v2_w, w->v2_b, w->norm_q2, w->norm_k2};
-        project_qkv(m, m->qx, m->kx, m->vx, m->xn2, w2);
-        op_attention(c, heads(m, m->ox), heads(m, m->qx), heads(m, m->kx), heads(m, m->vx), NULL,
-                     attn_scale(m), 0);
-        op_linear(c, m->y, m->ox, w->out2_w, &w->out2_b, OP_ACT_NONE);
+        /* x += gate2 attn2(x̂₂): self-attention over the image tokens only (AttnProcessor2_0),
+         * in the image rows of qkv and o (the text rows of o wait for to_add_out) */
+        project(m, qx, m->xn2, (tensor[]){w->q2_w, w->k2_w, w->v2_w},
+                (tensor[]){w->q2_b, w->k2_b, w->v2_b}, 3);
+        qk_norm(m, qx, 0, w->norm_q2);
+        qk_norm(m, qx, 1, w->norm_k2);
+        op_attention(c, heads(m, seq(m->o, 0, N)), part(m, qx, 0), part(m, qx, 1), part(m, qx, 2),
+                     NULL, attn_scale(m), 0);
+        op_linear(c, m->y, seq(m->o, 0, N), w->out2_w, &w->out2_b, OP_ACT_NONE);
         op_gate_residual(c, m->x, chunk(mod, D, 8), m->y);
     }
     mlp(m, m->x, m->xn, m->ffx, m->y, mod, w->ff1_w, w->ff1_b, w->ff2_w, w->ff2_b);
     if (last) return;
 
     /* text: c += cgate attn.to_add_out(O_txt), then its own gated MLP */
-    op_linear(c, m->yc, m->oc, w->cout_w, &w->cout_b, OP_ACT_NONE);
+    op_linear(c, m->yc, seq(m->o, N, T), w->cout_w, &w->cout_b, OP_ACT_NONE);
     op_gate_residual(c, m->c, chunk(cmod, D, 2), m->yc);
     mlp(m, m->c, m->cn, m->ffc, m->yc, cmod, w->cff1_w, w->cff1_b, w->cff2_w, w->cff2_b);
 }
 
 /* every activation of the plan, each [B, ...] */
-#define SD3_ACTS 31
+#define SD3_ACTS 24
 static void acts(sd3_model *m, tensor **l) {
-    tensor *a[SD3_ACTS] = {&m->x,  &m->xn,   &m->xn2, &m->qx,    &m->kx,  &m->vx,  &m->ox,  &m->y,
-                           &m->ffx, &m->c,   &m->cn,  &m->qc,    &m->kc,  &m->vc,  &m->oc,  &m->yc,
-                           &m->ffc, &m->K,   &m->V,   &m->patches, &m->pos, &m->po, &m->tproj,
-                           &m->temb, &m->s,  &m->tmp, &m->tmp2,  &m->mod, &m->cmod, NULL, NULL};
+    tensor *a[SD3_ACTS] = {&m->x,     &m->xn,  &m->xn2,  &m->y,     &m->ffx,   &m->c,
+                           &m->cn,    &m->yc,  &m->ffc,  &m->qkv,   &m->o,     &m->patches,
+                           &m->pos,   &m->po,  &m->tproj, &m->temb, &m->s,     &m->tmp,
+                           &m->tmp2,  &m->mod, &m->cmod, NULL,      NULL,      NULL};
     memcpy(l, a, sizeof a);
 }
 

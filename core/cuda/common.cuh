@@ -34,6 +34,7 @@ struct opcu_state {
     struct sdpa_cache *sdpa;
     struct conv_cache *conv;
     int attn_cudnn; /* unmasked attention through cuDNN where it can (DF11_ATTENTION != own) */
+    struct opcu_prof *prof; /* per-op times (profile.cu), with DF11_PROFILE_OPS; else NULL */
 };
 
 /* Aborts with file:line and the CUDA message. */

@@ -16,6 +16,8 @@ extern "C" {
 void gemm_cache_free(struct gemm_cache *g); /* gemm.cu */
 void sdpa_cache_free(struct sdpa_cache *c); /* attention_cudnn.cu */
 void conv_cache_free(struct conv_cache *c);  /* conv.cu */
+extern "C" struct opcu_prof *opcu_prof_create(void); /* profile.cu */
+extern "C" void opcu_prof_free(struct opcu_prof *p);
 
 void opcu_die(const char *file, int line, const char *what, const char *msg) {
     fprintf(stderr, "%s:%d: CUDA error in %s: %s\n", file, line, what, msg);
@@ -61,6 +63,7 @@ err opcu_create(struct opcu_state **out) {
         s->attn_cudnn = !(a && !strcmp(a, "own"));
     }
     s->stream = s->own;
+    s->prof = opcu_prof_create();
     if (cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
         e = err_set(ERR_CUDA, "cublasLtCreate failed");
         goto fail;
@@ -88,6 +91,7 @@ void opcu_free(struct opcu_state *s) {
     if (!s) return;
     if (s->own) cudaStreamSynchronize(s->own);
     if (s->stream && s->stream != s->own) cudaStreamSynchronize(s->stream);
+    opcu_prof_free(s->prof);
     gemm_cache_free(s->gemm);
     sdpa_cache_free(s->sdpa);
     conv_cache_free(s->conv);
@@ -107,6 +111,8 @@ void opcu_set_stream(struct opcu_state *s, struct CUstream_st *stream) {
 struct CUstream_st *opcu_stream(const struct opcu_state *s) {
     return s->stream;
 }
+
+int opcu_profiling(const struct opcu_state *s) { return s->prof != NULL; }
 
 err opcu_sync(struct opcu_state *s) {
     CUDA_TRY(cudaStreamSynchronize(s->stream), "waiting for the GPU");

@@ -1,7 +1,9 @@
 /* gemm: op_linear through cuBLASLt. out[M,N] = act(x[M,K] w[N,K]^T + bias) in row-major terms
  * is, column-major, D[N,M] = (W^T)^T X with W stored as K x N (ld K), X as K x M (ld = x's row
- * stride) and D with ld = out's row stride. Bias and GELU(tanh) run fused in cuBLASLt's epilogue; SiLU, quick-GELU and
- * erf-GELU have no epilogue there and run as a second pass over the BF16 output.
+ * stride) and D with ld = out's row stride. Bias and GELU(tanh) run fused in cuBLASLt's
+ * epilogue; SiLU, quick-GELU and erf-GELU have no epilogue there and run as a second pass over
+ * the BF16 output. A batch of matrices (x and out [B,n,.] whose rows do not collapse) is one
+ * strided-batched matmul, the weight and the bias shared (batch stride 0).
  *
  * Exactness (DESIGN.md): each shape gets one algorithm, cuBLASLt's first heuristic choice,
  * chosen once and kept in a cache. The heuristic is asked with fixed 16-byte alignment
@@ -18,6 +20,7 @@
 
 struct gemm_key {
     int64_t M, N, K, ldx, ldo;
+    int64_t nb, bsx, bso; /* a batch of nb: x and out advance bsx, bso elements, w stays */
     int bias;
     cublasLtEpilogue_t epi;
 };
@@ -72,6 +75,18 @@ static void describe(const gemm_key *k, gemm_entry *e) {
     LT_OK(cublasLtMatrixLayoutCreate(&e->lw, CUDA_R_16BF, (uint64_t)k->K, (uint64_t)k->N, k->K));
     LT_OK(cublasLtMatrixLayoutCreate(&e->lx, CUDA_R_16BF, (uint64_t)k->K, (uint64_t)k->M, k->ldx));
     LT_OK(cublasLtMatrixLayoutCreate(&e->ld, CUDA_R_16BF, (uint64_t)k->N, (uint64_t)k->M, k->ldo));
+    if (k->nb > 1) {
+        const int32_t nb = (int32_t)k->nb;
+        const int64_t strides[3] = {0, k->bsx, k->bso}; /* the weight is every batch's */
+        const cublasLtMatrixLayout_t ls[3] = {e->lw, e->lx, e->ld};
+        for (int i = 0; i < 3; i++) {
+            LT_OK(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &nb,
+                                                   sizeof nb));
+            LT_OK(cublasLtMatrixLayoutSetAttribute(
+                ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i], sizeof strides[i]));
+        }
+        /* the bias is every batch's too (CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE 0, its default) */
+    }
 }
 
 /* The cached plan for a shape, made on first use. */
@@ -115,6 +130,15 @@ static gemm_entry *plan_for(opcu_state *s, const gemm_key *k) {
 
 extern "C" void opcu_linear(op_ctx *c, tensor out, tensor x, tensor w, const tensor *bias,
                             op_act act) {
+    /* a batch of matrices (ops.c lets only 3-d x and out whose rows do not collapse here) */
+    int64_t nb = 1, bsx = 0, bso = 0;
+    if (x.ndim == 3 && (x.stride[0] != x.shape[1] * x.stride[1] ||
+                        out.stride[0] != out.shape[1] * out.stride[1]) &&
+        x.shape[0] > 1 && x.shape[1] > 1) {
+        nb = x.shape[0], bsx = x.stride[0], bso = out.stride[0];
+        x = tensor_slice(x, 0, 0, 1), out = tensor_slice(out, 0, 0, 1);
+        CHECK(bsx % 8 == 0 && bso % 8 == 0);
+    }
     int64_t ldx, ldo, M = tensor_rows(&x, &ldx);
     tensor_rows(&out, &ldo);
     const int64_t K = x.shape[x.ndim - 1], N = w.shape[0];
@@ -129,6 +153,7 @@ extern "C" void opcu_linear(op_ctx *c, tensor out, tensor x, tensor w, const ten
     gemm_key k;
     memset(&k, 0, sizeof k); /* the key is compared bytewise */
     k.M = M, k.N = N, k.K = K, k.ldx = ldx, k.ldo = ldo, k.bias = bias != NULL;
+    k.nb = nb, k.bsx = bsx, k.bso = bso;
     const int fused_gelu = act == OP_ACT_GELU_TANH;
     k.epi = bias ? (fused_gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
                  : (fused_gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
@@ -142,5 +167,8 @@ extern "C" void opcu_linear(op_ctx *c, tensor out, tensor x, tensor w, const ten
     const float one = 1.0f, zero = 0.0f;
     LT_OK(cublasLtMatmul(s->lt, e->op, &one, w.data, e->lw, x.data, e->lx, &zero, out.data, e->ld,
                          out.data, e->ld, &e->algo, s->ws, s->ws_bytes, s->stream));
-    if (act != OP_ACT_NONE && !fused_gelu) opcu_act_apply(c, out, out, act);
+    if (act != OP_ACT_NONE && !fused_gelu) {
+        CHECK(nb == 1);
+        opcu_act_apply(c, out, out, act);
+    }
 }

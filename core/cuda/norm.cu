@@ -207,14 +207,17 @@ static __global__ void rmsnorm_rows_kernel(bf16 *out, int64_t os, const bf16 *x,
     }
 }
 
-/* FLUX's q/k RMSNorm then RoPE in one pass (op_rmsnorm_rope): a group of G = D/8 lanes takes
- * one (batch, token, head) row of x [B,L,H,D], 8 values a lane. The norm is the rows kernel's
- * with G lanes and one group of 8 (same sum order, same rounding), the rotation rope_kernel's
- * on the rounded values, so the result is the two ops' bit for bit, with one pass over x. */
-template <int G>
-static __global__ void rmsnorm_rope_kernel(bf16 *x, int64_t s0, int64_t s1, int64_t s2,
-                                           const bf16 *w, const float *cs, const float *sn,
-                                           int64_t L, int64_t H, int64_t rows, float eps) {
+/* The RMSNorm of every (batch, token, head) row of x [B,L,H,D] in place, rows strided: a group
+ * of G = D/8 lanes takes a row, 8 values a lane; the sum is the rows kernel's with G lanes and
+ * one group of 8 (same order). ROPE: FLUX's q/k norm (one rounding) then RoPE in one pass
+ * (op_rmsnorm_rope), the rotation rope_kernel's on the rounded values, so the result is the
+ * two ops' bit for bit with one pass over x. Without: the norm alone, rounded twice if twice
+ * (op_rmsnorm2_heads, SD3's q/k norms). */
+template <int G, bool ROPE>
+static __global__ void rmsnorm_heads_kernel(bf16 *x, int64_t s0, int64_t s1, int64_t s2,
+                                            const bf16 *w, const float *cs, const float *sn,
+                                            int64_t L, int64_t H, int64_t rows, float eps,
+                                            int twice) {
     const int l = threadIdx.x % G, D = 8 * G, i = 8 * l;
     const int64_t r = (int64_t)blockIdx.x * (RMS_THREADS / G) + threadIdx.x / G;
     const int64_t h = r % H, tok = r / H % L, b = r / H / L;
@@ -224,10 +227,12 @@ static __global__ void rmsnorm_rope_kernel(bf16 *x, int64_t s0, int64_t s1, int6
     *(uint4 *)wr = *(const uint4 *)(w + i);
     if (r < rows) {
         ldv<8>(p, v);
-        const float4 *c4 = (const float4 *)(cs + tok * D + i),
-                     *s4 = (const float4 *)(sn + tok * D + i);
-        *(float4 *)c = c4[0], *(float4 *)(c + 4) = c4[1];
-        *(float4 *)sv = s4[0], *(float4 *)(sv + 4) = s4[1];
+        if constexpr (ROPE) {
+            const float4 *c4 = (const float4 *)(cs + tok * D + i),
+                         *s4 = (const float4 *)(sn + tok * D + i);
+            *(float4 *)c = c4[0], *(float4 *)(c + 4) = c4[1];
+            *(float4 *)sv = s4[0], *(float4 *)(sv + 4) = s4[1];
+        }
     } else {
 #pragma unroll
         for (int k = 0; k < 8; k++)
@@ -243,15 +248,23 @@ static __global__ void rmsnorm_rope_kernel(bf16 *x, int64_t s0, int64_t s1, int6
     if (r >= rows) return;
     const float rs = rsqrtf(ss / (float)D + eps);
     float y[8];
+    if constexpr (ROPE) {
 #pragma unroll
-    for (int k = 0; k < 8; k++)
-        y[k] = rbf(v[k] * rs * bf2f(wr[k]));
+        for (int k = 0; k < 8; k++)
+            y[k] = rbf(v[k] * rs * bf2f(wr[k]));
 #pragma unroll
-    for (int k = 0; k < 8; k += 2) {
-        const float a = y[k], bb = y[k + 1];
-        /* torch's x cos + rotate(x) sin: each product rounded, then the sum (no FMA) */
-        y[k] = __fsub_rn(__fmul_rn(a, c[k]), __fmul_rn(bb, sv[k]));
-        y[k + 1] = __fadd_rn(__fmul_rn(bb, c[k]), __fmul_rn(a, sv[k]));
+        for (int k = 0; k < 8; k += 2) {
+            const float a = y[k], bb = y[k + 1];
+            /* torch's x cos + rotate(x) sin: each product rounded, then the sum (no FMA) */
+            y[k] = __fsub_rn(__fmul_rn(a, c[k]), __fmul_rn(bb, sv[k]));
+            y[k + 1] = __fadd_rn(__fmul_rn(bb, c[k]), __fmul_rn(a, sv[k]));
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const float n = v[k] * rs;
+            y[k] = (twice ? rbf(n) : n) * bf2f(wr[k]);
+        }
     }
     stv<8>(p, y);
 }
@@ -521,28 +534,45 @@ static void rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps, int tw
 }
 
 /* One pass where the shape allows (D 64 or 128, 16-byte aligned rows), else the two ops. */
-void opcu_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin) {
+/* rmsnorm_heads_kernel over x [B,L,H,D] where D is 64 or 128 and every row is 16-byte
+ * aligned; 0 (nothing launched) otherwise */
+static int rmsnorm_heads(op_ctx *c, tensor x, tensor w, float eps, const tensor *cos,
+                         const tensor *sin, int twice) {
     const int64_t B = x.shape[0], L = x.shape[1], H = x.shape[2], D = x.shape[3];
     const int64_t rows = B * L * H;
     const int vec = (D == 64 || D == 128) && opcu_al16(x.data) && opcu_al16(w.data) &&
                     x.stride[0] % 8 == 0 && x.stride[1] % 8 == 0 && x.stride[2] % 8 == 0 &&
-                    opcu_al16(cos.data) && opcu_al16(sin.data);
-    if (rows == 0) return;
-    if (!vec) {
-        ops_rmsnorm_heads(c, x, w, eps, opcu_rmsnorm);
-        opcu_rope(c, x, cos, sin);
-        return;
-    }
+                    (!cos || (opcu_al16(cos->data) && opcu_al16(sin->data)));
+    if (!vec) return 0;
+    if (rows == 0) return 1;
     const int G = (int)D / 8;
     const unsigned blocks = (unsigned)((rows + RMS_THREADS / G - 1) / (RMS_THREADS / G));
-    const float *cp = (const float *)cos.data, *sp = (const float *)sin.data;
-    if (G == 16)
-        rmsnorm_rope_kernel<16><<<blocks, RMS_THREADS, 0, opcu_st(c)>>>(
-            mbf(x), x.stride[0], x.stride[1], x.stride[2], cbf(w), cp, sp, L, H, rows, eps);
-    else
-        rmsnorm_rope_kernel<8><<<blocks, RMS_THREADS, 0, opcu_st(c)>>>(
-            mbf(x), x.stride[0], x.stride[1], x.stride[2], cbf(w), cp, sp, L, H, rows, eps);
+    const float *cp = cos ? (const float *)cos->data : NULL;
+    const float *sp = sin ? (const float *)sin->data : NULL;
+#define RMS_HEADS(GG, R)                                                                           \
+    rmsnorm_heads_kernel<GG, R><<<blocks, RMS_THREADS, 0, opcu_st(c)>>>(                           \
+        mbf(x), x.stride[0], x.stride[1], x.stride[2], cbf(w), cp, sp, L, H, rows, eps, twice)
+    if (cos) {
+        if (G == 16) RMS_HEADS(16, true);
+        else RMS_HEADS(8, true);
+    } else {
+        if (G == 16) RMS_HEADS(16, false);
+        else RMS_HEADS(8, false);
+    }
+#undef RMS_HEADS
     CU_LAUNCHED(c);
+    return 1;
+}
+
+void opcu_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin) {
+    if (rmsnorm_heads(c, x, w, eps, &cos, &sin, 0)) return;
+    ops_rmsnorm_heads(c, x, w, eps, opcu_rmsnorm);
+    opcu_rope(c, x, cos, sin);
+}
+
+void opcu_rmsnorm2_heads(op_ctx *c, tensor x, tensor w, float eps) {
+    if (rmsnorm_heads(c, x, w, eps, NULL, NULL, 1)) return;
+    ops_rmsnorm_heads(c, x, w, eps, opcu_rmsnorm2);
 }
 
 void opcu_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps) {

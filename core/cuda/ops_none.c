@@ -14,6 +14,11 @@ struct CUstream_st *opcu_stream(const struct opcu_state *s) {
     return NULL;
 }
 err opcu_sync(struct opcu_state *s) { return ERR_OK; }
+int opcu_profiling(const struct opcu_state *s) { return 0; }
+void opcu_prof_begin(op_ctx *c) { CHECK(!"opcu_prof_begin: no CUDA op context can exist"); }
+void opcu_prof_end(op_ctx *c, const char *name, double flops) {
+    CHECK(!"opcu_prof_end: no CUDA op context can exist");
+}
 
 #define OPS_UNREACHABLE(name, args)                                                                \
     void opcu_##name args { CHECK(!"opcu_" #name ": no CUDA op context can exist"); }
