@@ -233,7 +233,10 @@ static err run_vae(pipeline_state *r) {
     cJSON *cfg = NULL;
     if (!e) e = wt_config(s, &cfg);
     /* a single file has no config: the family's scaling (the loader's default is FLUX's) */
-    if (!e && !cfg && r->info.family == PIPELINE_SD3) vae_set_scaling(m, 1.5305f, 0.0609f);
+    if (!e && !cfg && r->info.family == PIPELINE_SD3) {
+        vae_set_scaling(m, 1.5305f, 0.0609f);
+        LOG_INFO("vae: no config.json: SD3's latent scaling 1.5305 and shift 0.0609");
+    }
     cJSON_Delete(cfg);
     if (!e && vae_get_config(m)->latent_channels != 16)
         e = err_set(ERR_FORMAT, "%s: the VAE has %d latent channels; %s takes 16", r->pt.vae,

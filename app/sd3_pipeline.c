@@ -21,11 +21,11 @@
 
 /* The conditioning of the B prompts (row 0 the negative under CFG). */
 typedef struct sd3_text {
-    int B;             /* 2 with CFG, else 1 */
-    int T;             /* T5 tokens (77 zero rows without T5, as diffusers) */
-    int64_t joint;     /* the transformer's joint_attention_dim (T5's width) */
-    int64_t pooled_w;  /* filled so far: the pooled vector's width */
-    int64_t clip_w;    /* filled so far: the CLIP features' width */
+    int B;            /* 2 with CFG, else 1 */
+    int T;            /* T5 tokens (77 zero rows without T5, as diffusers) */
+    int64_t joint;    /* the transformer's joint_attention_dim (T5's width) */
+    int64_t pooled_w; /* filled so far: the pooled vector's width */
+    int64_t clip_w;   /* filled so far: the CLIP features' width */
     int32_t lids[2][CLIP_LEN], gids[2][CLIP_LEN], *tids[2];
     pipeline_buf embeds; /* [B, 77 + T, joint] */
     pipeline_buf pooled; /* [B, pooled_dim] */
@@ -37,9 +37,9 @@ static const char *const probe_clip_l[] = {
     "text_encoders.clip_l.transformer.text_model.embeddings.token_embedding.weight", NULL};
 static const char *const probe_clip_g[] = {
     "text_encoders.clip_g.transformer.text_model.embeddings.token_embedding.weight", NULL};
-static const char *const probe_t5[] = {"text_encoders.t5xxl.transformer.shared.weight",
-                                       "text_encoders.t5xxl.transformer.encoder.embed_tokens.weight",
-                                       NULL};
+static const char *const probe_t5[] = {
+    "text_encoders.t5xxl.transformer.shared.weight",
+    "text_encoders.t5xxl.transformer.encoder.embed_tokens.weight", NULL};
 static const char *const probe_none[] = {NULL};
 
 static int contains_ci(const char *s, const char *w) {
@@ -103,10 +103,10 @@ err sd3_pipeline_resolve(pipeline_state *r, const pipeline_paths *p) {
             "no CLIP tokenizer: %s --clip-tokenizer DIR (vocab.json + merges.txt, or "
             "tokenizer.json)",
             hint);
-    FAIL_IF(!pt->gtok, ERR_ARG,
-            "no CLIP-G tokenizer: %s --clip-g-tokenizer DIR (SD3's tokenizer_2, which pads with "
-            "\"!\")",
-            hint);
+    if (!pt->gtok && pt->ctok)
+        LOG_INFO("CLIP-G tokenizer: CLIP-L's (%s) padding with \"!\", as SD3's tokenizer_2 "
+                 "does (--clip-g-tokenizer DIR to give one)",
+                 pt->ctok);
     FAIL_IF(pt->t5 && !pt->ttok, ERR_ARG,
             "no T5 tokenizer: %s --t5-tokenizer DIR (tokenizer.json or spiece.model)", hint);
     if (!pt->t5)
@@ -133,7 +133,8 @@ err sd3_pipeline_resolve(pipeline_state *r, const pipeline_paths *p) {
         static const int dflt[] = {7, 8, 9};
         in->slg_scale = j->slg_scale;
         in->n_skip = j->n_skip ? j->n_skip : 3;
-        memcpy(in->skip_layers, j->n_skip ? j->skip_layers : dflt, sizeof(int) * (size_t)in->n_skip);
+        memcpy(in->skip_layers, j->n_skip ? j->skip_layers : dflt,
+               sizeof(int) * (size_t)in->n_skip);
         in->slg_start = j->slg_start, in->slg_end = j->slg_end;
     }
     sampler_config_sd3(&r->sc);
@@ -149,7 +150,8 @@ static err tokenize(pipeline_state *r, sd3_text *tx) {
     t5_tok *tt = NULL;
     int n[3] = {0};
     err e = clip_tok_load(r->pt.ctok, &lt);
-    if (!e) e = clip_tok_load(r->pt.gtok, &gt);
+    if (!e)
+        e = r->pt.gtok ? clip_tok_load(r->pt.gtok, &gt) : clip_tok_load_pad(r->pt.ctok, "!", &gt);
     if (!e && r->pt.t5) e = t5_tok_load(r->pt.ttok, &tt);
     for (int b = 0; !e && b < tx->B; b++) {
         e = clip_tok_encode(lt, pr[b], CLIP_LEN, tx->lids[b], &n[0]);
@@ -181,12 +183,11 @@ static err encode_clip(pipeline_state *r, sd3_text *tx, int g) {
     pipeline_buf pool = {0}, pen = {0};
     err e = wt_open(path, &s);
     if (!e)
-        e = path == r->pt.single
-                ? clip_load_prefix(s, r->ctx,
-                                   g ? "text_encoders.clip_g.transformer."
-                                     : "text_encoders.clip_l.transformer.",
-                                   &m)
-                : clip_load(s, r->ctx, &m);
+        e = path == r->pt.single ? clip_load_prefix(s, r->ctx,
+                                                    g ? "text_encoders.clip_g.transformer."
+                                                      : "text_encoders.clip_l.transformer.",
+                                                    &m)
+                                 : clip_load(s, r->ctx, &m);
     const int64_t D = e ? 0 : clip_hidden_size(m), P = e ? 0 : clip_projection_size(m);
     if (!e && !P)
         e = err_set(ERR_FORMAT,
@@ -243,8 +244,7 @@ static err encode_t5(pipeline_state *r, sd3_text *tx) {
     if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, tx->T, tx->joint}, &h);
     for (int b = 0; !e && b < tx->B; b++) {
         t5_encode(m, tx->tids[b], tx->T, h.t);
-        op_copy(r->ctx, tensor_slice(tensor_slice(tx->embeds.t, 0, b, 1), 1, CLIP_LEN, tx->T),
-                h.t);
+        op_copy(r->ctx, tensor_slice(tensor_slice(tx->embeds.t, 0, b, 1), 1, CLIP_LEN, tx->T), h.t);
     }
     if (!e) e = op_ctx_sync(r->ctx);
     if (!e) {
@@ -361,8 +361,8 @@ static err run_transformer(pipeline_state *r, sd3_text *tx) {
  * read from its tensors before any encoder runs, so each encoder is checked as it loads. */
 static err dit_widths(const pipeline_state *r, int64_t *joint, int64_t *pooled) {
     const df11_tensor *ce = dit_tensor(r, "context_embedder.weight", "context_embedder.weight");
-    const df11_tensor *te = dit_tensor(r, "time_text_embed.text_embedder.linear_1.weight",
-                                       "y_embedder.mlp.0.weight");
+    const df11_tensor *te =
+        dit_tensor(r, "time_text_embed.text_embedder.linear_1.weight", "y_embedder.mlp.0.weight");
     FAIL_IF(!ce || !te || ce->ndim != 2 || te->ndim != 2, ERR_FORMAT,
             "%s: no 2-D context_embedder.weight and time_text_embed.text_embedder.linear_1.weight "
             "(or y_embedder.mlp.0.weight)",

@@ -12,7 +12,10 @@
  * With --gpu (BF16 activations, noise drawn in float32 so the start matches the reference):
  *   the 8-bit image at PSNR >= 35 dB against diffusers' fp32 image (the issue's bound).
  * Both: the DF11-compressed pipeline folder renders the same RGB bytes as the BF16 one, and
- * the same job twice gives the same bytes.
+ * the same job twice gives the same bytes. SD3.5 Large-like also as one file, as
+ * sd3.5_large.safetensors holds it (Stability's transformer names under
+ * "model.diffusion_model.", the VAE and the three text encoders beside it; the tokenizers by
+ * path): the same latents and pixels as the folder.
  * usage: test_pipeline --cpu|--gpu FIXTURES_DIR */
 #include <math.h>
 #include <stdarg.h>
@@ -28,6 +31,7 @@
 #include "core/safetensors.h"
 #include "df11/tree.h"
 #include "tests/testutil.h"
+#include "tests/testutil_sd3.h"
 
 static int fails;
 
@@ -236,6 +240,84 @@ static void check_variant(const char *fixtures, const run_case *rc, int gpu, st_
     if (system(cmd)) printf("note: could not remove %s\n", tmp);
 }
 
+/* dir (a diffusers SD3 folder) as one file at out, laid out as Stability's single files */
+static err write_sd3_single(const char *dir, const char *out) {
+    char sub[4200];
+    snprintf(sub, sizeof sub, "%s/transformer", dir);
+    op_ctx *cpu = NULL;
+    wt_source *src = NULL;
+    sd3_model *m = NULL;
+    TRY(op_ctx_create(TENSOR_CPU, &cpu));
+    err e = wt_open(sub, &src);
+    if (!e) e = sd3_load(src, cpu, NULL, &m);
+    const sd3_config c = m ? *sd3_get_config(m) : (sd3_config){0};
+    sd3_free(m);
+    wt_close(src);
+    op_ctx_free(cpu);
+    TRY(e);
+    tu_renamer o;
+    TRY(tu_renamer_open(&o, sub, "model.diffusion_model."));
+    tu_sd3_rename_original(&o, &c);
+    static const char *const parts[][2] = {{"vae", "first_stage_model."},
+                                           {"text_encoder", "text_encoders.clip_l.transformer."},
+                                           {"text_encoder_2", "text_encoders.clip_g.transformer."},
+                                           {"text_encoder_3", "text_encoders.t5xxl.transformer."}};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && !o.e; i++) {
+        snprintf(sub, sizeof sub, "%s/%s", dir, parts[i][0]);
+        o.e = tu_renamer_source(&o, sub, parts[i][1]);
+        tu_rename_all(&o);
+    }
+    return tu_renamer_finish(&o, out);
+}
+
+static void check_sd3_single(const char *fixtures, const run_case *rc, int gpu, st_file *ref) {
+    char dir[4096], tmp[] = "/tmp/df11_single_XXXXXX", file[4200], tok[3][4200];
+    snprintf(dir, sizeof dir, "%s/%s", fixtures, rc->dir);
+    if (!mkdtemp(tmp)) return;
+    snprintf(file, sizeof file, "%s/sd3.5_large.safetensors", tmp);
+    err e = write_sd3_single(dir, file);
+    expect(!e, "single file: written (%s)", e ? err_msg() : "");
+    pipeline_job j;
+    job_for(rc, ref, gpu, &j);
+    static const char *const toks[3] = {"tokenizer", "tokenizer_2", "tokenizer_3"};
+    for (int i = 0; i < 3; i++)
+        snprintf(tok[i], sizeof tok[i], "%s/%s", dir, toks[i]);
+    pipeline_paths p = {.model_dir = file, .clip_tokenizer = tok[0], .t5_tokenizer = tok[2]};
+    capture a = {0}, b = {0};
+    pipeline_callbacks cb = {&b, NULL, NULL, on_latents, on_decoded, on_image};
+    /* no CLIP-G tokenizer given: CLIP-L's padding with "!" (SD3's tokenizer_2 is just that) */
+    e = e ? e : render(dir, &j, &a);
+    err eb = e ? e : pipeline_run(&p, &j, &cb);
+    expect(!e && !eb, "single file %s: render (%s)", gpu ? "gpu" : "cpu", e || eb ? err_msg() : "");
+    if (!e && !eb) {
+        const int64_t nl = 16 * a.lh * a.lw, npx = 3 * a.h * a.w;
+        const int shape = b.lat && b.lh == a.lh && b.lw == a.lw && b.rgb && b.h == a.h;
+        expect(shape && !memcmp(a.lat, b.lat, sizeof *a.lat * (size_t)nl),
+               "single file %s, CLIP-L's tokenizer padding with \"!\" for CLIP-G: the same "
+               "latents as the diffusers folder (relative L2 %.3g)",
+               gpu ? "gpu" : "cpu", shape ? rel_l2(b.lat, a.lat, nl) : -1.0);
+        /* the file's VAE has no config: norm_num_groups is 32 as in every real SD3/FLUX VAE,
+           but the tiny one has 8; with the folder's VAE by path, the same pixels */
+        capture c = {0};
+        char vae[4200];
+        snprintf(vae, sizeof vae, "%s/vae", dir);
+        p.vae = vae;
+        p.clip_g_tokenizer = tok[1];
+        cb.ctx = &c;
+        eb = pipeline_run(&p, &j, &cb);
+        expect(!eb && c.rgb && c.h == a.h && !memcmp(a.lat, c.lat, sizeof *a.lat * (size_t)nl) &&
+                   !memcmp(a.rgb, c.rgb, (size_t)npx),
+               "single file %s with --clip-g-tokenizer and --vae: the same latents and pixels "
+               "as the diffusers folder (%s)",
+               gpu ? "gpu" : "cpu", eb ? err_msg() : "");
+        capture_free(&c);
+    }
+    capture_free(&a), capture_free(&b);
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd)) printf("note: could not remove %s\n", tmp);
+}
+
 /* Writes src (a single safetensors file of BF16 tensors) as dst with every BF16 tensor in dt
  * (F32 or F16), the way users meet fp32/fp16 checkpoints. */
 static err convert_file(const char *src, const char *dst, dtype dt) {
@@ -379,6 +461,7 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         check_variant(argv[2], &cases[i], gpu, ref[!cases[i].flux]);
+    check_sd3_single(argv[2], &cases[2], gpu, ref[1]);
     check_dtypes(argv[2], gpu);
     st_close(ref[0]);
     st_close(ref[1]);

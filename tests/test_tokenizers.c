@@ -17,7 +17,7 @@
 
 int t5_tokenizer_tests(const char *fixtures_dir);
 
-#define N_FORMS 5
+#define N_FORMS 6
 
 static double now_ms(void) {
     struct timespec ts;
@@ -233,7 +233,8 @@ int main(int argc, char **argv) {
     check_unicode(cJSON_GetObjectItem(ref, "unicode"));
 
     /* the forms: clip/ (tokenizer.json), clip/tokenizer.json, clip/'s vocab.json + merges.txt,
-     * clip_g/ (vocab.json + merges.txt), clip/tokenizer.json with clip_g's configs */
+     * clip_g/ (vocab.json + merges.txt), clip/tokenizer.json with clip_g's configs, and clip/
+     * made to pad with "!" (clip_tok_load_pad: SD3's CLIP-G tokenizer from CLIP-L's files) */
     char f_tj[4200], f_vocab[4200], f_merges[4200], f_cfg[2][4200], f_map[2][4200];
     snprintf(f_tj, sizeof f_tj, "%s/tokenizer.json", dl);
     snprintf(f_vocab, sizeof f_vocab, "%s/vocab.json", dl);
@@ -251,17 +252,20 @@ int main(int argc, char **argv) {
     struct {
         const char *name, *path, *key;
         int32_t pad;
+        const char *pad_token; /* clip_tok_load_pad's, or NULL */
     } forms[N_FORMS] = {
-        {"clip/", dl, "clip", 49407},
-        {"clip/tokenizer.json", f_tj, "clip", 49407},
-        {"clip vocab.json+merges.txt", tmp_l, "clip", 49407},
-        {"clip_g/", dg, "clip_g", 0},
-        {"clip/tokenizer.json + clip_g configs", tmp_g, "clip_g", 0},
+        {"clip/", dl, "clip", 49407, NULL},
+        {"clip/tokenizer.json", f_tj, "clip", 49407, NULL},
+        {"clip vocab.json+merges.txt", tmp_l, "clip", 49407, NULL},
+        {"clip_g/", dg, "clip_g", 0, NULL},
+        {"clip/tokenizer.json + clip_g configs", tmp_g, "clip_g", 0, NULL},
+        {"clip/ padding with \"!\"", dl, "clip_g", 0, "!"},
     };
     for (int f = 0; f < N_FORMS; f++) {
         clip_tok *t = NULL;
         double t0 = now_ms();
-        err e = clip_tok_load(forms[f].path, &t);
+        err e = forms[f].pad_token ? clip_tok_load_pad(forms[f].path, forms[f].pad_token, &t)
+                                   : clip_tok_load(forms[f].path, &t);
         double ms = now_ms() - t0;
         EXPECT(e == ERR_OK, "%s: %s", forms[f].name, err_msg());
         if (e) continue;

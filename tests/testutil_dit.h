@@ -118,9 +118,11 @@ static inline void tu_expect_repeat(const char *label, const tu_result *a, const
            tu_same_bits(a, b) && tu_same_bits(a, base) ? "identical" : "DIFFERENT");
 }
 
-/* A checkpoint written under other names from a diffusers one (src). */
+/* A checkpoint written under other names from diffusers ones (src: the one read now; every
+ * source stays open until the file is written, which reads their mappings). */
 typedef struct tu_renamer {
-    wt_source *src;
+    wt_source *src, *srcs[8];
+    int n_srcs;
     st_writer *w;
     const char *prefix; /* before every name written */
     void *bufs[512];    /* st_writer borrows the data until st_writer_finish */
@@ -181,12 +183,28 @@ static inline void tu_rename_one(tu_renamer *r, const char *out, const char *src
     r->used++;
 }
 
+/* Reads from the diffusers checkpoint dir next, writing names after prefix. */
+static inline err tu_renamer_source(tu_renamer *r, const char *dir, const char *prefix) {
+    CHECK(r->n_srcs < 8);
+    r->prefix = prefix;
+    TRY(wt_open(dir, &r->src));
+    r->srcs[r->n_srcs++] = r->src;
+    return ERR_OK;
+}
+
 /* Opens the diffusers source dir for renaming. */
 static inline err tu_renamer_open(tu_renamer *r, const char *dir, const char *prefix) {
     memset(r, 0, sizeof *r);
-    r->prefix = prefix;
-    TRY(wt_open(dir, &r->src));
-    return st_writer_create(&r->w);
+    TRY(st_writer_create(&r->w));
+    const err e = tu_renamer_source(r, dir, prefix);
+    if (e) st_writer_free(r->w);
+    return e;
+}
+
+/* every tensor of the source under its own name (after the prefix) */
+static inline void tu_rename_all(tu_renamer *r) {
+    for (int i = 0; i < wt_count(r->src) && !r->e; i++)
+        tu_rename_one(r, wt_at(r->src, i)->name, wt_at(r->src, i)->name);
 }
 
 /* Writes the file (unless an error came first) and frees everything; the first error. */
@@ -195,7 +213,8 @@ static inline err tu_renamer_finish(tu_renamer *r, const char *out) {
     st_writer_free(r->w);
     for (int i = 0; i < r->n_bufs; i++)
         free(r->bufs[i]);
-    wt_close(r->src);
+    for (int i = 0; i < r->n_srcs; i++)
+        wt_close(r->srcs[i]);
     return r->e;
 }
 

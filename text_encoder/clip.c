@@ -253,9 +253,13 @@ static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     }
     /* the defaults: CLIP-L (768: 12 heads, quick_gelu), OpenCLIP ViT-H and bigG (1024, 1280:
        16 and 20 heads, gelu; open_clip's TextTransformer uses nn.GELU unless the model config
-       asks for QuickGELU, which the OpenAI weights at 512 and 768 do) */
+       asks for QuickGELU, which the OpenAI weights at 512 and 768 do). Where an SD3.5 single
+       file names the model ("text_encoders.clip_g.transformer." / "clip_l.transformer."), the
+       name decides. */
     c->heads = c->dim % CLIP_HEAD_DIM == 0 ? c->dim / CLIP_HEAD_DIM : 1;
     c->act = c->dim == 1280 || c->dim == 1024 ? OP_ACT_GELU_ERF : OP_ACT_QUICK_GELU;
+    if (strstr(m->outer, "clip_g.transformer.")) c->act = OP_ACT_GELU_ERF;
+    if (strstr(m->outer, "clip_l.transformer.")) c->act = OP_ACT_QUICK_GELU;
     c->eps = 1e-5f;
     c->eos = CLIP_EOS_ID;
     TRY(wt_config_apply(src, apply_json, c));

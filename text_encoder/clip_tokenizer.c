@@ -474,6 +474,21 @@ err clip_tok_load(const char *path, clip_tok **out) {
     return ERR_OK;
 }
 
+err clip_tok_load_pad(const char *path, const char *pad, clip_tok **out) {
+    TRY(clip_tok_load(path, out));
+    int32_t id = -1;
+    err e = special_put(*out, pad, NULL, NULL, &id);
+    if (!e && id < 0)
+        e = err_set(ERR_FORMAT, "%s: the pad token \"%.40s\" is not in the vocab", path, pad);
+    if (e) {
+        clip_tok_free(*out);
+        *out = NULL;
+        return err_wrap(e, "CLIP tokenizer");
+    }
+    (*out)->pad_id = id;
+    return ERR_OK;
+}
+
 void clip_tok_free(clip_tok *t) {
     if (!t) return;
     free(t->vocab);

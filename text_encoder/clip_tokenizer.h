@@ -15,6 +15,9 @@ typedef struct clip_tok clip_tok;
  * merges.txt, each with special_tokens_map.json / tokenizer_config.json for the special and
  * added tokens (the pad token), or from a tokenizer.json path (those files looked for beside). */
 err clip_tok_load(const char *path, clip_tok **out);
+/* The same, then pad made the padding token as a special_tokens_map.json "pad_token": pad
+ * would make it (a plain special token): SD3's tokenizer_2 is CLIP-L's files with pad "!". */
+err clip_tok_load_pad(const char *path, const char *pad, clip_tok **out);
 void clip_tok_free(clip_tok *t); /* accepts NULL */
 
 /* ids[max_len] = <|startoftext|>, the first max_len-2 content ids, <|endoftext|>, then pad ids.
