@@ -26,6 +26,7 @@ static const char usage[] =
     "  decompress IN OUT  rebuild the original files from DF11, byte for byte\n"
     "  verify PATH        check every checksum and decode every tensor of a DF11 checkpoint\n"
     "  inspect PATH       sizes, ratio and bits per weight, per tensor and in total\n"
+    "  info FILE.png      the parameters a PNG was generated with (text, or --json)\n"
     "  help [COMMAND]     this text, or a command's options\n"
     "\n"
     "options for every command:\n"
@@ -45,6 +46,14 @@ static const char *help_for(const char *cmd) {
                "  -j, --threads N     encoder threads (default: all cores)\n"
                "      --table-log N   tANS table size 2^N, 5..12 (default 12)\n"
                "      --steps N       steps per segment, 1..65536 (default 512: 64 Ki weights)\n";
+    if (!strcmp(cmd, "info"))
+        return "usage: df11 info [--json] FILE.png...\n"
+               "Prints the parameters a PNG carries: the A1111-style \"parameters\" text (df11\n"
+               "generate, A1111, Forge and others write it), df11's JSON and every other text\n"
+               "chunk, with the image's size.\n"
+               "      --json   one JSON object a file (JSON Lines for several): file, width,\n"
+               "               height, parameters, df11 (the parsed JSON), texts (the others)\n"
+               "Exit status 1 when a file cannot be read or carries no parameters.\n";
     if (!strcmp(cmd, "generate"))
         return "usage: df11 generate -m MODEL -p PROMPT [options]\n"
                "Renders PNGs with FLUX.1 (dev, schnell) or Stable Diffusion 3.5 (Large, Large\n"
@@ -173,7 +182,8 @@ int main(int argc, char **argv) {
                 {"decompress", cmd_decompress},
                 {"verify", cmd_verify},
                 {"inspect", cmd_inspect},
-                {"generate", cmd_generate}};
+                {"generate", cmd_generate},
+                {"info", cmd_info}};
     if (argc < 2) {
         fputs(usage, stderr);
         return CLI_EXIT_USAGE;

@@ -54,6 +54,35 @@ done
 for s in "$T" "tIME" "DF11" "df11-df11" "flux_tiny"; do
   if grep -aqF -- "$s" "$png"; then bad "the PNG holds '$s'"; else ok; fi
 done
+# df11 info reads them back: the text as written, and JSON whose fields are the job's
+expect 0 "$DF11" info "$png"
+for s in "$png: 128 x 128" "parameters:" "$P" "Seed: 7" "Steps: 3" "df11:"; do
+  if grep -qF -- "$s" "$T/out"; then ok; else bad "df11 info lacks '$s'"; fi
+done
+expect 0 "$DF11" info --json "$png"
+if python3 -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+d = o["df11"]
+assert o["width"] == 128 and o["height"] == 128 and o["file"] == sys.argv[2], o
+assert d["seed"] == 7 and d["steps"] == 3 and d["prompt"] == sys.argv[3], d
+assert o["parameters"].startswith(sys.argv[3]), o["parameters"]
+' "$T/out" "$png" "$P"; then ok; else bad "df11 info --json: wrong fields"; fi
+# a PNG without parameters (text chunks), a file that is not a PNG, an unknown option
+python3 -c '
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + b"\x80" * 6 for _ in range(2))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))' "$T/plain.png"
+expect 1 "$DF11" info "$T/plain.png"
+says "no generation parameters"
+head -c 100 "$png" >"$T/cut.png"
+expect 1 "$DF11" info "$T/cut.png" "$png"
+says "cut.png"
+if grep -qF -- "$png: 128 x 128" "$T/out"; then ok; else bad "df11 info stopped at the bad file"; fi
+expect 2 "$DF11" info --xml "$png"
+says "--xml"
 # stdout lists the file written
 expect 0 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -o "$T/list.png"
 if grep -qx "$T/list.png" "$T/out"; then ok; else bad "stdout does not list the file"; fi
