@@ -19,6 +19,7 @@ int cmd_verify(int argc, char **argv, const cli_common *c);
 int cmd_inspect(int argc, char **argv, const cli_common *c);
 int cmd_generate(int argc, char **argv, const cli_common *c);
 int cmd_info(int argc, char **argv, const cli_common *c);
+int cmd_batch(int argc, char **argv, const cli_common *c);
 
 /* Decodes every compressed tensor of one file on the GPU and compares with the CPU decoder. */
 #include "core/err.h"

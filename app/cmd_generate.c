@@ -11,19 +11,10 @@
 #include <unistd.h>
 
 #include "app/cli.h"
-#include "app/pipeline.h"
+#include "app/generate.h"
 #include "app/png.h"
 #include "app/progress.h"
 #include "core/log.h"
-
-#define GEN_VERSION "df11 0.1.0"
-
-typedef struct gen_args {
-    pipeline_paths paths;
-    pipeline_job job;
-    const char *out;
-    int force, quiet;
-} gen_args;
 
 /* Checks an output pattern: at most one integer conversion (%d, %03d, %i, %u, %x), %% allowed. */
 static int pattern_ok(const char *pat, int *has_conv) {
@@ -72,9 +63,7 @@ typedef struct gen_state {
     int bar_open;
 } gen_state;
 
-static void on_info(void *ctx, const pipeline_info *in) {
-    gen_state *g = ctx;
-    g->info = *in;
+void gen_log_info(const pipeline_info *in) {
     char slg[64] = "";
     if (in->slg_scale > 0) snprintf(slg, sizeof slg, ", skip-layer guidance %.2f", in->slg_scale);
     if (in->family == PIPELINE_SD3)
@@ -96,7 +85,14 @@ static void layers_text(const pipeline_info *in, char *buf, size_t n) {
         k += (size_t)snprintf(buf + k, n - k, "%s%d", i ? "," : "", in->skip_layers[i]);
 }
 
-static void on_step(void *ctx, int image, int n_images, int step, int n_steps) {
+static void on_info(void *ctx, int job, const pipeline_info *in) {
+    (void)job;
+    ((gen_state *)ctx)->info = *in;
+    gen_log_info(in);
+}
+
+static void on_step(void *ctx, int job, int image, int n_images, int step, int n_steps) {
+    (void)job;
     gen_state *g = ctx;
     if (!g->bar_open) {
         progress_init(&g->bar, "denoise", g->a->quiet);
@@ -114,15 +110,16 @@ static void on_step(void *ctx, int image, int n_images, int step, int n_steps) {
 }
 
 /* The A1111-style parameters text (the prompt, then one line of "Key: value"). */
-static void params_text(const gen_state *g, uint64_t seed, char *buf, size_t n) {
-    const pipeline_info *in = &g->info;
+static void params_text(const pipeline_info *in, const char *prompt, uint64_t seed, char *buf,
+                        size_t n) {
     if (in->family == PIPELINE_SD3) {
         char slg[384] = "", layers[200];
         layers_text(in, layers, sizeof layers);
         if (in->slg_scale > 0)
-            snprintf(slg, sizeof slg, "SLG scale: %g, Skip layers: %s, SLG start: %g, SLG end: %g, ",
-                     in->slg_scale, layers, in->slg_start, in->slg_end);
-        int k = snprintf(buf, n, "%s\n", g->a->job.prompt);
+            snprintf(slg, sizeof slg,
+                     "SLG scale: %g, Skip layers: %s, SLG start: %g, SLG end: %g, ", in->slg_scale,
+                     layers, in->slg_start, in->slg_end);
+        int k = snprintf(buf, n, "%s\n", prompt);
         if (in->negative && k >= 0 && (size_t)k < n)
             k += snprintf(buf + k, n - (size_t)k, "Negative prompt: %s\n", in->negative);
         if (k >= 0 && (size_t)k < n)
@@ -130,26 +127,25 @@ static void params_text(const gen_state *g, uint64_t seed, char *buf, size_t n) 
                      "Steps: %d, Sampler: Euler, Schedule type: Simple, CFG scale: %g, %sSeed: "
                      "%llu, Size: %dx%d, Model hash: %.10s, Model: %s, Max sequence length: %d, "
                      "Noise: %s, Backend: %s, Version: %s",
-                     in->steps, in->cfg_scale, slg, (unsigned long long)seed, in->width,
-                     in->height, in->model_hash, in->model_name, in->max_seq, in->noise_dtype,
-                     in->backend, GEN_VERSION);
+                     in->steps, in->cfg_scale, slg, (unsigned long long)seed, in->width, in->height,
+                     in->model_hash, in->model_name, in->max_seq, in->noise_dtype, in->backend,
+                     GEN_VERSION);
         return;
     }
     snprintf(buf, n,
              "%s\nSteps: %d, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG "
              "Scale: %g, Seed: %llu, Size: %dx%d, Model hash: %.10s, Model: %s, Max sequence "
              "length: %d, Noise: %s, Backend: %s, Version: %s",
-             g->a->job.prompt, in->steps, in->guidance, (unsigned long long)seed, in->width,
-             in->height, in->model_hash, in->model_name, in->max_seq, in->noise_dtype, in->backend,
+             prompt, in->steps, in->guidance, (unsigned long long)seed, in->width, in->height,
+             in->model_hash, in->model_name, in->max_seq, in->noise_dtype, in->backend,
              GEN_VERSION);
 }
 
-static char *params_json(const gen_state *g, uint64_t seed) {
-    const pipeline_info *in = &g->info;
+static char *params_json(const pipeline_info *in, const char *prompt, uint64_t seed) {
     cJSON *o = cJSON_CreateObject();
     char seed_s[32];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
-    cJSON_AddStringToObject(o, "prompt", g->a->job.prompt);
+    cJSON_AddStringToObject(o, "prompt", prompt);
     cJSON_AddStringToObject(o, "model", in->model_name);
     cJSON_AddStringToObject(o, "model_hash", in->model_hash);
     cJSON_AddRawToObject(o, "seed", seed_s); /* exact beyond 2^53 */
@@ -161,8 +157,8 @@ static char *params_json(const gen_state *g, uint64_t seed) {
         cJSON_AddNumberToObject(o, "cfg_scale", in->cfg_scale);
         if (in->slg_scale > 0) {
             cJSON_AddNumberToObject(o, "slg_scale", in->slg_scale);
-            cJSON_AddItemToObject(o, "skip_layers", cJSON_CreateIntArray(in->skip_layers,
-                                                                         in->n_skip));
+            cJSON_AddItemToObject(o, "skip_layers",
+                                  cJSON_CreateIntArray(in->skip_layers, in->n_skip));
             cJSON_AddNumberToObject(o, "slg_start", in->slg_start);
             cJSON_AddNumberToObject(o, "slg_end", in->slg_end);
         }
@@ -179,17 +175,25 @@ static char *params_json(const gen_state *g, uint64_t seed) {
     return s;
 }
 
-static err on_image(void *ctx, int image, uint64_t seed, const uint8_t *rgb, int w, int h) {
-    gen_state *g = ctx;
-    char name[4096], text[8192];
-    out_name(g->a, image, name, sizeof name);
-    params_text(g, seed, text, sizeof text);
-    char *js = params_json(g, seed);
+err gen_write_png(const char *name, const pipeline_info *in, const char *prompt, uint64_t seed,
+                  const uint8_t *rgb, int w, int h) {
+    char text[8192];
+    params_text(in, prompt, seed, text, sizeof text);
+    char *js = params_json(in, prompt, seed);
     FAIL_IF(!js, ERR_NOMEM, "out of memory");
     const char *keys[] = {"parameters", "df11"}, *vals[] = {text, js};
     err e = png_write_rgb(name, rgb, w, h, keys, vals, 2);
     free(js);
-    TRY(e);
+    return e;
+}
+
+static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w,
+                    int h) {
+    (void)job;
+    gen_state *g = ctx;
+    char name[4096];
+    out_name(g->a, image, name, sizeof name);
+    TRY(gen_write_png(name, &g->info, g->a->job.prompt, seed, rgb, w, h));
     if (!g->a->quiet)
         fprintf(stderr, "df11: wrote %s (seed %llu)\n", name, (unsigned long long)seed);
     printf("%s\n", name);
@@ -197,7 +201,7 @@ static err on_image(void *ctx, int image, uint64_t seed, const uint8_t *rgb, int
     return ERR_OK;
 }
 
-static int parse_float(const char *opt, const char *v, double lo, double hi, double *out) {
+int gen_parse_float(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     double x = strtod(v, &end);
     if (!*v || *end || !(x >= lo && x <= hi)) {
@@ -241,8 +245,7 @@ static int parse_noise(const char *v, int *out) {
     return 0;
 }
 
-/* One option at argv[*i]: 1 taken, 0 unknown, -1 bad value (message printed). */
-static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
+int gen_opt(int argc, char **argv, int *i, gen_args *a) {
     pipeline_paths *p = &a->paths;
     pipeline_job *j = &a->job;
     const char *v = NULL;
@@ -285,23 +288,26 @@ static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
         return 1;
     }
     if ((r = cli_opt(argc, argv, i, NULL, "--guidance", &v)))
-        return r < 0 || !parse_float("--guidance", v, 0, 100, &d) ? -1
-                                                                  : (j->guidance = (float)d, 1);
+        return r < 0 || !gen_parse_float("--guidance", v, 0, 100, &d) ? -1
+                                                                      : (j->guidance = (float)d, 1);
     if ((r = cli_opt(argc, argv, i, NULL, "--cfg-scale", &v)))
-        return r < 0 || !parse_float("--cfg-scale", v, 0, 100, &d) ? -1
-                                                                   : (j->cfg_scale = (float)d, 1);
+        return r < 0 || !gen_parse_float("--cfg-scale", v, 0, 100, &d)
+                   ? -1
+                   : (j->cfg_scale = (float)d, 1);
     if ((r = cli_opt(argc, argv, i, NULL, "--slg-scale", &v)))
-        return r < 0 || !parse_float("--slg-scale", v, 0, 100, &d) ? -1
-                                                                   : (j->slg_scale = (float)d, 1);
+        return r < 0 || !gen_parse_float("--slg-scale", v, 0, 100, &d)
+                   ? -1
+                   : (j->slg_scale = (float)d, 1);
     if ((r = cli_opt(argc, argv, i, NULL, "--skip-layer-start", &v)))
-        return r < 0 || !parse_float("--skip-layer-start", v, 0, 1, &j->slg_start) ? -1 : 1;
+        return r < 0 || !gen_parse_float("--skip-layer-start", v, 0, 1, &j->slg_start) ? -1 : 1;
     if ((r = cli_opt(argc, argv, i, NULL, "--skip-layer-end", &v)))
-        return r < 0 || !parse_float("--skip-layer-end", v, 0, 1, &j->slg_end) ? -1 : 1;
+        return r < 0 || !gen_parse_float("--skip-layer-end", v, 0, 1, &j->slg_end) ? -1 : 1;
     if ((r = cli_opt(argc, argv, i, NULL, "--skip-layers", &v)))
         return r < 0 || !parse_layers(v, j) ? -1 : 1;
     if ((r = cli_opt(argc, argv, i, NULL, "--vram-budget", &v)))
-        return r < 0 || !parse_float("--vram-budget", v, 0.5, 1e4, &d) ? -1
-                                                                       : (j->vram_budget_gb = d, 1);
+        return r < 0 || !gen_parse_float("--vram-budget", v, 0.5, 1e4, &d)
+                   ? -1
+                   : (j->vram_budget_gb = d, 1);
     if ((r = cli_opt(argc, argv, i, NULL, "--noise-dtype", &v))) {
         if (r > 0 && parse_noise(v, &j->noise_dtype)) return 1;
         if (r > 0)
@@ -314,6 +320,25 @@ static int gen_opt(int argc, char **argv, int *i, gen_args *a) {
     if (cli_opt(argc, argv, i, NULL, "--cpu", NULL)) return j->cpu = 1, 1;
     if (cli_opt(argc, argv, i, "-f", "--force", NULL)) return a->force = 1, 1;
     return 0;
+}
+
+int gen_check_dir(const char *name) {
+    char dir[4096];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", name);
+    char *sl = strrchr(dir, '/');
+    if (sl == dir)
+        sl[1] = 0;
+    else if (sl)
+        *sl = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK) != 0) {
+        fprintf(stderr, "df11: error: %s: the output folder %s does not exist or is not writable\n",
+                name, dir);
+        return 0;
+    }
+    return 1;
 }
 
 int cmd_generate(int argc, char **argv, const cli_common *c) {
@@ -333,9 +358,8 @@ int cmd_generate(int argc, char **argv, const cli_common *c) {
     }
     if (!a.job.prompt) return cli_usage_error("generate", "no prompt: pass -p \"...\"");
     if (!a.paths.model_dir && !a.paths.diffusion_model)
-        return cli_usage_error("generate",
-                               "no model: pass -m MODEL_DIR (or a checkpoint file) or "
-                               "--diffusion-model FILE");
+        return cli_usage_error("generate", "no model: pass -m MODEL_DIR (or a checkpoint file) or "
+                                           "--diffusion-model FILE");
     int conv;
     if (!pattern_ok(a.out, &conv))
         return cli_usage_error("generate",
@@ -358,29 +382,15 @@ int cmd_generate(int argc, char **argv, const cli_common *c) {
                                        a.out, k, i);
         }
         /* the folder must exist and be writable now, not after minutes of rendering */
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", name);
-        char *sl = strrchr(dir, '/');
-        if (sl == dir)
-            sl[1] = 0;
-        else if (sl)
-            *sl = 0;
-        else
-            snprintf(dir, sizeof dir, ".");
-        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK) != 0) {
-            fprintf(stderr,
-                    "df11: error: %s: the output folder %s does not exist or is not "
-                    "writable\n",
-                    name, dir);
-            return CLI_EXIT_FAIL;
-        }
+        if (!gen_check_dir(name)) return CLI_EXIT_FAIL;
         if (!a.force && stat(name, &st) == 0) {
             fprintf(stderr, "df11: error: %s exists (pass -f to replace it)\n", name);
             return CLI_EXIT_FAIL;
         }
     }
     gen_state g = {.a = &a};
-    pipeline_callbacks cb = {&g, on_step, on_info, NULL, NULL, on_image};
+    pipeline_callbacks cb = {
+        .ctx = &g, .on_step = on_step, .on_info = on_info, .on_image = on_image};
     err e = pipeline_run(&a.paths, &a.job, &cb);
     if (g.bar_open) progress_finish(&g.bar);
     return e ? cli_fail() : 0;

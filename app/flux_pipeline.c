@@ -26,9 +26,9 @@ static const char *const probe_vae[] = {"vae.decoder.conv_in.weight",
                                         "first_stage_model.decoder.conv_in.weight", NULL};
 static const char *const probe_clip[] = {
     "text_encoders.clip_l.transformer.text_model.embeddings.token_embedding.weight", NULL};
-static const char *const probe_t5[] = {"text_encoders.t5xxl.transformer.shared.weight",
-                                       "text_encoders.t5xxl.transformer.encoder.embed_tokens.weight",
-                                       NULL};
+static const char *const probe_t5[] = {
+    "text_encoders.t5xxl.transformer.shared.weight",
+    "text_encoders.t5xxl.transformer.encoder.embed_tokens.weight", NULL};
 static const char *const probe_none[] = {NULL};
 
 err flux_pipeline_resolve(pipeline_state *r, const pipeline_paths *p) {
@@ -87,48 +87,56 @@ static err tokenize(pipeline_state *r, flux_text *tx) {
     return ERR_OK;
 }
 
-static err encode_clip(pipeline_state *r, flux_text *tx) {
+/* CLIP-L, loaded once: each job's pooled vector */
+static err encode_clip(pipeline_state *rs, flux_text *txs, int n) {
+    pipeline_state *r0 = &rs[0];
     double t0 = pipeline_now();
     wt_source *s = NULL;
     clip_model *m = NULL;
-    err e = wt_open(r->pt.clip_l, &s);
+    err e = wt_open(r0->pt.clip_l, &s);
     if (!e)
-        e = r->pt.clip_l == r->pt.single
-                ? clip_load_prefix(s, r->ctx, "text_encoders.clip_l.transformer.", &m)
-                : clip_load(s, r->ctx, &m);
-    if (!e) e = pipeline_buf_make(r->ctx, 2, (int64_t[]){1, clip_hidden_size(m)}, &tx->pooled);
-    if (!e) {
+        e = r0->pt.clip_l == r0->pt.single
+                ? clip_load_prefix(s, r0->ctx, "text_encoders.clip_l.transformer.", &m)
+                : clip_load(s, r0->ctx, &m);
+    for (int k = 0; !e && k < n; k++) {
+        flux_text *tx = &txs[k];
+        e = pipeline_buf_make(r0->ctx, 2, (int64_t[]){1, clip_hidden_size(m)}, &tx->pooled);
         /* FLUX takes the final-normed hidden state at the first EOS, unprojected */
-        clip_encode(m, tx->clip_ids, CLIP_LEN, 0, tx->pooled.t, NULL, NULL);
-        e = op_ctx_sync(r->ctx);
-        pipeline_mem_mark(r);
+        if (!e) clip_encode(m, tx->clip_ids, CLIP_LEN, 0, tx->pooled.t, NULL, NULL);
+    }
+    if (!e) {
+        e = op_ctx_sync(r0->ctx);
+        pipeline_mem_mark(r0);
     }
     if (!e) LOG_INFO("CLIP-L: %.2f s", pipeline_now() - t0);
     clip_free(m);
     wt_close(s);
-    return e ? err_wrap(e, "CLIP-L text encoder %s", r->pt.clip_l) : ERR_OK;
+    return e ? err_wrap(e, "CLIP-L text encoder %s", r0->pt.clip_l) : ERR_OK;
 }
 
-static err encode_t5(pipeline_state *r, flux_text *tx) {
+/* T5, loaded once: each job's hidden states (the jobs share the length) */
+static err encode_t5(pipeline_state *rs, flux_text *txs, int n) {
+    pipeline_state *r0 = &rs[0];
+    const int T = r0->info.max_seq;
     double t0 = pipeline_now();
     wt_source *s = NULL;
     t5_model *m = NULL;
-    err e = wt_open(r->pt.t5, &s);
-    if (!e) e = t5_load(s, r->ctx, r->info.max_seq, &m);
-    if (!e)
-        e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, r->info.max_seq, t5_hidden_size(m)},
-                              &tx->t5h);
+    err e = wt_open(r0->pt.t5, &s);
+    if (!e) e = t5_load(s, r0->ctx, T, &m);
+    for (int k = 0; !e && k < n; k++) {
+        e = pipeline_buf_make(r0->ctx, 3, (int64_t[]){1, T, t5_hidden_size(m)}, &txs[k].t5h);
+        if (!e) t5_encode(m, txs[k].t5_ids, T, txs[k].t5h.t);
+    }
     if (!e) {
-        t5_encode(m, tx->t5_ids, r->info.max_seq, tx->t5h.t);
-        e = op_ctx_sync(r->ctx);
-        pipeline_mem_mark(r);
+        e = op_ctx_sync(r0->ctx);
+        pipeline_mem_mark(r0);
     }
     if (!e)
-        LOG_INFO("T5: %d tokens, %.2f s, %.2f GB on the device", r->info.max_seq,
-                 pipeline_now() - t0, t5_device_bytes(m) / 1e9);
+        LOG_INFO("T5: %d tokens, %.2f s, %.2f GB on the device", T, pipeline_now() - t0,
+                 t5_device_bytes(m) / 1e9);
     t5_free(m);
     wt_close(s);
-    return e ? err_wrap(e, "T5 text encoder %s", r->pt.t5) : ERR_OK;
+    return e ? err_wrap(e, "T5 text encoder %s", r0->pt.t5) : ERR_OK;
 }
 
 /* sig: the sigmas [S + 1], then the timesteps [S] */
@@ -146,9 +154,7 @@ static err denoise(pipeline_state *r, flux_model *m, int img, pipeline_buf *lat,
         TRY(op_ctx_sync(r->ctx));
         pipeline_mem_mark(r);
         LOG_DEBUG("image %d step %d/%d: %.1f ms", img + 1, i + 1, S, (pipeline_now() - t0) * 1e3);
-        if (img == 0 && i == 0)
-            LOG_INFO("first step done %.2f s after the start", pipeline_now() - r->t_start);
-        if (r->cb->on_step) r->cb->on_step(r->cb->ctx, img, j->batch_count, i + 1, S);
+        pipeline_step_done(r, img, i, S);
     }
     op_unpack2x2(r->ctx, lat->t, x->t);
     TRY(op_ctx_sync(r->ctx));
@@ -173,55 +179,69 @@ static err check_parts(const pipeline_state *r, const flux_text *tx, const flux_
     return ERR_OK;
 }
 
-static err run_transformer(pipeline_state *r, flux_text *tx) {
-    const pipeline_job *j = r->job;
-    wt_source *s = r->dit;
-    double t0 = pipeline_now();
-    flux_load_opts o;
-    TRY(pipeline_wp_mode(r, s, &o.mode, &o.budget));
-    flux_model *m = NULL;
+/* One job's images through the loaded transformer: its plan, text and sigmas */
+static err run_job(pipeline_state *r, flux_model *m, flux_text *tx) {
+    const int64_t h2 = r->lh / 2, w2 = r->lw / 2, S = r->info.steps;
     pipeline_buf x = {0}, vel = {0};
-    float *sig = malloc(sizeof *sig * (size_t)(2 * r->info.steps + 1));
+    float *sig = malloc(sizeof *sig * (size_t)(2 * S + 1));
     FAIL_IF(!sig, ERR_NOMEM, "out of memory");
-    const int64_t h2 = r->lh / 2, w2 = r->lw / 2;
-    sampler_flux_sigmas(&r->sc, r->info.steps, h2 * w2, sig);
-    sampler_timesteps(&r->sc, r->info.steps, sig, sig + r->info.steps + 1);
-    err e = flux_load(s, r->ctx, &o, &m);
-    if (!e) e = check_parts(r, tx, flux_get_config(m));
+    sampler_flux_sigmas(&r->sc, (int)S, h2 * w2, sig);
+    sampler_timesteps(&r->sc, (int)S, sig, sig + S + 1);
+    err e = check_parts(r, tx, flux_get_config(m));
     if (!e) e = flux_plan(m, h2, w2, r->info.max_seq);
-    const int64_t C = e ? 0 : flux_get_config(m)->in_ch;
+    const int64_t C = flux_get_config(m)->in_ch;
     if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, h2 * w2, C}, &x);
     if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, h2 * w2, C}, &vel);
     if (!e) {
         pipeline_mem_mark(r);
         flux_set_text(m, tx->t5h.t, tx->pooled.t);
-        LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
-                 flux_device_bytes(m) / 1e9,
-                 o.mode == WP_RESIDENT ? "resident"
-                 : o.mode == WP_DF11   ? "DF11, decoded per block"
-                                       : "DF11, streamed");
     }
-    for (int i = 0; !e && i < j->batch_count; i++) {
+    for (int i = 0; !e && i < r->job->batch_count; i++) {
         e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &r->lat[i]);
         if (!e) e = denoise(r, m, i, &r->lat[i], &x, &vel, sig);
     }
     pipeline_buf_free(&x);
     pipeline_buf_free(&vel);
     free(sig);
+    return e;
+}
+
+/* The transformer, loaded once, over every job */
+static err run_transformer(pipeline_state *rs, flux_text *txs, int n) {
+    pipeline_state *r0 = &rs[0];
+    wt_source *s = r0->dit;
+    double t0 = pipeline_now();
+    flux_load_opts o;
+    TRY(pipeline_wp_mode(r0, s, &o.mode, &o.budget));
+    flux_model *m = NULL;
+    err e = flux_load(s, r0->ctx, &o, &m);
+    if (!e)
+        LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
+                 flux_device_bytes(m) / 1e9,
+                 o.mode == WP_RESIDENT ? "resident"
+                 : o.mode == WP_DF11   ? "DF11, decoded per block"
+                                       : "DF11, streamed");
+    for (int k = 0; !e && k < n; k++)
+        e = run_job(&rs[k], m, &txs[k]);
     flux_free(m);
     return e ? err_wrap(e, "transformer %s", wt_path(s)) : ERR_OK;
 }
 
-err flux_pipeline_stages(pipeline_state *r) {
-    flux_text tx = {0};
-    tx.t5_ids = malloc(sizeof *tx.t5_ids * (size_t)r->info.max_seq);
-    err e = tx.t5_ids ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
-    if (!e) e = tokenize(r, &tx);
-    if (!e) e = encode_clip(r, &tx);
-    if (!e) e = encode_t5(r, &tx);
-    if (!e) e = run_transformer(r, &tx);
-    pipeline_buf_free(&tx.pooled);
-    pipeline_buf_free(&tx.t5h);
-    free(tx.t5_ids);
+err flux_pipeline_stages(pipeline_state *rs, int n) {
+    flux_text *txs = calloc((size_t)n, sizeof *txs);
+    err e = txs ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
+    for (int k = 0; !e && k < n; k++) {
+        txs[k].t5_ids = malloc(sizeof *txs[k].t5_ids * (size_t)rs[k].info.max_seq);
+        e = txs[k].t5_ids ? tokenize(&rs[k], &txs[k]) : err_set(ERR_NOMEM, "out of memory");
+    }
+    if (!e) e = encode_clip(rs, txs, n);
+    if (!e) e = encode_t5(rs, txs, n);
+    if (!e) e = run_transformer(rs, txs, n);
+    for (int k = 0; txs && k < n; k++) {
+        pipeline_buf_free(&txs[k].pooled);
+        pipeline_buf_free(&txs[k].t5h);
+        free(txs[k].t5_ids);
+    }
+    free(txs);
     return e;
 }

@@ -161,9 +161,15 @@ err pipeline_report_latents(pipeline_state *r, int img, const pipeline_buf *lat)
     float *v = malloc(sizeof *v * (size_t)tensor_numel(&lat->t));
     FAIL_IF(!v, ERR_NOMEM, "out of memory");
     err e = pipeline_buf_download(r->ctx, lat, v);
-    if (!e) r->cb->on_latents(r->cb->ctx, img, v, r->lh, r->lw);
+    if (!e) r->cb->on_latents(r->cb->ctx, r->index, img, v, r->lh, r->lw);
     free(v);
     return e;
+}
+
+void pipeline_step_done(pipeline_state *r, int img, int i, int S) {
+    if (r->index == 0 && img == 0 && i == 0)
+        LOG_INFO("first step done %.2f s after the start", pipeline_now() - r->t_start);
+    if (r->cb->on_step) r->cb->on_step(r->cb->ctx, r->index, img, r->job->batch_count, i + 1, S);
 }
 
 err pipeline_wp_mode(const pipeline_state *r, wt_source *s, wp_mode *mode, size_t *budget) {
@@ -218,55 +224,61 @@ static void postprocess(const float *img, int64_t h, int64_t w, int cuda, uint8_
         }
 }
 
-static err run_vae(pipeline_state *r) {
-    const pipeline_job *j = r->job;
+/* The VAE, loaded once, over every image of the run's jobs */
+static err run_vae(pipeline_state *rs, int n) {
+    pipeline_state *r0 = &rs[0];
     double t0 = pipeline_now();
     wt_source *s = NULL;
     vae_model *m = NULL;
-    pipeline_buf z = {0}, img = {0};
-    const int64_t H = r->lh * 8, W = r->lw * 8;
-    float *host = malloc(sizeof *host * (size_t)(3 * H * W));
-    uint8_t *rgb = malloc((size_t)(3 * H * W));
-    err e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
-    if (!e) e = wt_open(r->pt.vae, &s);
-    if (!e) e = vae_load(s, r->ctx, &m);
+    err e = wt_open(r0->pt.vae, &s);
+    if (!e) e = vae_load(s, r0->ctx, &m);
     cJSON *cfg = NULL;
     if (!e) e = wt_config(s, &cfg);
     /* a single file has no config: the family's scaling (the loader's default is FLUX's) */
-    if (!e && !cfg && r->info.family == PIPELINE_SD3) {
+    if (!e && !cfg && r0->info.family == PIPELINE_SD3) {
         vae_set_scaling(m, 1.5305f, 0.0609f);
         LOG_INFO("vae: no config.json: SD3's latent scaling 1.5305 and shift 0.0609");
     }
     cJSON_Delete(cfg);
     if (!e && vae_get_config(m)->latent_channels != 16)
-        e = err_set(ERR_FORMAT, "%s: the VAE has %d latent channels; %s takes 16", r->pt.vae,
-                    vae_get_config(m)->latent_channels, r->info.model_name);
-    if (!e) e = vae_plan(m, r->lh, r->lw);
-    if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &z);
-    if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 3, H, W}, &img);
-    for (int i = 0; !e && i < j->batch_count; i++) {
-        const vae_config *vc = vae_get_config(m);
-        double t1 = pipeline_now();
-        /* latents / scaling_factor + shift_factor; a division by a Python float runs as a
-           product with its float32 reciprocal on CUDA (MODEL-SPEC §3.1) */
-        op_scale_shift(r->ctx, z.t, r->lat[i].t, 1.0f / vc->scaling_factor, vc->shift_factor);
-        vae_decode(m, img.t, z.t);
-        e = pipeline_buf_download(r->ctx, &img, host);
-        pipeline_mem_mark(r);
-        if (e) break;
-        LOG_INFO("VAE: image %d decoded in %.1f ms", i + 1, (pipeline_now() - t1) * 1e3);
-        if (r->cb->on_decoded) r->cb->on_decoded(r->cb->ctx, i, host, H, W);
-        postprocess(host, H, W, r->cuda, rgb);
-        if (r->cb->on_image)
-            e = r->cb->on_image(r->cb->ctx, i, j->seed + (uint64_t)i, rgb, (int)W, (int)H);
+        e = err_set(ERR_FORMAT, "%s: the VAE has %d latent channels; %s takes 16", r0->pt.vae,
+                    vae_get_config(m)->latent_channels, r0->info.model_name);
+    for (int k = 0; !e && k < n; k++) {
+        pipeline_state *r = &rs[k];
+        const pipeline_job *j = r->job;
+        pipeline_buf z = {0}, img = {0};
+        const int64_t H = r->lh * 8, W = r->lw * 8;
+        float *host = malloc(sizeof *host * (size_t)(3 * H * W));
+        uint8_t *rgb = malloc((size_t)(3 * H * W));
+        e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
+        if (!e) e = vae_plan(m, r->lh, r->lw);
+        if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &z);
+        if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 3, H, W}, &img);
+        for (int i = 0; !e && i < j->batch_count; i++) {
+            const vae_config *vc = vae_get_config(m);
+            double t1 = pipeline_now();
+            /* latents / scaling_factor + shift_factor; a division by a Python float runs as a
+               product with its float32 reciprocal on CUDA (MODEL-SPEC §3.1) */
+            op_scale_shift(r->ctx, z.t, r->lat[i].t, 1.0f / vc->scaling_factor, vc->shift_factor);
+            vae_decode(m, img.t, z.t);
+            e = pipeline_buf_download(r->ctx, &img, host);
+            pipeline_mem_mark(r0);
+            if (e) break;
+            LOG_INFO("VAE: image %d decoded in %.1f ms", i + 1, (pipeline_now() - t1) * 1e3);
+            if (r->cb->on_decoded) r->cb->on_decoded(r->cb->ctx, r->index, i, host, H, W);
+            postprocess(host, H, W, r->cuda, rgb);
+            if (r->cb->on_image)
+                e = r->cb->on_image(r->cb->ctx, r->index, i, j->seed + (uint64_t)i, rgb, (int)W,
+                                    (int)H);
+        }
+        pipeline_buf_free(&z);
+        pipeline_buf_free(&img);
+        free(host);
+        free(rgb);
     }
     if (!e) LOG_INFO("VAE: %.2f s", pipeline_now() - t0);
-    pipeline_buf_free(&z);
-    pipeline_buf_free(&img);
     vae_free(m);
     wt_close(s);
-    free(host);
-    free(rgb);
     return e && s ? err_wrap(e, "VAE %s", wt_path(s)) : e;
 }
 
@@ -284,11 +296,12 @@ static err detect(wt_source *s, pipeline_family *f) {
         if (wt_find(s, sd3[i])) return *f = PIPELINE_SD3, ERR_OK;
         if (wt_find(s, flux[i])) return *f = PIPELINE_FLUX, ERR_OK;
     }
-    FAIL(ERR_FORMAT,
-         "%s: neither a FLUX.1 nor an SD3.5 transformer (found no tensor named pos_embed.pos_embed, "
-         "pos_embed, single_transformer_blocks.0.proj_out.weight or single_blocks.0.linear2.weight, "
-         "with or without model.diffusion_model.)",
-         wt_path(s));
+    FAIL(
+        ERR_FORMAT,
+        "%s: neither a FLUX.1 nor an SD3.5 transformer (found no tensor named pos_embed.pos_embed, "
+        "pos_embed, single_transformer_blocks.0.proj_out.weight or single_blocks.0.linear2.weight, "
+        "with or without model.diffusion_model.)",
+        wt_path(s));
 }
 
 /* The diffusion model: --diffusion-model, else -m's file (a checkpoint), else -m's
@@ -317,41 +330,85 @@ static err find_dit(const pipeline_paths *p, pipeline_parts *pt) {
     return ERR_OK;
 }
 
-err pipeline_run(const pipeline_paths *p, const pipeline_job *j, const pipeline_callbacks *cb) {
+/* Job k's state: its parts, defaults and names against the open diffusion model */
+static err resolve(pipeline_state *r, const pipeline_paths *p, wt_source *dit, uint64_t hash) {
+    const pipeline_job *j = r->job;
     FAIL_IF(!j->prompt, ERR_ARG, "no prompt (-p)");
     FAIL_IF(j->batch_count < 1, ERR_ARG, "batch count %d: at least 1", j->batch_count);
-    pipeline_state r = {.job = j, .cb = cb, .t_start = pipeline_now()};
-    r.cuda = !j->cpu;
-    TRY(find_dit(p, &r.pt));
-    err e = wt_open(r.pt.dit, &r.dit);
-    if (!e) e = detect(r.dit, &r.info.family);
-    if (!e) e = r.info.family == PIPELINE_FLUX ? flux_pipeline_resolve(&r, p)
-                                                   : sd3_pipeline_resolve(&r, p);
-    uint64_t h;
-    if (!e) e = wt_hash(r.dit, &h);
-    if (!e) {
-        snprintf(r.info.model_hash, sizeof r.info.model_hash, "%016llx", (unsigned long long)h);
-        r.info.backend = r.cuda ? "cuda" : "cpu";
-        r.noise = j->noise_dtype >= 0 ? (noise_kind)j->noise_dtype
-                  : r.cuda            ? NOISE_BF16
-                                      : NOISE_F32;
-        r.info.noise_dtype = sampler_noise_name(r.noise);
-        e = pipeline_schedule(&r);
+    r->cuda = !j->cpu;
+    TRY(find_dit(p, &r->pt));
+    r->dit = dit;
+    TRY(detect(dit, &r->info.family));
+    TRY(r->info.family == PIPELINE_FLUX ? flux_pipeline_resolve(r, p) : sd3_pipeline_resolve(r, p));
+    snprintf(r->info.model_hash, sizeof r->info.model_hash, "%016llx", (unsigned long long)hash);
+    r->info.backend = r->cuda ? "cuda" : "cpu";
+    r->noise = j->noise_dtype >= 0 ? (noise_kind)j->noise_dtype : r->cuda ? NOISE_BF16 : NOISE_F32;
+    r->info.noise_dtype = sampler_noise_name(r->noise);
+    TRY(pipeline_schedule(r));
+    r->lat = calloc((size_t)j->batch_count, sizeof *r->lat);
+    FAIL_IF(!r->lat, ERR_NOMEM, "out of memory");
+    return ERR_OK;
+}
+
+err pipeline_run_many(const pipeline_paths *p, const pipeline_job *jobs, int n,
+                      const pipeline_callbacks *cb) {
+    FAIL_IF(n < 1, ERR_ARG, "no job to run");
+    const double t_start = pipeline_now();
+    pipeline_parts pt = {0};
+    TRY(find_dit(p, &pt));
+    wt_source *dit = NULL;
+    TRY(wt_open(pt.dit, &dit));
+    uint64_t hash = 0;
+    pipeline_state *rs = calloc((size_t)n, sizeof *rs);
+    err e = rs ? wt_hash(dit, &hash) : err_set(ERR_NOMEM, "out of memory");
+    /* the jobs that resolve, packed to the front of rs */
+    int m = 0;
+    for (int k = 0; !e && k < n; k++) {
+        pipeline_state *r = &rs[m];
+        *r = (pipeline_state){.job = &jobs[k], .index = k, .cb = cb, .t_start = t_start};
+        err ek = resolve(r, p, dit, hash);
+        if (!ek && m > 0 &&
+            (r->info.family != rs[0].info.family || r->cuda != rs[0].cuda ||
+             r->info.max_seq != rs[0].info.max_seq))
+            ek = err_set(ERR_ARG, "a run's jobs share the backend and the T5 length");
+        if (ek) {
+            free(r->lat);
+            r->lat = NULL;
+            if (!cb->on_skip)
+                e = ek;
+            else
+                cb->on_skip(cb->ctx, k, err_msg());
+            continue;
+        }
+        if (cb->on_info) cb->on_info(cb->ctx, k, &r->info);
+        m++;
     }
-    if (!e) e = op_ctx_create(r.cuda ? TENSOR_CUDA : TENSOR_CPU, &r.ctx);
-    if (!e) pipeline_mem_mark(&r);
-    if (!e && cb->on_info) cb->on_info(cb->ctx, &r.info);
-    r.lat = calloc((size_t)j->batch_count, sizeof *r.lat);
-    if (!e && !r.lat) e = err_set(ERR_NOMEM, "out of memory");
-    if (!e) e = r.info.family == PIPELINE_FLUX ? flux_pipeline_stages(&r) : sd3_pipeline_stages(&r);
-    wt_close(r.dit);
-    if (!e) e = run_vae(&r);
-    if (!e && r.cuda)
+    op_ctx *ctx = NULL;
+    if (!e && m) e = op_ctx_create(rs[0].cuda ? TENSOR_CUDA : TENSOR_CPU, &ctx);
+    for (int k = 0; k < m; k++)
+        rs[k].ctx = ctx;
+    if (!e && m) {
+        pipeline_mem_mark(&rs[0]);
+        e = rs[0].info.family == PIPELINE_FLUX ? flux_pipeline_stages(rs, m)
+                                               : sd3_pipeline_stages(rs, m);
+    }
+    wt_close(dit);
+    for (int k = 0; k < m; k++)
+        rs[k].dit = NULL;
+    if (!e && m) e = run_vae(rs, m);
+    if (!e && m && rs[0].cuda)
         LOG_INFO("peak device memory: %.2f GB above the CUDA context",
-                 (double)(r.free0 - r.free_min) / 1e9);
-    for (int i = 0; r.lat && i < j->batch_count; i++)
-        pipeline_buf_free(&r.lat[i]);
-    free(r.lat);
-    op_ctx_free(r.ctx);
+                 (double)(rs[0].free0 - rs[0].free_min) / 1e9);
+    for (int k = 0; rs && k < m; k++) {
+        for (int i = 0; rs[k].lat && i < rs[k].job->batch_count; i++)
+            pipeline_buf_free(&rs[k].lat[i]);
+        free(rs[k].lat);
+    }
+    free(rs);
+    op_ctx_free(ctx);
     return e;
+}
+
+err pipeline_run(const pipeline_paths *p, const pipeline_job *j, const pipeline_callbacks *cb) {
+    return pipeline_run_many(p, j, 1, cb);
 }

@@ -35,13 +35,13 @@ typedef struct pipeline_job {
     float slg_scale;   /* SD3 skip-layer guidance scale; 0: off */
     int skip_layers[PIPELINE_MAX_SKIP], n_skip; /* n_skip 0: 7, 8, 9 (Medium's card) */
     double slg_start, slg_end; /* the fraction of the steps it runs in: 0.01 and 0.2 */
-    int max_seq;              /* T5 tokens; 0: 512 for FLUX, 256 for SD3 */
-    int batch_count;          /* images with seeds seed, seed+1, ... */
-    int noise_dtype;          /* -1: as the matching diffusers pipeline (CPU f32, GPU bf16),
-                                 else a noise_kind */
-    int cpu;                  /* the CPU reference backend (fp32) instead of CUDA */
-    wp_mode mode;             /* GPU transformer weights; -1: resident for BF16, WP_DF11 for DF11 */
-    double vram_budget_gb;    /* > 0: DF11 weights streamed from host memory under this budget */
+    int max_seq;               /* T5 tokens; 0: 512 for FLUX, 256 for SD3 */
+    int batch_count;           /* images with seeds seed, seed+1, ... */
+    int noise_dtype;           /* -1: as the matching diffusers pipeline (CPU f32, GPU bf16),
+                                  else a noise_kind */
+    int cpu;                   /* the CPU reference backend (fp32) instead of CUDA */
+    wp_mode mode;          /* GPU transformer weights; -1: resident for BF16, WP_DF11 for DF11 */
+    double vram_budget_gb; /* > 0: DF11 weights streamed from host memory under this budget */
 } pipeline_job;
 
 typedef enum pipeline_family { PIPELINE_FLUX, PIPELINE_SD3 } pipeline_family;
@@ -52,33 +52,45 @@ typedef struct pipeline_info {
     const char *model_name; /* "FLUX.1-dev", "SD3.5-Large", ... */
     char model_hash[17];    /* 16 hex digits of wt_hash over the transformer */
     int width, height, steps, max_seq;
-    float guidance;          /* FLUX: distilled guidance; SD3: 0 */
-    float cfg_scale;         /* SD3: CFG scale (<= 1: none); FLUX: 1 */
-    const char *negative;    /* SD3 with CFG: the negative prompt; else NULL */
-    float slg_scale;         /* 0 when skip-layer guidance is off */
+    float guidance;       /* FLUX: distilled guidance; SD3: 0 */
+    float cfg_scale;      /* SD3: CFG scale (<= 1: none); FLUX: 1 */
+    const char *negative; /* SD3 with CFG: the negative prompt; else NULL */
+    float slg_scale;      /* 0 when skip-layer guidance is off */
     int skip_layers[PIPELINE_MAX_SKIP], n_skip;
     double slg_start, slg_end;
     const char *noise_dtype; /* "f32", "bf16", ... */
     const char *backend;     /* "cuda" or "cpu" */
 } pipeline_info;
 
+/* Callbacks; job is the job's index in pipeline_run_many's list (0 for pipeline_run), image
+ * the image's within its job. */
 typedef struct pipeline_callbacks {
     void *ctx;
     /* after each denoising step of image i (of n) */
-    void (*on_step)(void *ctx, int image, int n_images, int step, int n_steps);
-    /* once the parameters are resolved, before the first image */
-    void (*on_info)(void *ctx, const pipeline_info *info);
+    void (*on_step)(void *ctx, int job, int image, int n_images, int step, int n_steps);
+    /* once a job's parameters are resolved, before the models load */
+    void (*on_info)(void *ctx, int job, const pipeline_info *info);
+    /* a job whose parameters do not fit the model (the message says why): it is left out and
+       the others run; without this callback such a job fails the run */
+    void (*on_skip)(void *ctx, int job, const char *msg);
     /* (tests) image i's final latents [16, h, w] and its decoded image [3, H, W] in [-1, 1],
        as floats; either may be NULL */
-    void (*on_latents)(void *ctx, int image, const float *lat, int64_t h, int64_t w);
-    void (*on_decoded)(void *ctx, int image, const float *img, int64_t h, int64_t w);
+    void (*on_latents)(void *ctx, int job, int image, const float *lat, int64_t h, int64_t w);
+    void (*on_decoded)(void *ctx, int job, int image, const float *img, int64_t h, int64_t w);
     /* each finished image: RGB8, w x h, seed; returns an error to stop */
-    err (*on_image)(void *ctx, int image, uint64_t seed, const uint8_t *rgb, int w, int h);
+    err (*on_image)(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w, int h);
 } pipeline_callbacks;
 
 /* Initialises a job with diffusers' defaults (resolved against the model when unset). */
 void pipeline_job_init(pipeline_job *j);
 /* Runs the job; every failure comes back as an err with a message naming the component. */
 err pipeline_run(const pipeline_paths *p, const pipeline_job *j, const pipeline_callbacks *cb);
+/* Runs n jobs with each model loaded once: every job's prompts through the text encoders,
+ * then every job's images through the transformer, then through the VAE (the text states and
+ * latents of all the jobs are held between the stages: a few MB a job on the device). The jobs
+ * share the first job's backend, weight mode, noise and T5 length (cpu, mode, vram_budget_gb,
+ * noise_dtype, max_seq); prompts, seeds, sizes, steps and guidance are each job's own. */
+err pipeline_run_many(const pipeline_paths *p, const pipeline_job *jobs, int n,
+                      const pipeline_callbacks *cb);
 
 #endif

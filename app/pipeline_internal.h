@@ -26,8 +26,10 @@ typedef struct pipeline_parts {
     const char *single; /* the checkpoint file -m named, which may hold several parts */
 } pipeline_parts;
 
+/* One job of a run; the states of a run share the context and the diffusion model's source. */
 typedef struct pipeline_state {
     const pipeline_job *job;
+    int index; /* the job's index in the run's list, for the callbacks */
     const pipeline_callbacks *cb;
     pipeline_parts pt;
     wt_source *dit; /* the diffusion model, open from detection to the end of its stage */
@@ -73,11 +75,14 @@ err pipeline_size(pipeline_state *r, int floor16);
 /* Warns when a prompt was cut to the tokenizer's length (as diffusers does). */
 void pipeline_warn_cut(const char *what, int n, int max);
 
-/* The families' parts, defaults and names, then their stages up to the final latents (r->lat;
- * they release their text states). */
+/* The families' parts, defaults and names (one job), then their stages for the n jobs of a run
+ * rs[0..n), each model loaded once, up to the final latents (rs[k].lat; they release their text
+ * states). */
 err flux_pipeline_resolve(pipeline_state *r, const pipeline_paths *p);
-err flux_pipeline_stages(pipeline_state *r);
+err flux_pipeline_stages(pipeline_state *rs, int n);
 err sd3_pipeline_resolve(pipeline_state *r, const pipeline_paths *p);
-err sd3_pipeline_stages(pipeline_state *r);
+err sd3_pipeline_stages(pipeline_state *rs, int n);
+/* The step callback and the first-step log line of image img, step i (of S) */
+void pipeline_step_done(pipeline_state *r, int img, int i, int S);
 
 #endif

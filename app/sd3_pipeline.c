@@ -173,51 +173,58 @@ static err tokenize(pipeline_state *r, sd3_text *tx) {
     return e;
 }
 
-/* One CLIP (L, then G): each prompt's penultimate states into the next columns of the CLIP
- * rows of embeds, its projected pooled vector into the next columns of pooled. */
-static err encode_clip(pipeline_state *r, sd3_text *tx, int g) {
-    const char *path = g ? r->pt.clip_g : r->pt.clip_l, *name = g ? "CLIP-G" : "CLIP-L";
+/* One CLIP (L, then G), loaded once: each job's prompts' penultimate states into the next
+ * columns of the CLIP rows of its embeds, their projected pooled vectors into the next columns
+ * of its pooled. */
+static err encode_clip(pipeline_state *rs, sd3_text *txs, int n, int g) {
+    pipeline_state *r0 = &rs[0];
+    const char *path = g ? r0->pt.clip_g : r0->pt.clip_l, *name = g ? "CLIP-G" : "CLIP-L";
     double t0 = pipeline_now();
     wt_source *s = NULL;
     clip_model *m = NULL;
     pipeline_buf pool = {0}, pen = {0};
     err e = wt_open(path, &s);
     if (!e)
-        e = path == r->pt.single ? clip_load_prefix(s, r->ctx,
-                                                    g ? "text_encoders.clip_g.transformer."
-                                                      : "text_encoders.clip_l.transformer.",
-                                                    &m)
-                                 : clip_load(s, r->ctx, &m);
+        e = path == r0->pt.single ? clip_load_prefix(s, r0->ctx,
+                                                     g ? "text_encoders.clip_g.transformer."
+                                                       : "text_encoders.clip_l.transformer.",
+                                                     &m)
+                                  : clip_load(s, r0->ctx, &m);
     const int64_t D = e ? 0 : clip_hidden_size(m), P = e ? 0 : clip_projection_size(m);
+    const sd3_text *t0x = &txs[0]; /* every job's widths are the transformer's */
     if (!e && !P)
         e = err_set(ERR_FORMAT,
                     "%s has no text_projection: SD3 takes the projected pooled output "
                     "(CLIPTextModelWithProjection)",
                     path);
-    if (!e && tx->clip_w + D > tx->joint)
+    if (!e && t0x->clip_w + D > t0x->joint)
         e = err_set(ERR_FORMAT,
                     "the CLIP features are %lld wide with %s, more than the transformer's text "
                     "width %lld (joint_attention_dim): the parts are not of one model",
-                    (long long)(tx->clip_w + D), name, (long long)tx->joint);
-    if (!e && tx->pooled_w + P > tx->pooled.t.shape[1])
+                    (long long)(t0x->clip_w + D), name, (long long)t0x->joint);
+    if (!e && t0x->pooled_w + P > t0x->pooled.t.shape[1])
         e = err_set(ERR_FORMAT,
                     "the pooled CLIP vectors are %lld wide with %s, more than the transformer's "
                     "%lld (pooled_projection_dim): the parts are not of one model",
-                    (long long)(tx->pooled_w + P), name, (long long)tx->pooled.t.shape[1]);
-    if (!e) e = pipeline_buf_make(r->ctx, 2, (int64_t[]){1, P}, &pool);
-    if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, CLIP_LEN, D}, &pen);
-    for (int b = 0; !e && b < tx->B; b++) {
-        /* hidden_states[-2] (clip_skip None), text_embeds */
-        clip_encode(m, g ? tx->gids[b] : tx->lids[b], CLIP_LEN, 1, pool.t, &pen.t, NULL);
-        tensor row = tensor_slice(tx->embeds.t, 0, b, 1);
-        op_copy(r->ctx, tensor_slice(tensor_slice(row, 1, 0, CLIP_LEN), 2, tx->clip_w, D), pen.t);
-        op_copy(r->ctx, tensor_slice(tensor_slice(tx->pooled.t, 0, b, 1), 1, tx->pooled_w, P),
-                pool.t);
-    }
-    if (!e) e = op_ctx_sync(r->ctx);
-    if (!e) {
-        pipeline_mem_mark(r);
+                    (long long)(t0x->pooled_w + P), name, (long long)t0x->pooled.t.shape[1]);
+    if (!e) e = pipeline_buf_make(r0->ctx, 2, (int64_t[]){1, P}, &pool);
+    if (!e) e = pipeline_buf_make(r0->ctx, 3, (int64_t[]){1, CLIP_LEN, D}, &pen);
+    for (int k = 0; !e && k < n; k++) {
+        sd3_text *tx = &txs[k];
+        for (int b = 0; b < tx->B; b++) {
+            /* hidden_states[-2] (clip_skip None), text_embeds */
+            clip_encode(m, g ? tx->gids[b] : tx->lids[b], CLIP_LEN, 1, pool.t, &pen.t, NULL);
+            tensor row = tensor_slice(tx->embeds.t, 0, b, 1);
+            op_copy(r0->ctx, tensor_slice(tensor_slice(row, 1, 0, CLIP_LEN), 2, tx->clip_w, D),
+                    pen.t);
+            op_copy(r0->ctx, tensor_slice(tensor_slice(tx->pooled.t, 0, b, 1), 1, tx->pooled_w, P),
+                    pool.t);
+        }
         tx->clip_w += D, tx->pooled_w += P;
+    }
+    if (!e) e = op_ctx_sync(r0->ctx);
+    if (!e) {
+        pipeline_mem_mark(r0);
         LOG_INFO("%s: %.2f s", name, pipeline_now() - t0);
     }
     pipeline_buf_free(&pool);
@@ -227,35 +234,40 @@ static err encode_clip(pipeline_state *r, sd3_text *tx, int g) {
     return e ? err_wrap(e, "%s text encoder %s", name, path) : ERR_OK;
 }
 
-/* T5's last hidden states into the rows after the CLIP rows. */
-static err encode_t5(pipeline_state *r, sd3_text *tx) {
-    if (!r->pt.t5) return ERR_OK; /* the rows stay zero */
+/* T5, loaded once: each job's last hidden states into the rows after the CLIP rows. */
+static err encode_t5(pipeline_state *rs, sd3_text *txs, int n) {
+    pipeline_state *r0 = &rs[0];
+    if (!r0->pt.t5) return ERR_OK; /* the rows stay zero */
+    const int T = txs[0].T;
+    const int64_t joint = txs[0].joint;
     double t0 = pipeline_now();
     wt_source *s = NULL;
     t5_model *m = NULL;
     pipeline_buf h = {0};
-    err e = wt_open(r->pt.t5, &s);
-    if (!e) e = t5_load(s, r->ctx, tx->T, &m);
-    if (!e && t5_hidden_size(m) != tx->joint)
+    err e = wt_open(r0->pt.t5, &s);
+    if (!e) e = t5_load(s, r0->ctx, T, &m);
+    if (!e && t5_hidden_size(m) != joint)
         e = err_set(ERR_FORMAT,
                     "the T5 encoder is %lld wide, but the transformer takes text states of width "
                     "%lld (joint_attention_dim): the two are not parts of one model",
-                    (long long)t5_hidden_size(m), (long long)tx->joint);
-    if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, tx->T, tx->joint}, &h);
-    for (int b = 0; !e && b < tx->B; b++) {
-        t5_encode(m, tx->tids[b], tx->T, h.t);
-        op_copy(r->ctx, tensor_slice(tensor_slice(tx->embeds.t, 0, b, 1), 1, CLIP_LEN, tx->T), h.t);
-    }
-    if (!e) e = op_ctx_sync(r->ctx);
+                    (long long)t5_hidden_size(m), (long long)joint);
+    if (!e) e = pipeline_buf_make(r0->ctx, 3, (int64_t[]){1, T, joint}, &h);
+    for (int k = 0; !e && k < n; k++)
+        for (int b = 0; b < txs[k].B; b++) {
+            t5_encode(m, txs[k].tids[b], T, h.t);
+            op_copy(r0->ctx, tensor_slice(tensor_slice(txs[k].embeds.t, 0, b, 1), 1, CLIP_LEN, T),
+                    h.t);
+        }
+    if (!e) e = op_ctx_sync(r0->ctx);
     if (!e) {
-        pipeline_mem_mark(r);
-        LOG_INFO("T5: %d tokens, %.2f s, %.2f GB on the device", tx->T, pipeline_now() - t0,
+        pipeline_mem_mark(r0);
+        LOG_INFO("T5: %d tokens, %.2f s, %.2f GB on the device", T, pipeline_now() - t0,
                  t5_device_bytes(m) / 1e9);
     }
     pipeline_buf_free(&h);
     t5_free(m);
     wt_close(s);
-    return e ? err_wrap(e, "T5 text encoder %s", r->pt.t5) : ERR_OK;
+    return e ? err_wrap(e, "T5 text encoder %s", r0->pt.t5) : ERR_OK;
 }
 
 /* ---- the denoising loop ---- */
@@ -305,46 +317,31 @@ static err denoise(pipeline_state *r, sd3_text *tx, sd3_loop *L, int img, pipeli
         TRY(op_ctx_sync(c));
         pipeline_mem_mark(r);
         LOG_DEBUG("image %d step %d/%d: %.1f ms", img + 1, i + 1, S, (pipeline_now() - t0) * 1e3);
-        if (img == 0 && i == 0)
-            LOG_INFO("first step done %.2f s after the start", pipeline_now() - r->t_start);
-        if (r->cb->on_step) r->cb->on_step(r->cb->ctx, img, r->job->batch_count, i + 1, S);
+        pipeline_step_done(r, img, i, S);
     }
     return pipeline_report_latents(r, img, lat);
 }
 
-static err run_transformer(pipeline_state *r, sd3_text *tx) {
+/* One job's images through the loaded transformer: its sigmas, skip layers, plan (the CFG
+ * batch) and buffers */
+static err run_job(pipeline_state *r, sd3_text *tx, sd3_model *m) {
     const pipeline_info *in = &r->info;
-    wt_source *s = r->dit;
-    double t0 = pipeline_now();
-    sd3_load_opts o;
-    TRY(pipeline_wp_mode(r, s, &o.mode, &o.budget));
-    sd3_loop L = {0};
+    sd3_loop L = {.m = m};
     const int S = in->steps;
     L.sig = malloc(sizeof *L.sig * (size_t)(2 * S + 1));
     FAIL_IF(!L.sig, ERR_NOMEM, "out of memory");
     sampler_sd3_sigmas(&r->sc, S, L.sig);
     sampler_timesteps(&r->sc, S, L.sig, L.sig + S + 1);
-    err e = sd3_load(s, r->ctx, &o, &L.m);
-    const sd3_config *cf = e ? NULL : sd3_get_config(L.m);
-    if (!e && cf->in_ch != 16)
-        e = err_set(ERR_UNSUPPORTED, "the transformer takes %lld latent channels; SD3 has 16",
-                    (long long)cf->in_ch);
+    err e = ERR_OK;
     /* the skip layers checked now, not at the first step that uses them */
-    if (!e && in->slg_scale > 0) e = sd3_set_skip_layers(L.m, in->skip_layers, in->n_skip);
-    if (!e) e = sd3_set_skip_layers(L.m, NULL, 0);
-    if (!e) e = sd3_plan(L.m, tx->B, r->lh, r->lw, CLIP_LEN + tx->T);
+    if (in->slg_scale > 0) e = sd3_set_skip_layers(m, in->skip_layers, in->n_skip);
+    if (!e) e = sd3_set_skip_layers(m, NULL, 0);
+    if (!e) e = sd3_plan(m, tx->B, r->lh, r->lw, CLIP_LEN + tx->T);
     const int64_t shape[4] = {tx->B, 16, r->lh, r->lw}, one[4] = {1, 16, r->lh, r->lw};
     if (!e && tx->B == 2) e = pipeline_buf_make(r->ctx, 4, shape, &L.x);
     if (!e) e = pipeline_buf_make(r->ctx, 4, shape, &L.vel);
     if (!e && in->slg_scale > 0) e = pipeline_buf_make(r->ctx, 4, one, &L.skip);
-    if (!e) {
-        pipeline_mem_mark(r);
-        LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
-                 sd3_device_bytes(L.m) / 1e9,
-                 o.mode == WP_RESIDENT ? "resident"
-                 : o.mode == WP_DF11   ? "DF11, decoded per block"
-                                       : "DF11, streamed");
-    }
+    if (!e) pipeline_mem_mark(r);
     for (int i = 0; !e && i < r->job->batch_count; i++) {
         e = pipeline_buf_make(r->ctx, 4, one, &r->lat[i]);
         if (!e) e = denoise(r, tx, &L, i, &r->lat[i]);
@@ -353,7 +350,30 @@ static err run_transformer(pipeline_state *r, sd3_text *tx) {
     pipeline_buf_free(&L.vel);
     pipeline_buf_free(&L.skip);
     free(L.sig);
-    sd3_free(L.m);
+    return e;
+}
+
+/* The transformer, loaded once, over every job */
+static err run_transformer(pipeline_state *rs, sd3_text *txs, int n) {
+    pipeline_state *r0 = &rs[0];
+    wt_source *s = r0->dit;
+    double t0 = pipeline_now();
+    sd3_load_opts o;
+    TRY(pipeline_wp_mode(r0, s, &o.mode, &o.budget));
+    sd3_model *m = NULL;
+    err e = sd3_load(s, r0->ctx, &o, &m);
+    if (!e && sd3_get_config(m)->in_ch != 16)
+        e = err_set(ERR_UNSUPPORTED, "the transformer takes %lld latent channels; SD3 has 16",
+                    (long long)sd3_get_config(m)->in_ch);
+    if (!e)
+        LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
+                 sd3_device_bytes(m) / 1e9,
+                 o.mode == WP_RESIDENT ? "resident"
+                 : o.mode == WP_DF11   ? "DF11, decoded per block"
+                                       : "DF11, streamed");
+    for (int k = 0; !e && k < n; k++)
+        e = run_job(&rs[k], &txs[k], m);
+    sd3_free(m);
     return e ? err_wrap(e, "transformer %s", wt_path(s)) : ERR_OK;
 }
 
@@ -371,39 +391,50 @@ static err dit_widths(const pipeline_state *r, int64_t *joint, int64_t *pooled) 
     return ERR_OK;
 }
 
-err sd3_pipeline_stages(pipeline_state *r) {
-    sd3_text tx = {0};
-    tx.B = r->info.negative ? 2 : 1;
-    tx.T = r->pt.t5 ? r->info.max_seq : CLIP_LEN;
-    int64_t pooled = 0;
-    FAIL_IF(r->sc.dynamic, ERR_UNSUPPORTED,
+err sd3_pipeline_stages(pipeline_state *rs, int n) {
+    pipeline_state *r0 = &rs[0];
+    FAIL_IF(r0->sc.dynamic, ERR_UNSUPPORTED,
             "%s: use_dynamic_shifting is set; SD3's pipeline passes no resolution-dependent mu "
             "(its configs use a static shift)",
-            r->pt.sched);
-    err e = dit_widths(r, &tx.joint, &pooled);
-    for (int b = 0; !e && b < tx.B; b++) {
-        tx.tids[b] = malloc(sizeof *tx.tids[b] * (size_t)tx.T);
-        if (!tx.tids[b]) e = err_set(ERR_NOMEM, "out of memory");
+            r0->pt.sched);
+    int64_t joint = 0, pooled = 0;
+    TRY(dit_widths(r0, &joint, &pooled));
+    sd3_text *txs = calloc((size_t)n, sizeof *txs);
+    err e = txs ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
+    for (int k = 0; !e && k < n; k++) {
+        sd3_text *tx = &txs[k];
+        pipeline_state *r = &rs[k];
+        tx->B = r->info.negative ? 2 : 1;
+        tx->T = r->pt.t5 ? r->info.max_seq : CLIP_LEN;
+        tx->joint = joint;
+        for (int b = 0; !e && b < tx->B; b++) {
+            tx->tids[b] = malloc(sizeof *tx->tids[b] * (size_t)tx->T);
+            if (!tx->tids[b]) e = err_set(ERR_NOMEM, "out of memory");
+        }
+        if (!e) e = tokenize(r, tx);
+        if (!e)
+            e = pipeline_buf_make(r->ctx, 3, (int64_t[]){tx->B, CLIP_LEN + tx->T, joint},
+                                  &tx->embeds);
+        if (!e) e = pipeline_buf_make(r->ctx, 2, (int64_t[]){tx->B, pooled}, &tx->pooled);
+        /* torch.nn.functional.pad of the CLIP features to T5's width: zeros */
+        if (!e) e = pipeline_buf_zero(&tx->embeds);
+        if (!e) e = pipeline_buf_zero(&tx->pooled);
     }
-    if (!e) e = tokenize(r, &tx);
-    if (!e)
-        e = pipeline_buf_make(r->ctx, 3, (int64_t[]){tx.B, CLIP_LEN + tx.T, tx.joint}, &tx.embeds);
-    if (!e) e = pipeline_buf_make(r->ctx, 2, (int64_t[]){tx.B, pooled}, &tx.pooled);
-    /* torch.nn.functional.pad of the CLIP features to T5's width: zeros */
-    if (!e) e = pipeline_buf_zero(&tx.embeds);
-    if (!e) e = pipeline_buf_zero(&tx.pooled);
-    if (!e) e = encode_clip(r, &tx, 0);
-    if (!e) e = encode_clip(r, &tx, 1);
-    if (!e && tx.pooled_w != pooled)
+    if (!e) e = encode_clip(rs, txs, n, 0);
+    if (!e) e = encode_clip(rs, txs, n, 1);
+    if (!e && txs[0].pooled_w != pooled)
         e = err_set(ERR_FORMAT,
                     "the pooled CLIP-L and CLIP-G vectors are %lld wide together, but the "
                     "transformer %s takes %lld (pooled_projection_dim)",
-                    (long long)tx.pooled_w, wt_path(r->dit), (long long)pooled);
-    if (!e) e = encode_t5(r, &tx);
-    if (!e) e = run_transformer(r, &tx);
-    pipeline_buf_free(&tx.embeds);
-    pipeline_buf_free(&tx.pooled);
-    free(tx.tids[0]);
-    free(tx.tids[1]);
+                    (long long)txs[0].pooled_w, wt_path(r0->dit), (long long)pooled);
+    if (!e) e = encode_t5(rs, txs, n);
+    if (!e) e = run_transformer(rs, txs, n);
+    for (int k = 0; txs && k < n; k++) {
+        pipeline_buf_free(&txs[k].embeds);
+        pipeline_buf_free(&txs[k].pooled);
+        free(txs[k].tids[0]);
+        free(txs[k].tids[1]);
+    }
+    free(txs);
     return e;
 }

@@ -201,5 +201,45 @@ says "$(basename "$shard")"
 expect 1 "$DF11" generate -m "$DEV" -p "$P" "${small[@]}" --cpu -o "$T/no/such/dir.png"
 if ls "$T" | grep -q "\.tmp\."; then bad "a temporary file was left"; else ok; fi
 
+# df11 batch: plain and JSON lines, comments and blanks skipped, each image the bytes generate
+# writes for the same job; bad lines reported by number while the others run; a second run
+# resumes (every image there is skipped)
+B=$T/batch
+mkdir -p "$B"
+cat >"$B/p.txt" <<EOF2
+# prompts for the tiny FLUX.1-dev
+$P
+
+{"prompt": "a red bicycle", "seed": 3, "width": 64, "height": 64, "output": "bike"}
+{"prompt": "broken", "seed": -1}
+{"prompt": "x", "sampler": "dpm"}
+{not json
+{"prompt": "a dog", "negative_prompt": "blurry"}
+EOF2
+expect 1 "$DF11" batch "$B/p.txt" -m "$DEV" -o "$B/out" "${small[@]}" --cpu
+for s in "p.txt:5: \"seed\" must be a non-negative integer" "p.txt:6: unknown key \"sampler\"" \
+  "p.txt:7: not a JSON object" "line 8: a negative prompt" "2 images written, 0 already there, 4 failed" \
+  "failed lines: 8"; do says "$s"; done
+cat1="$B/out/0002-a-cat-holding-a-sign-that-says-hello-wor.png"
+same "$cat1" "$T/bf16--cpu.png"
+expect 0 "$DF11" generate -m "$DEV" -p "a red bicycle" -s 3 -W 64 -H 64 --steps 3 \
+  --max-sequence-length 64 --cpu -o "$B/bike-generate.png"
+same "$B/out/bike.png" "$B/bike-generate.png"
+expect 0 "$DF11" info "$B/out/bike.png"
+if grep -qF "a red bicycle" "$T/out" && grep -qF "Seed: 3," "$T/out"; then ok; else bad "batch PNG parameters"; fi
+grep -v '^{"prompt": "\(broken\|x\|a dog\)' "$B/p.txt" | grep -v '^{not' >"$B/good.txt"
+expect 0 "$DF11" batch "$B/good.txt" -m "$DEV" -o "$B/out" "${small[@]}" --cpu
+says "0 images written, 2 already there, 0 failed"
+# SD3: CFG per line; a size the model refuses leaves that line out, with its number
+printf '%s\n' "{\"prompt\": \"$P\", \"negative_prompt\": \"blurry\", \"output\": \"l\"}" \
+  '{"prompt": "a dog", "width": 136}' >"$B/sd3.txt"
+expect 1 "$DF11" batch "$B/sd3.txt" -m "$L" -o "$B/sd3" "${sd3[@]}" --cpu
+says "line 2: image size 136x128"
+same "$B/sd3/l.png" "$T/l--cpu.png"
+expect 2 "$DF11" batch "$B/p.txt" -m "$DEV" -o "$B/out" -p "x"
+expect 2 "$DF11" batch -m "$DEV" -o "$B/out"
+expect 1 "$DF11" batch "$B/nope.txt" -m "$DEV" -o "$B/out"
+says "nope.txt"
+
 echo "test_generate: $passes checks passed, $fails failed"
 [ $fails -eq 0 ]

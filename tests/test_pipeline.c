@@ -39,23 +39,25 @@ typedef struct capture {
     float *lat, *img;
     uint8_t *rgb;
     int64_t lh, lw, h, w;
+    char skipped[512]; /* on_skip's message */
 } capture;
 
-static void on_latents(void *ctx, int image, const float *lat, int64_t h, int64_t w) {
-    capture *c = ctx;
+static void on_latents(void *ctx, int job, int image, const float *lat, int64_t h, int64_t w) {
+    capture *c = (capture *)ctx + job;
     c->lh = h, c->lw = w;
     c->lat = malloc(sizeof *c->lat * (size_t)(16 * h * w));
     memcpy(c->lat, lat, sizeof *c->lat * (size_t)(16 * h * w));
 }
 
-static void on_decoded(void *ctx, int image, const float *img, int64_t h, int64_t w) {
-    capture *c = ctx;
+static void on_decoded(void *ctx, int job, int image, const float *img, int64_t h, int64_t w) {
+    capture *c = (capture *)ctx + job;
     c->img = malloc(sizeof *c->img * (size_t)(3 * h * w));
     memcpy(c->img, img, sizeof *c->img * (size_t)(3 * h * w));
 }
 
-static err on_image(void *ctx, int image, uint64_t seed, const uint8_t *rgb, int w, int h) {
-    capture *c = ctx;
+static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w,
+                    int h) {
+    capture *c = (capture *)ctx + job;
     c->h = h, c->w = w;
     c->rgb = malloc((size_t)(3 * w * h));
     memcpy(c->rgb, rgb, (size_t)(3 * w * h));
@@ -107,7 +109,8 @@ static void expect(int ok, const char *fmt, ...) {
 
 static err render(const char *dir, const pipeline_job *j, capture *c) {
     pipeline_paths p = {.model_dir = dir};
-    pipeline_callbacks cb = {c, NULL, NULL, on_latents, on_decoded, on_image};
+    pipeline_callbacks cb = {
+        .ctx = c, .on_latents = on_latents, .on_decoded = on_decoded, .on_image = on_image};
     return pipeline_run(&p, j, &cb);
 }
 
@@ -284,7 +287,8 @@ static void check_sd3_single(const char *fixtures, const run_case *rc, int gpu, 
         snprintf(tok[i], sizeof tok[i], "%s/%s", dir, toks[i]);
     pipeline_paths p = {.model_dir = file, .clip_tokenizer = tok[0], .t5_tokenizer = tok[2]};
     capture a = {0}, b = {0};
-    pipeline_callbacks cb = {&b, NULL, NULL, on_latents, on_decoded, on_image};
+    pipeline_callbacks cb = {
+        .ctx = &b, .on_latents = on_latents, .on_decoded = on_decoded, .on_image = on_image};
     /* no CLIP-G tokenizer given: CLIP-L's padding with "!" (SD3's tokenizer_2 is just that) */
     e = e ? e : render(dir, &j, &a);
     err eb = e ? e : pipeline_run(&p, &j, &cb);
@@ -316,6 +320,71 @@ static void check_sd3_single(const char *fixtures, const run_case *rc, int gpu, 
     char cmd[4400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd)) printf("note: could not remove %s\n", tmp);
+}
+
+static void on_skip(void *ctx, int job, const char *msg) {
+    capture *c = (capture *)ctx + job;
+    snprintf(c->skipped, sizeof c->skipped, "%s", msg);
+}
+
+static int same_capture(const capture *a, const capture *b) {
+    return a->lat && b->lat && a->rgb && b->rgb && a->lh == b->lh && a->lw == b->lw &&
+           a->h == b->h && a->w == b->w &&
+           !memcmp(a->lat, b->lat, sizeof *a->lat * (size_t)(16 * a->lh * a->lw)) &&
+           !memcmp(a->rgb, b->rgb, (size_t)(3 * a->h * a->w));
+}
+
+/* Several jobs in one run (each model loaded once: pipeline_run_many): each job's latents and
+ * pixels are those of the job run alone; a job whose size the model refuses is left out with a
+ * message, and the others run. rc: a case's job, and a second job changed as change() says. */
+static void check_many(const char *fixtures, const run_case *rc, int gpu, st_file *ref,
+                       const char *what, void (*change)(pipeline_job *)) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", fixtures, rc->dir);
+    pipeline_job j[3];
+    job_for(rc, ref, gpu, &j[0]);
+    j[1] = j[0];
+    change(&j[1]);
+    j[2] = j[0];
+    j[2].width = 136; /* FLUX floors it with a warning; SD3 refuses it */
+    capture many[3] = {{0}}, alone[2] = {{0}};
+    pipeline_paths p = {.model_dir = dir};
+    pipeline_callbacks cb = {.ctx = many,
+                             .on_latents = on_latents,
+                             .on_decoded = on_decoded,
+                             .on_image = on_image,
+                             .on_skip = on_skip};
+    err e = ERR_OK;
+    for (int k = 0; k < 2 && !e; k++)
+        e = render(dir, &j[k], &alone[k]);
+    err em = e ? e : pipeline_run_many(&p, j, 3, &cb);
+    expect(!e && !em, "%s %s: three jobs in one run (%s)", rc->v, what, e || em ? err_msg() : "");
+    if (!e && !em) {
+        for (int k = 0; k < 2; k++)
+            expect(same_capture(&many[k], &alone[k]),
+                   "%s %s %s: job %d of the run gives the bits it gives alone", rc->v, what,
+                   gpu ? "gpu" : "cpu", k);
+        if (rc->flux)
+            expect(same_capture(&many[2], &alone[0]),
+                   "%s: width 136 floored to 128 in a run: job 0's bits again", rc->v);
+        else
+            expect(!many[2].rgb && strstr(many[2].skipped, "multiples of 16"),
+                   "%s: the job of width 136 left out with its reason ('%s')", rc->v,
+                   many[2].skipped);
+    }
+    for (int k = 0; k < 3; k++)
+        capture_free(&many[k]);
+    capture_free(&alone[0]), capture_free(&alone[1]);
+}
+
+static void other_seed_size(pipeline_job *j) {
+    j->seed += 5;
+    j->width = j->height = 64;
+}
+static void no_cfg_fewer_steps(pipeline_job *j) {
+    j->cfg_scale = 0;
+    j->steps = 3;
+    j->prompt = "a red bicycle";
 }
 
 /* Writes src (a single safetensors file of BF16 tensors) as dst with every BF16 tensor in dt
@@ -462,6 +531,9 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         check_variant(argv[2], &cases[i], gpu, ref[!cases[i].flux]);
     check_sd3_single(argv[2], &cases[2], gpu, ref[1]);
+    check_many(argv[2], &cases[0], gpu, ref[0], "with another seed and size", other_seed_size);
+    check_many(argv[2], &cases[2], gpu, ref[1], "without CFG, 3 steps, another prompt",
+               no_cfg_fewer_steps);
     check_dtypes(argv[2], gpu);
     st_close(ref[0]);
     st_close(ref[1]);

@@ -1,0 +1,375 @@
+/* cmd_batch: `df11 batch FILE -m MODEL -o OUTDIR [generate's flags]`, one image a line of
+ * FILE: a plain prompt, or a JSON object with per-line parameters (JSON Lines). The lines run
+ * in groups through pipeline_run_many, each model loaded once a group; each image is written
+ * as a PNG with its parameters, named from its line (NNNN-slug.png, or the line's "output"),
+ * and an image already there is skipped, so a batch cut off resumes where it stopped. A bad
+ * line is reported with its number and the others run; the summary gives the images, the
+ * seconds per image and the failures. */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/cli.h"
+#include "app/generate.h"
+#include "app/progress.h"
+#include "core/log.h"
+
+#define BATCH_GROUP 16 /* lines a group by default (their text states wait on the device) */
+
+typedef struct batch_line {
+    int line; /* 1-based */
+    pipeline_job job;
+    char *prompt, *negative; /* owned */
+    char name[4096];
+    pipeline_info info;
+    int done, failed;
+} batch_line;
+
+typedef struct batch_state {
+    batch_line *l; /* the group's lines */
+    int n, quiet;
+    progress bar;
+    int bar_open;
+    uint64_t steps_done, steps_total;
+    int written, failed;
+} batch_state;
+
+/* ---- the file ---- */
+
+/* "a-cat-holding-a-sign" from the prompt's first letters and digits */
+static void slug(const char *p, char *out, size_t n) {
+    size_t k = 0;
+    int dash = 0;
+    for (; *p && k + 1 < n && k < 40; p++) {
+        const unsigned char c = (unsigned char)*p;
+        if (isalnum(c) && c < 128) {
+            if (dash && k) out[k++] = '-';
+            out[k++] = (char)tolower(c);
+            dash = 0;
+        } else {
+            dash = 1;
+        }
+    }
+    out[k] = 0;
+    if (!k) snprintf(out, n, "image");
+}
+
+static char *copy_str(const char *s) {
+    char *d = malloc(strlen(s) + 1);
+    CHECK(d);
+    return strcpy(d, s);
+}
+
+/* A JSON line's keys over the job; 0 (message printed) on a bad key or value */
+static int json_line(const char *path, batch_line *b, const cJSON *o, const char **output) {
+    static const char *const keys[] = {"prompt",    "negative_prompt", "negative", "seed",
+                                       "width",     "height",          "steps",    "guidance",
+                                       "cfg_scale", "output"};
+    pipeline_job *j = &b->job;
+    for (const cJSON *it = o->child; it; it = it->next) {
+        size_t k = 0;
+        while (k < sizeof keys / sizeof *keys && strcmp(it->string, keys[k]))
+            k++;
+        const char *bad = NULL;
+        if (k == sizeof keys / sizeof *keys) {
+            fprintf(stderr,
+                    "df11: %s:%d: unknown key \"%s\" (known: prompt, negative_prompt, seed, "
+                    "width, height, steps, guidance, cfg_scale, output)\n",
+                    path, b->line, it->string);
+            return 0;
+        }
+        if (k <= 2 || k == 9) {
+            if (!cJSON_IsString(it))
+                bad = "a string";
+            else if (k == 0)
+                b->prompt = copy_str(it->valuestring);
+            else if (k == 9)
+                *output = it->valuestring;
+            else
+                b->negative = copy_str(it->valuestring);
+        } else if (!cJSON_IsNumber(it)) {
+            bad = "a number";
+        } else {
+            const double v = it->valuedouble;
+            const int whole = v == (double)(long long)v;
+            if (k == 3) {
+                if (!whole || v < 0 || v > 1.8e19)
+                    bad = "a non-negative integer";
+                else
+                    j->seed = (uint64_t)v;
+            } else if (k <= 6) {
+                const double hi = k == 6 ? 1000 : 8192, lo = k == 6 ? 1 : 16;
+                if (!whole || v < lo || v > hi)
+                    bad = k == 6 ? "an integer in 1..1000" : "an integer in 16..8192";
+                else if (k == 4)
+                    j->width = (int)v;
+                else if (k == 5)
+                    j->height = (int)v;
+                else
+                    j->steps = (int)v;
+            } else if (v < 0 || v > 100) {
+                bad = "a number in 0..100";
+            } else if (k == 7) {
+                j->guidance = (float)v;
+            } else {
+                j->cfg_scale = (float)v;
+            }
+        }
+        if (bad) {
+            fprintf(stderr, "df11: %s:%d: \"%s\" must be %s\n", path, b->line, it->string, bad);
+            return 0;
+        }
+    }
+    if (!b->prompt) {
+        fprintf(stderr, "df11: %s:%d: no \"prompt\"\n", path, b->line);
+        return 0;
+    }
+    return 1;
+}
+
+/* One line into b (the job from base): 1 a job, 0 nothing to do (blank or # comment), -1 bad
+ * (message printed) */
+static int parse_line(const char *path, char *s, const pipeline_job *base, const char *outdir,
+                      batch_line *b) {
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = 0;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (!*s || *s == '#') return 0;
+    b->job = *base;
+    const char *output = NULL;
+    cJSON *o = NULL;
+    if (*s == '{') {
+        o = cJSON_Parse(s);
+        if (!cJSON_IsObject(o)) {
+            fprintf(stderr, "df11: %s:%d: not a JSON object (a line starting with '{' is JSON)\n",
+                    path, b->line);
+            cJSON_Delete(o);
+            return -1;
+        }
+        if (!json_line(path, b, o, &output)) {
+            cJSON_Delete(o);
+            return -1;
+        }
+    } else {
+        b->prompt = copy_str(s);
+    }
+    b->job.prompt = b->prompt;
+    if (b->negative) b->job.negative = b->negative;
+    int r = 1;
+    if (output) {
+        const size_t ln = strlen(output);
+        const int png = ln > 4 && !strcmp(output + ln - 4, ".png");
+        if (!ln || strchr(output, '/') || !strcmp(output, ".") || !strcmp(output, "..")) {
+            fprintf(stderr, "df11: %s:%d: \"output\" must be a file name, got \"%s\"\n", path,
+                    b->line, output);
+            r = -1;
+        } else {
+            snprintf(b->name, sizeof b->name, "%s/%s%s", outdir, output, png ? "" : ".png");
+        }
+    } else {
+        char sl[64];
+        slug(b->prompt, sl, sizeof sl);
+        snprintf(b->name, sizeof b->name, "%s/%04d-%s.png", outdir, b->line, sl);
+    }
+    cJSON_Delete(o);
+    return r;
+}
+
+/* ---- the run ---- */
+
+static void on_info(void *ctx, int job, const pipeline_info *in) {
+    batch_state *s = ctx;
+    s->l[job].info = *in;
+    s->steps_total += (uint64_t)in->steps;
+    LOG_DEBUG("line %d: %s", s->l[job].line, in->model_name);
+}
+
+static void on_skip(void *ctx, int job, const char *msg) {
+    batch_state *s = ctx;
+    fprintf(stderr, "df11: line %d: %s\n", s->l[job].line, msg);
+    s->l[job].failed = 1;
+    s->failed++;
+}
+
+static void on_step(void *ctx, int job, int image, int n_images, int step, int n_steps) {
+    (void)image, (void)n_images;
+    batch_state *s = ctx;
+    if (!s->bar_open) {
+        progress_init(&s->bar, "denoise", s->quiet);
+        s->bar.count_unit = "it";
+        s->bar_open = 1;
+    }
+    s->steps_done++;
+    char what[48];
+    snprintf(what, sizeof what, "line %d, step %d/%d", s->l[job].line, step, n_steps);
+    progress_update(&s->bar, s->steps_done, s->steps_total, what);
+    if (s->steps_done == s->steps_total) {
+        progress_finish(&s->bar);
+        s->bar_open = 0;
+    }
+}
+
+static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w,
+                    int h) {
+    (void)image;
+    batch_state *s = ctx;
+    batch_line *b = &s->l[job];
+    TRY(gen_write_png(b->name, &b->info, b->prompt, seed, rgb, w, h));
+    b->done = 1;
+    s->written++;
+    if (!s->quiet) fprintf(stderr, "df11: line %d: wrote %s\n", b->line, b->name);
+    printf("%s\n", b->name);
+    fflush(stdout);
+    return ERR_OK;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int cmd_batch(int argc, char **argv, const cli_common *c) {
+    gen_args a;
+    memset(&a, 0, sizeof a);
+    pipeline_job_init(&a.job);
+    a.out = NULL;
+    a.quiet = c->quiet;
+    const char *file = NULL;
+    long group = BATCH_GROUP;
+    for (int i = 0; i < argc; i++) {
+        const char *v;
+        int r = cli_opt(argc, argv, &i, NULL, "--group", &v);
+        if (r) {
+            if (r < 0 || !cli_int("--group", v, 1, 4096, &group)) return CLI_EXIT_USAGE;
+            continue;
+        }
+        r = gen_opt(argc, argv, &i, &a);
+        if (r < 0) return CLI_EXIT_USAGE;
+        if (r > 0) continue;
+        if (argv[i][0] == '-' && argv[i][1])
+            return cli_usage_error("batch", "unknown option \"%s\"", argv[i]);
+        if (file) return cli_usage_error("batch", "unexpected argument \"%s\"", argv[i]);
+        file = argv[i];
+    }
+    if (!file)
+        return cli_usage_error("batch", "no prompt file: df11 batch FILE -m MODEL -o OUTDIR");
+    if (!a.paths.model_dir && !a.paths.diffusion_model)
+        return cli_usage_error("batch", "no model: pass -m MODEL_DIR (or a checkpoint file) or "
+                                        "--diffusion-model FILE");
+    if (!a.out) return cli_usage_error("batch", "no output folder: pass -o OUTDIR");
+    if (a.job.prompt) return cli_usage_error("batch", "-p: the prompts come from %s", file);
+    if (a.job.batch_count != 1)
+        return cli_usage_error("batch", "-b: a line is one image (give lines their own seeds)");
+    FILE *f = !strcmp(file, "-") ? stdin : fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "df11: error: %s: %s\n", file, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    struct stat st;
+    if (stat(a.out, &st) != 0 && mkdir(a.out, 0777) != 0) {
+        fprintf(stderr, "df11: error: %s: cannot make the output folder: %s\n", a.out,
+                strerror(errno));
+        if (f != stdin) fclose(f);
+        return CLI_EXIT_FAIL;
+    }
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/x.png", a.out);
+    if (!gen_check_dir(probe)) {
+        if (f != stdin) fclose(f);
+        return CLI_EXIT_FAIL;
+    }
+
+    /* every line first: bad ones are reported (and counted) before any model loads */
+    batch_line *lines = NULL;
+    int n = 0, cap = 0, bad = 0, skipped = 0, lineno = 0;
+    char *buf = NULL;
+    size_t bn = 0;
+    while (getline(&buf, &bn, f) >= 0) {
+        lineno++;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            lines = realloc(lines, sizeof *lines * (size_t)cap);
+            CHECK(lines);
+        }
+        batch_line *b = &lines[n];
+        memset(b, 0, sizeof *b);
+        b->line = lineno;
+        const int r = parse_line(file, buf, &a.job, a.out, b);
+        if (r <= 0) {
+            free(b->prompt), free(b->negative);
+            bad += r < 0;
+            continue;
+        }
+        for (int k = 0; k < n; k++)
+            if (!strcmp(lines[k].name, b->name)) {
+                fprintf(stderr, "df11: %s:%d: the output %s is line %d's too\n", file, lineno,
+                        b->name, lines[k].line);
+                free(b->prompt), free(b->negative);
+                bad++;
+                b = NULL;
+                break;
+            }
+        if (!b) continue;
+        if (!a.force && stat(b->name, &st) == 0) {
+            LOG_INFO("line %d: %s is there; skipped", lineno, b->name);
+            free(b->prompt), free(b->negative);
+            skipped++;
+            continue;
+        }
+        n++;
+    }
+    free(buf);
+    if (f != stdin) fclose(f);
+    if (!a.quiet)
+        fprintf(stderr, "df11: %s: %d images to render, %d already there, %d bad lines\n", file, n,
+                skipped, bad);
+
+    const double t0 = now();
+    batch_state s = {.quiet = a.quiet};
+    for (int g = 0; g < n; g += (int)group) {
+        const int m = n - g < group ? n - g : (int)group;
+        pipeline_job *jobs = malloc(sizeof *jobs * (size_t)m);
+        CHECK(jobs);
+        for (int k = 0; k < m; k++)
+            jobs[k] = lines[g + k].job;
+        s.l = lines + g, s.n = m, s.steps_done = s.steps_total = 0;
+        pipeline_callbacks cb = {.ctx = &s,
+                                 .on_step = on_step,
+                                 .on_info = on_info,
+                                 .on_skip = on_skip,
+                                 .on_image = on_image};
+        const err e = pipeline_run_many(&a.paths, jobs, m, &cb);
+        if (s.bar_open) progress_finish(&s.bar), s.bar_open = 0;
+        if (e) {
+            fprintf(stderr, "df11: error: lines %d-%d: %s\n", lines[g].line, lines[g + m - 1].line,
+                    err_msg());
+            for (int k = 0; k < m; k++)
+                if (!lines[g + k].done && !lines[g + k].failed) lines[g + k].failed = 1, s.failed++;
+        }
+        free(jobs);
+    }
+    const double secs = now() - t0;
+    char per[48] = "";
+    if (s.written) snprintf(per, sizeof per, ", %.2f s per image", secs / s.written);
+    fprintf(stderr, "df11: batch: %d images written, %d already there, %d failed%s (%.1f s)\n",
+            s.written, skipped, s.failed + bad, per, secs);
+    if (s.failed + bad) {
+        fprintf(stderr, "df11: batch: failed lines:");
+        for (int k = 0; k < n; k++)
+            if (lines[k].failed) fprintf(stderr, " %d", lines[k].line);
+        fprintf(stderr, "%s\n", bad ? " (and the bad lines above)" : "");
+    }
+    for (int k = 0; k < n; k++)
+        free(lines[k].prompt), free(lines[k].negative);
+    free(lines);
+    return s.failed + bad ? CLI_EXIT_FAIL : 0;
+}

@@ -1,0 +1,34 @@
+/* generate: what `df11 generate` (cmd_generate.c) shares with `df11 batch` (cmd_batch.c): the
+ * model, backend and job flags, and the PNG with its parameters. */
+#ifndef APP_GENERATE_H
+#define APP_GENERATE_H
+
+#include <stdint.h>
+
+#include "app/pipeline.h"
+#include "core/err.h"
+
+#define GEN_VERSION "df11 0.1.0"
+
+typedef struct gen_args {
+    pipeline_paths paths;
+    pipeline_job job;
+    const char *out;
+    int force, quiet;
+} gen_args;
+
+/* One option at argv[*i] (generate's flags: model, parts, job, backend, -o, -f): 1 taken, 0
+ * unknown, -1 bad value (message printed). */
+int gen_opt(int argc, char **argv, int *i, gen_args *a);
+/* A number in lo..hi for option opt; 0 (message printed) if v is not one. */
+int gen_parse_float(const char *opt, const char *v, double lo, double hi, double *out);
+/* 1 if name's folder exists and is writable, else 0 with a message. */
+int gen_check_dir(const char *name);
+/* The resolved parameters in the log. */
+void gen_log_info(const pipeline_info *in);
+/* The image as a PNG at name, its text chunks the parameters (A1111's "parameters" text and
+ * df11's JSON) and nothing run-specific, so the same job writes the same bytes. */
+err gen_write_png(const char *name, const pipeline_info *in, const char *prompt, uint64_t seed,
+                  const uint8_t *rgb, int w, int h);
+
+#endif
