@@ -12,6 +12,9 @@
 #   --sd3-bench: also SD3.5 Large end to end at full size, CFG 4.5 (tests/bench/bench_sd3.sh,
 #     the same way); --sd3-prepare: only make and compress its model in /tmp/df11-sd3 (a few
 #     minutes, once per machine), so that a later --sd3-bench call fits in the time limit
+#   --sd3-batch: make the SD3 model if needed, then df11 batch of 8 lines (sizes, seeds, CFG
+#     and steps per line; one bad) from its DF11 weights, the models loaded once: the log and
+#     summary in $OUT/sd3_batch.txt (the PNGs in /tmp/df11-sd3-batch)
 #   --sd3-profile: make the SD3 model if needed, then 3 steps of it from BF16 and from DF11
 #     with DF11_PROFILE_OPS=1 (time per op and shape), the tables in $OUT/sd3_profile_*.txt
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
@@ -21,12 +24,13 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1 sd3prof=0
+bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1 sd3prof=0 sd3batch=0
 for a in "$@"; do
   case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;;
     --fixtures) fixtures=1 ;; --no-tests) tests=0 ;; --flux-bench) flux=1 ;; --sd3-bench) sd3=1 ;;
     --sd3-prepare) [ $sd3 = 1 ] || sd3=prepare ;;
     --sd3-profile) sd3prof=1; [ $sd3 = 1 ] || sd3=prepare ;;
+    --sd3-batch) sd3batch=1; [ $sd3 = 1 ] || sd3=prepare ;;
     *) echo "device-check: unknown option $a" >&2; exit 2 ;; esac
 done
 if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and the benches
@@ -95,6 +99,14 @@ if [ $sd3 != 0 ]; then
   else
     bash tests/bench/bench_sd3.sh build-gpu /tmp/df11-sd3 "$OUTDIR/sd3" 2>&1 | tee "$OUTDIR/bench_sd3.txt" | tail -28
   fi
+fi
+if [ $sd3batch = 1 ] && [ -f /tmp/df11-sd3/df11/model_index.json ]; then
+  bp=tests/bench/sd3_batch.txt
+  build-gpu/df11 batch $bp -m /tmp/df11-sd3/df11 -o /tmp/df11-sd3-batch -f \
+    >"$OUTDIR/sd3_batch.out" 2>"$OUTDIR/sd3_batch.txt"
+  echo "== df11 batch $bp, SD3.5 Large-shaped DF11 weights (exit $?)"
+  grep -E "images to render|line [0-9]+:|transformer: loaded|CLIP-|T5:|VAE: [0-9.]+ s|peak|batch:" \
+    "$OUTDIR/sd3_batch.txt" | grep -v "wrote" | tail -20
 fi
 if [ $sd3prof = 1 ] && [ -f /tmp/df11-sd3/df11/model_index.json ]; then
   for w in bf16 df11; do
