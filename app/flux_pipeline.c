@@ -180,7 +180,7 @@ static err check_parts(const pipeline_state *r, const flux_text *tx, const flux_
 }
 
 /* One job's images through the loaded transformer: its plan, text and sigmas */
-static err run_job(pipeline_state *r, flux_model *m, flux_text *tx) {
+static err run_job(pipeline_state *r, flux_model *m, flux_text *tx, const pipeline_state *prev) {
     const int64_t h2 = r->lh / 2, w2 = r->lw / 2, S = r->info.steps;
     pipeline_buf x = {0}, vel = {0};
     float *sig = malloc(sizeof *sig * (size_t)(2 * S + 1));
@@ -188,7 +188,9 @@ static err run_job(pipeline_state *r, flux_model *m, flux_text *tx) {
     sampler_flux_sigmas(&r->sc, (int)S, h2 * w2, sig);
     sampler_timesteps(&r->sc, (int)S, sig, sig + S + 1);
     err e = check_parts(r, tx, flux_get_config(m));
-    if (!e) e = flux_plan(m, h2, w2, r->info.max_seq);
+    /* a plan is kept while the sizes repeat */
+    if (!e && (!prev || prev->lh != r->lh || prev->lw != r->lw))
+        e = flux_plan(m, h2, w2, r->info.max_seq);
     const int64_t C = flux_get_config(m)->in_ch;
     if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, h2 * w2, C}, &x);
     if (!e) e = pipeline_buf_make(r->ctx, 3, (int64_t[]){1, h2 * w2, C}, &vel);
@@ -222,7 +224,7 @@ static err run_transformer(pipeline_state *rs, flux_text *txs, int n) {
                  : o.mode == WP_DF11   ? "DF11, decoded per block"
                                        : "DF11, streamed");
     for (int k = 0; !e && k < n; k++)
-        e = run_job(&rs[k], m, &txs[k]);
+        e = run_job(&rs[k], m, &txs[k], k ? &rs[k - 1] : NULL);
     flux_free(m);
     return e ? err_wrap(e, "transformer %s", wt_path(s)) : ERR_OK;
 }

@@ -251,7 +251,9 @@ static err run_vae(pipeline_state *rs, int n) {
         float *host = malloc(sizeof *host * (size_t)(3 * H * W));
         uint8_t *rgb = malloc((size_t)(3 * H * W));
         e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
-        if (!e) e = vae_plan(m, r->lh, r->lw);
+        /* a plan is kept while the sizes repeat */
+        if (!e && (k == 0 || r->lh != rs[k - 1].lh || r->lw != rs[k - 1].lw))
+            e = vae_plan(m, r->lh, r->lw);
         if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &z);
         if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 3, H, W}, &img);
         for (int i = 0; !e && i < j->batch_count; i++) {

@@ -324,7 +324,8 @@ static err denoise(pipeline_state *r, sd3_text *tx, sd3_loop *L, int img, pipeli
 
 /* One job's images through the loaded transformer: its sigmas, skip layers, plan (the CFG
  * batch) and buffers */
-static err run_job(pipeline_state *r, sd3_text *tx, sd3_model *m) {
+static err run_job(pipeline_state *r, sd3_text *tx, sd3_model *m, const pipeline_state *prev,
+                   const sd3_text *ptx) {
     const pipeline_info *in = &r->info;
     sd3_loop L = {.m = m};
     const int S = in->steps;
@@ -336,7 +337,9 @@ static err run_job(pipeline_state *r, sd3_text *tx, sd3_model *m) {
     /* the skip layers checked now, not at the first step that uses them */
     if (in->slg_scale > 0) e = sd3_set_skip_layers(m, in->skip_layers, in->n_skip);
     if (!e) e = sd3_set_skip_layers(m, NULL, 0);
-    if (!e) e = sd3_plan(m, tx->B, r->lh, r->lw, CLIP_LEN + tx->T);
+    /* a plan is kept while the sizes and the CFG batch repeat */
+    if (!e && (!prev || prev->lh != r->lh || prev->lw != r->lw || ptx->B != tx->B))
+        e = sd3_plan(m, tx->B, r->lh, r->lw, CLIP_LEN + tx->T);
     const int64_t shape[4] = {tx->B, 16, r->lh, r->lw}, one[4] = {1, 16, r->lh, r->lw};
     if (!e && tx->B == 2) e = pipeline_buf_make(r->ctx, 4, shape, &L.x);
     if (!e) e = pipeline_buf_make(r->ctx, 4, shape, &L.vel);
@@ -372,7 +375,7 @@ static err run_transformer(pipeline_state *rs, sd3_text *txs, int n) {
                  : o.mode == WP_DF11   ? "DF11, decoded per block"
                                        : "DF11, streamed");
     for (int k = 0; !e && k < n; k++)
-        e = run_job(&rs[k], &txs[k], m);
+        e = run_job(&rs[k], &txs[k], m, k ? &rs[k - 1] : NULL, k ? &txs[k - 1] : NULL);
     sd3_free(m);
     return e ? err_wrap(e, "transformer %s", wt_path(s)) : ERR_OK;
 }
