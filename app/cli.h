@@ -20,6 +20,10 @@ int cmd_inspect(int argc, char **argv, const cli_common *c);
 int cmd_generate(int argc, char **argv, const cli_common *c);
 int cmd_info(int argc, char **argv, const cli_common *c);
 int cmd_batch(int argc, char **argv, const cli_common *c);
+int cmd_regress(int argc, char **argv, const cli_common *c);
+int cmd_window(int argc, char **argv, const cli_common *c);
+/* the help texts of the commands that keep theirs beside them */
+extern const char cli_help_regress[], cli_help_window[];
 
 /* Decodes every compressed tensor of one file on the GPU and compares with the CPU decoder. */
 #include "core/err.h"

@@ -154,7 +154,7 @@ static err denoise(pipeline_state *r, flux_model *m, int img, pipeline_buf *lat,
         TRY(op_ctx_sync(r->ctx));
         pipeline_mem_mark(r);
         LOG_DEBUG("image %d step %d/%d: %.1f ms", img + 1, i + 1, S, (pipeline_now() - t0) * 1e3);
-        pipeline_step_done(r, img, i, S);
+        TRY(pipeline_step_done(r, img, i, S, x->t, vel->t, sig[i + 1], 1));
     }
     op_unpack2x2(r->ctx, lat->t, x->t);
     TRY(op_ctx_sync(r->ctx));
@@ -237,7 +237,9 @@ err flux_pipeline_stages(pipeline_state *rs, int n) {
         e = txs[k].t5_ids ? tokenize(&rs[k], &txs[k]) : err_set(ERR_NOMEM, "out of memory");
     }
     if (!e) e = encode_clip(rs, txs, n);
+    if (!e) e = pipeline_cancelled(rs);
     if (!e) e = encode_t5(rs, txs, n);
+    if (!e) e = pipeline_cancelled(rs);
     if (!e) e = run_transformer(rs, txs, n);
     for (int k = 0; txs && k < n; k++) {
         pipeline_buf_free(&txs[k].pooled);

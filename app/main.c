@@ -21,6 +21,8 @@ static const char usage[] =
     "                     a DF11 run writes the same bytes as the BF16 run)\n"
     "  batch FILE -m DIR -o OUTDIR  one PNG a line of FILE (a prompt, or JSON with its\n"
     "                     parameters), the models loaded once; resumes where it stopped\n"
+    "  window -m DIR      a desktop window: prompt, parameters, live preview, history\n"
+    "  regress DIR -m DIR render a folder of PNGs again from their parameters and compare\n"
     "  compress IN OUT    compress IN to DF11 (BF16 exponents entropy-coded, every bit kept).\n"
     "                     IN is a .safetensors file, a sharded checkpoint (its\n"
     "                     *.safetensors.index.json) or a model folder (diffusers layout: every\n"
@@ -42,6 +44,8 @@ static const char usage[] =
     "Exit status: 0 success, 1 the work failed (bad input, I/O, checksum), 2 usage error.\n";
 
 static const char *help_for(const char *cmd) {
+    if (!strcmp(cmd, "regress")) return cli_help_regress;
+    if (!strcmp(cmd, "window")) return cli_help_window;
     if (!strcmp(cmd, "compress"))
         return "usage: df11 compress IN OUT [-f] [-j N] [--table-log N] [--steps N]\n"
                "  -f, --force         replace OUT if it exists\n"
@@ -53,11 +57,14 @@ static const char *help_for(const char *cmd) {
                "Renders one image a line of FILE (\"-\": standard input) with the models loaded\n"
                "once a group of lines. A line is a prompt, or a JSON object (JSON Lines) with\n"
                "its own parameters over the command line's:\n"
-               "  {\"prompt\": \"...\", \"negative_prompt\": \"...\", \"seed\": 7, \"width\": 1024,\n"
+               "  {\"prompt\": \"...\", \"negative_prompt\": \"...\", \"seed\": 7, \"width\": "
+               "1024,\n"
                "   \"height\": 768, \"steps\": 28, \"guidance\": 3.5, \"cfg_scale\": 4.5,\n"
                "   \"output\": \"name.png\"}\n"
-               "Blank lines and lines starting with # are skipped. Each image is OUTDIR/NNNN-slug.png\n"
-               "(NNNN the line number, slug the prompt's first words) or OUTDIR/<output>, with its\n"
+               "Blank lines and lines starting with # are skipped. Each image is "
+               "OUTDIR/NNNN-slug.png\n"
+               "(NNNN the line number, slug the prompt's first words) or OUTDIR/<output>, with "
+               "its\n"
                "parameters in the PNG as generate writes them. An image already there is skipped,\n"
                "so a batch that was cut off resumes (-f renders it again). A bad line is reported\n"
                "with its number and the others run; the summary gives the images written, the\n"
@@ -82,14 +89,16 @@ static const char *help_for(const char *cmd) {
                "compress); a DF11 run writes the same bytes as the BF16 run of the same job.\n"
                "model:\n"
                "  -m, --model DIR|FILE     a diffusers folder (model_index.json, transformer/,\n"
-               "                           vae/, text_encoder*/, tokenizer*/, ...) or a checkpoint\n"
+               "                           vae/, text_encoder*/, tokenizer*/, ...) or a "
+               "checkpoint\n"
                "                           file (sd3.5_large.safetensors: the parts it holds)\n"
                "      --diffusion-model F  the transformer on its own (flux1-dev.safetensors,\n"
                "                           sd3.5_medium.safetensors, or a transformer/ folder)\n"
                "      --vae F              the VAE (ae.safetensors or a vae/ folder)\n"
                "      --clip_l F           CLIP-L (clip_l.safetensors or a text_encoder/ folder)\n"
                "      --clip_g F           SD3.5's CLIP-G (clip_g.safetensors or text_encoder_2/)\n"
-               "      --t5xxl F            T5-XXL (t5xxl_fp16.safetensors, ... or a folder); SD3.5\n"
+               "      --t5xxl F            T5-XXL (t5xxl_fp16.safetensors, ... or a folder); "
+               "SD3.5\n"
                "                           runs without it (zeros, as diffusers)\n"
                "      --clip-tokenizer DIR vocab.json + merges.txt, or tokenizer.json\n"
                "      --clip-g-tokenizer DIR  SD3.5's tokenizer_2 (default: the CLIP tokenizer,\n"
@@ -198,13 +207,9 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **, const cli_common *);
-    } cmds[] = {{"compress", cmd_compress},
-                {"decompress", cmd_decompress},
-                {"verify", cmd_verify},
-                {"inspect", cmd_inspect},
-                {"generate", cmd_generate},
-                {"info", cmd_info},
-                {"batch", cmd_batch}};
+    } cmds[] = {{"compress", cmd_compress}, {"decompress", cmd_decompress}, {"verify", cmd_verify},
+                {"inspect", cmd_inspect},   {"generate", cmd_generate},     {"info", cmd_info},
+                {"batch", cmd_batch},       {"regress", cmd_regress},       {"window", cmd_window}};
     if (argc < 2) {
         fputs(usage, stderr);
         return CLI_EXIT_USAGE;

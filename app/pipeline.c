@@ -166,10 +166,43 @@ err pipeline_report_latents(pipeline_state *r, int img, const pipeline_buf *lat)
     return e;
 }
 
-void pipeline_step_done(pipeline_state *r, int img, int i, int S) {
+err pipeline_cancelled(const pipeline_state *r) {
+    FAIL_IF(r->cb->cancel && *r->cb->cancel, ERR_CANCELLED, "cancelled");
+    return ERR_OK;
+}
+
+/* x - sigma * v as [16, h, w] floats, unpacking FLUX's 2x2 patches (diffusers' _pack_latents:
+ * token (y, x) of the half-size grid, channel c * 4 + dy * 2 + dx) */
+static err preview(pipeline_state *r, int img, int step, tensor x, tensor v, float sigma,
+                   int packed) {
+    const int64_t n = tensor_numel(&x), lh = r->lh, lw = r->lw;
+    float *a = malloc(sizeof *a * (size_t)n * 3);
+    FAIL_IF(!a, ERR_NOMEM, "out of memory");
+    float *b = a + n, *lat = b + n;
+    pipeline_buf bx = {.t = x, .dev = r->cuda}, bv = {.t = v, .dev = r->cuda};
+    err e = pipeline_buf_download(r->ctx, &bx, a);
+    if (!e) e = pipeline_buf_download(r->ctx, &bv, b);
+    for (int64_t k = 0; !e && k < n; k++)
+        a[k] -= sigma * b[k];
+    if (!e && packed) {
+        const int64_t w2 = lw / 2;
+        for (int64_t k = 0; k < n; k++) {
+            const int64_t tok = k / 64, ch = k % 64, c = ch / 4, dy = ch / 2 % 2, dx = ch % 2;
+            lat[(c * lh + tok / w2 * 2 + dy) * lw + tok % w2 * 2 + dx] = a[k];
+        }
+    }
+    if (!e) r->cb->on_preview(r->cb->ctx, r->index, img, step, packed ? lat : a, lh, lw);
+    free(a);
+    return e;
+}
+
+err pipeline_step_done(pipeline_state *r, int img, int i, int S, tensor x, tensor v, float sigma,
+                       int packed) {
     if (r->index == 0 && img == 0 && i == 0)
         LOG_INFO("first step done %.2f s after the start", pipeline_now() - r->t_start);
     if (r->cb->on_step) r->cb->on_step(r->cb->ctx, r->index, img, r->job->batch_count, i + 1, S);
+    if (r->cb->on_preview) TRY(preview(r, img, i + 1, x, v, sigma, packed));
+    return pipeline_cancelled(r);
 }
 
 err pipeline_wp_mode(const pipeline_state *r, wt_source *s, wp_mode *mode, size_t *budget) {
@@ -248,6 +281,8 @@ static err run_vae(pipeline_state *rs, int n) {
         const pipeline_job *j = r->job;
         pipeline_buf z = {0}, img = {0};
         const int64_t H = r->lh * 8, W = r->lw * 8;
+        e = pipeline_cancelled(r);
+        if (e) break;
         float *host = malloc(sizeof *host * (size_t)(3 * H * W));
         uint8_t *rgb = malloc((size_t)(3 * H * W));
         e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
@@ -409,6 +444,24 @@ err pipeline_run_many(const pipeline_paths *p, const pipeline_job *jobs, int n,
     free(rs);
     op_ctx_free(ctx);
     return e;
+}
+
+err pipeline_describe(const pipeline_paths *p, const pipeline_job *j, pipeline_info *info) {
+    pipeline_parts pt = {0};
+    TRY(find_dit(p, &pt));
+    wt_source *dit = NULL;
+    TRY(wt_open(pt.dit, &dit));
+    pipeline_job jj = *j;
+    if (!jj.prompt) jj.prompt = "";
+    static const pipeline_callbacks none = {0};
+    pipeline_state r = {.job = &jj, .cb = &none};
+    err e = resolve(&r, p, dit, 0);
+    free(r.lat);
+    wt_close(dit);
+    if (e) return e;
+    *info = r.info;
+    info->model_hash[0] = 0;
+    return ERR_OK;
 }
 
 err pipeline_run(const pipeline_paths *p, const pipeline_job *j, const pipeline_callbacks *cb) {

@@ -77,12 +77,23 @@ typedef struct pipeline_callbacks {
        as floats; either may be NULL */
     void (*on_latents)(void *ctx, int job, int image, const float *lat, int64_t h, int64_t w);
     void (*on_decoded)(void *ctx, int job, int image, const float *img, int64_t h, int64_t w);
+    /* (previews) after each step of image i: the current estimate of the clean latents,
+       x - sigma * v, unpacked to [16, h, w] floats (at the last step the final latents) */
+    void (*on_preview)(void *ctx, int job, int image, int step, const float *lat, int64_t h,
+                       int64_t w);
+    /* when non-NULL and set (from any thread), the run stops after the step or stage it is in
+       and returns ERR_CANCELLED */
+    const volatile int *cancel;
     /* each finished image: RGB8, w x h, seed; returns an error to stop */
     err (*on_image)(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w, int h);
 } pipeline_callbacks;
 
 /* Initialises a job with diffusers' defaults (resolved against the model when unset). */
 void pipeline_job_init(pipeline_job *j);
+/* Resolves the job against the model without loading it (the diffusion model's header is
+ * read, nothing is hashed): the family, the variant's name and the parameters it would run
+ * with (a NULL prompt counts as ""). info->model_hash is left empty. */
+err pipeline_describe(const pipeline_paths *p, const pipeline_job *j, pipeline_info *info);
 /* Runs the job; every failure comes back as an err with a message naming the component. */
 err pipeline_run(const pipeline_paths *p, const pipeline_job *j, const pipeline_callbacks *cb);
 /* Runs n jobs with each model loaded once: every job's prompts through the text encoders,

@@ -82,7 +82,13 @@ err flux_pipeline_resolve(pipeline_state *r, const pipeline_paths *p);
 err flux_pipeline_stages(pipeline_state *rs, int n);
 err sd3_pipeline_resolve(pipeline_state *r, const pipeline_paths *p);
 err sd3_pipeline_stages(pipeline_state *rs, int n);
-/* The step callback and the first-step log line of image img, step i (of S) */
-void pipeline_step_done(pipeline_state *r, int img, int i, int S);
+/* After step i (of S) of image img: the first-step log line, the step callback, the preview
+ * of x - sigma * v (the latents x and their velocity v after the step, sigma the step's next
+ * sigma; packed: FLUX's 2x2-packed tokens) when asked for, then ERR_CANCELLED if the caller
+ * cancelled. */
+err pipeline_step_done(pipeline_state *r, int img, int i, int S, tensor x, tensor v, float sigma,
+                       int packed);
+/* ERR_CANCELLED if the caller cancelled */
+err pipeline_cancelled(const pipeline_state *r);
 
 #endif

@@ -317,7 +317,7 @@ static err denoise(pipeline_state *r, sd3_text *tx, sd3_loop *L, int img, pipeli
         TRY(op_ctx_sync(c));
         pipeline_mem_mark(r);
         LOG_DEBUG("image %d step %d/%d: %.1f ms", img + 1, i + 1, S, (pipeline_now() - t0) * 1e3);
-        pipeline_step_done(r, img, i, S);
+        TRY(pipeline_step_done(r, img, i, S, lat->t, v, L->sig[i + 1], 0));
     }
     return pipeline_report_latents(r, img, lat);
 }
@@ -430,7 +430,9 @@ err sd3_pipeline_stages(pipeline_state *rs, int n) {
                     "the pooled CLIP-L and CLIP-G vectors are %lld wide together, but the "
                     "transformer %s takes %lld (pooled_projection_dim)",
                     (long long)txs[0].pooled_w, wt_path(r0->dit), (long long)pooled);
+    if (!e) e = pipeline_cancelled(rs);
     if (!e) e = encode_t5(rs, txs, n);
+    if (!e) e = pipeline_cancelled(rs);
     if (!e) e = run_transformer(rs, txs, n);
     for (int k = 0; txs && k < n; k++) {
         pipeline_buf_free(&txs[k].embeds);

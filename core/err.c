@@ -40,6 +40,7 @@ const char *err_name(err code) {
     case ERR_NOMEM: return "out of memory";
     case ERR_CUDA: return "CUDA error";
     case ERR_EXISTS: return "output exists";
+    case ERR_CANCELLED: return "cancelled";
     }
     return "unknown error";
 }

@@ -17,6 +17,7 @@ typedef enum err {
     ERR_NOMEM,       /* host or device allocation failed */
     ERR_CUDA,        /* CUDA runtime or library error, or no GPU */
     ERR_EXISTS,      /* output exists and would be overwritten */
+    ERR_CANCELLED,   /* the caller asked the work to stop */
 } err;
 
 /* Sets the thread's message (printf-style) and returns code. */
