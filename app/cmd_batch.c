@@ -23,9 +23,7 @@
 #define BATCH_GROUP 16 /* lines a group by default (their text states wait on the device) */
 
 typedef struct batch_line {
-    int line; /* 1-based */
-    pipeline_job job;
-    char *prompt, *negative; /* owned */
+    gen_line g;
     char name[4096];
     pipeline_info info;
     int done, failed;
@@ -67,7 +65,7 @@ static char *copy_str(const char *s) {
 }
 
 /* A JSON line's keys over the job; 0 (message printed) on a bad key or value */
-static int json_line(const char *path, batch_line *b, const cJSON *o, const char **output) {
+static int json_line(const char *path, gen_line *b, const cJSON *o) {
     static const char *const keys[] = {"prompt",    "negative_prompt", "negative", "seed",
                                        "width",     "height",          "steps",    "guidance",
                                        "cfg_scale", "output"};
@@ -90,7 +88,7 @@ static int json_line(const char *path, batch_line *b, const cJSON *o, const char
             else if (k == 0)
                 b->prompt = copy_str(it->valuestring);
             else if (k == 9)
-                *output = it->valuestring;
+                b->output = copy_str(it->valuestring);
             else
                 b->negative = copy_str(it->valuestring);
         } else if (!cJSON_IsNumber(it)) {
@@ -130,13 +128,23 @@ static int json_line(const char *path, batch_line *b, const cJSON *o, const char
         fprintf(stderr, "df11: %s:%d: no \"prompt\"\n", path, b->line);
         return 0;
     }
+    if (b->output) {
+        const char *out = b->output;
+        if (!*out || strchr(out, '/') || !strcmp(out, ".") || !strcmp(out, "..")) {
+            fprintf(stderr, "df11: %s:%d: \"output\" must be a file name, got \"%s\"\n", path,
+                    b->line, out);
+            return 0;
+        }
+    }
     return 1;
 }
 
-/* One line into b (the job from base): 1 a job, 0 nothing to do (blank or # comment), -1 bad
- * (message printed) */
-static int parse_line(const char *path, char *s, const pipeline_job *base, const char *outdir,
-                      batch_line *b) {
+void gen_line_free(gen_line *b) {
+    free(b->prompt), free(b->negative), free(b->output);
+    b->prompt = b->negative = b->output = NULL;
+}
+
+int gen_line_parse(const char *path, char *s, const pipeline_job *base, gen_line *b) {
     size_t n = strlen(s);
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
         s[--n] = 0;
@@ -144,18 +152,17 @@ static int parse_line(const char *path, char *s, const pipeline_job *base, const
         s++;
     if (!*s || *s == '#') return 0;
     b->job = *base;
-    const char *output = NULL;
-    cJSON *o = NULL;
     if (*s == '{') {
-        o = cJSON_Parse(s);
-        if (!cJSON_IsObject(o)) {
+        cJSON *o = cJSON_Parse(s);
+        int ok = cJSON_IsObject(o);
+        if (!ok)
             fprintf(stderr, "df11: %s:%d: not a JSON object (a line starting with '{' is JSON)\n",
                     path, b->line);
-            cJSON_Delete(o);
-            return -1;
-        }
-        if (!json_line(path, b, o, &output)) {
-            cJSON_Delete(o);
+        else
+            ok = json_line(path, b, o);
+        cJSON_Delete(o);
+        if (!ok) {
+            gen_line_free(b);
             return -1;
         }
     } else {
@@ -163,24 +170,20 @@ static int parse_line(const char *path, char *s, const pipeline_job *base, const
     }
     b->job.prompt = b->prompt;
     if (b->negative) b->job.negative = b->negative;
-    int r = 1;
-    if (output) {
-        const size_t ln = strlen(output);
-        const int png = ln > 4 && !strcmp(output + ln - 4, ".png");
-        if (!ln || strchr(output, '/') || !strcmp(output, ".") || !strcmp(output, "..")) {
-            fprintf(stderr, "df11: %s:%d: \"output\" must be a file name, got \"%s\"\n", path,
-                    b->line, output);
-            r = -1;
-        } else {
-            snprintf(b->name, sizeof b->name, "%s/%s%s", outdir, output, png ? "" : ".png");
-        }
+    return 1;
+}
+
+/* The line's output name: OUTDIR/<output>[.png], else OUTDIR/NNNN-slug.png */
+static void line_name(const gen_line *g, const char *outdir, char *name, size_t n) {
+    if (g->output) {
+        const size_t ln = strlen(g->output);
+        const int png = ln > 4 && !strcmp(g->output + ln - 4, ".png");
+        snprintf(name, n, "%s/%s%s", outdir, g->output, png ? "" : ".png");
     } else {
         char sl[64];
-        slug(b->prompt, sl, sizeof sl);
-        snprintf(b->name, sizeof b->name, "%s/%04d-%s.png", outdir, b->line, sl);
+        slug(g->prompt, sl, sizeof sl);
+        snprintf(name, n, "%s/%04d-%s.png", outdir, g->line, sl);
     }
-    cJSON_Delete(o);
-    return r;
 }
 
 /* ---- the run ---- */
@@ -189,12 +192,12 @@ static void on_info(void *ctx, int job, const pipeline_info *in) {
     batch_state *s = ctx;
     s->l[job].info = *in;
     s->steps_total += (uint64_t)in->steps;
-    LOG_DEBUG("line %d: %s", s->l[job].line, in->model_name);
+    LOG_DEBUG("line %d: %s", s->l[job].g.line, in->model_name);
 }
 
 static void on_skip(void *ctx, int job, const char *msg) {
     batch_state *s = ctx;
-    fprintf(stderr, "df11: line %d: %s\n", s->l[job].line, msg);
+    fprintf(stderr, "df11: line %d: %s\n", s->l[job].g.line, msg);
     s->l[job].failed = 1;
     s->failed++;
 }
@@ -209,7 +212,7 @@ static void on_step(void *ctx, int job, int image, int n_images, int step, int n
     }
     s->steps_done++;
     char what[48];
-    snprintf(what, sizeof what, "line %d, step %d/%d", s->l[job].line, step, n_steps);
+    snprintf(what, sizeof what, "line %d, step %d/%d", s->l[job].g.line, step, n_steps);
     progress_update(&s->bar, s->steps_done, s->steps_total, what);
     if (s->steps_done == s->steps_total) {
         progress_finish(&s->bar);
@@ -222,10 +225,10 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     (void)image;
     batch_state *s = ctx;
     batch_line *b = &s->l[job];
-    TRY(gen_write_png(b->name, &b->info, b->prompt, seed, rgb, w, h));
+    TRY(gen_write_png(b->name, &b->info, b->g.prompt, seed, rgb, w, h));
     b->done = 1;
     s->written++;
-    if (!s->quiet) fprintf(stderr, "df11: line %d: wrote %s\n", b->line, b->name);
+    if (!s->quiet) fprintf(stderr, "df11: line %d: wrote %s\n", b->g.line, b->name);
     printf("%s\n", b->name);
     fflush(stdout);
     return ERR_OK;
@@ -302,18 +305,18 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         }
         batch_line *b = &lines[n];
         memset(b, 0, sizeof *b);
-        b->line = lineno;
-        const int r = parse_line(file, buf, &a.job, a.out, b);
+        b->g.line = lineno;
+        const int r = gen_line_parse(file, buf, &a.job, &b->g);
         if (r <= 0) {
-            free(b->prompt), free(b->negative);
             bad += r < 0;
             continue;
         }
+        line_name(&b->g, a.out, b->name, sizeof b->name);
         for (int k = 0; k < n; k++)
             if (!strcmp(lines[k].name, b->name)) {
                 fprintf(stderr, "df11: %s:%d: the output %s is line %d's too\n", file, lineno,
-                        b->name, lines[k].line);
-                free(b->prompt), free(b->negative);
+                        b->name, lines[k].g.line);
+                gen_line_free(&b->g);
                 bad++;
                 b = NULL;
                 break;
@@ -321,7 +324,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         if (!b) continue;
         if (!a.force && stat(b->name, &st) == 0) {
             LOG_INFO("line %d: %s is there; skipped", lineno, b->name);
-            free(b->prompt), free(b->negative);
+            gen_line_free(&b->g);
             skipped++;
             continue;
         }
@@ -340,7 +343,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         pipeline_job *jobs = malloc(sizeof *jobs * (size_t)m);
         CHECK(jobs);
         for (int k = 0; k < m; k++)
-            jobs[k] = lines[g + k].job;
+            jobs[k] = lines[g + k].g.job;
         s.l = lines + g, s.n = m, s.steps_done = s.steps_total = 0;
         pipeline_callbacks cb = {.ctx = &s,
                                  .on_step = on_step,
@@ -350,8 +353,8 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         const err e = pipeline_run_many(&a.paths, jobs, m, &cb);
         if (s.bar_open) progress_finish(&s.bar), s.bar_open = 0;
         if (e) {
-            fprintf(stderr, "df11: error: lines %d-%d: %s\n", lines[g].line, lines[g + m - 1].line,
-                    err_msg());
+            fprintf(stderr, "df11: error: lines %d-%d: %s\n", lines[g].g.line,
+                    lines[g + m - 1].g.line, err_msg());
             for (int k = 0; k < m; k++)
                 if (!lines[g + k].done && !lines[g + k].failed) lines[g + k].failed = 1, s.failed++;
         }
@@ -365,11 +368,11 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
     if (s.failed + bad) {
         fprintf(stderr, "df11: batch: failed lines:");
         for (int k = 0; k < n; k++)
-            if (lines[k].failed) fprintf(stderr, " %d", lines[k].line);
+            if (lines[k].failed) fprintf(stderr, " %d", lines[k].g.line);
         fprintf(stderr, "%s\n", bad ? " (and the bad lines above)" : "");
     }
     for (int k = 0; k < n; k++)
-        free(lines[k].prompt), free(lines[k].negative);
+        gen_line_free(&lines[k].g);
     free(lines);
     return s.failed + bad ? CLI_EXIT_FAIL : 0;
 }

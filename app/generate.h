@@ -31,4 +31,18 @@ void gen_log_info(const pipeline_info *in);
 err gen_write_png(const char *name, const pipeline_info *in, const char *prompt, uint64_t seed,
                   const uint8_t *rgb, int w, int h);
 
+/* A line of a prompt file (df11 batch, df11 regress --manifest): a prompt, or a JSON object
+ * with its own parameters (prompt, negative_prompt, seed, width, height, steps, guidance,
+ * cfg_scale, output). */
+typedef struct gen_line {
+    int line; /* 1-based, set by the caller */
+    pipeline_job job;
+    char *prompt, *negative, *output; /* owned (gen_line_free); output NULL if not given */
+} gen_line;
+
+/* Parses s (changed in place) over base into b: 1 a job, 0 nothing (blank or # comment), -1
+ * a bad line (message printed, naming path and the line). */
+int gen_line_parse(const char *path, char *s, const pipeline_job *base, gen_line *b);
+void gen_line_free(gen_line *b);
+
 #endif

@@ -497,6 +497,81 @@ static void check_dtypes(const char *fixtures, int gpu) {
     capture_free(&ref);
 }
 
+/* ---- the window's hooks: previews at every step, cancellation ---- */
+
+typedef struct preview_capture {
+    capture c;
+    int n, last_step, order_ok, cancel_at, steps;
+    volatile int cancel;
+    float *last;
+} preview_capture;
+
+static void on_preview(void *ctx, int job, int image, int step, const float *lat, int64_t h,
+                       int64_t w) {
+    preview_capture *p = ctx;
+    p->order_ok &= step == p->last_step + 1;
+    p->last_step = step, p->n++;
+    free(p->last);
+    p->last = malloc(sizeof *p->last * (size_t)(16 * h * w));
+    memcpy(p->last, lat, sizeof *p->last * (size_t)(16 * h * w));
+}
+
+static void on_step_cancel(void *ctx, int job, int image, int n_images, int step, int n_steps) {
+    preview_capture *p = ctx;
+    p->steps++;
+    if (step == p->cancel_at) p->cancel = 1;
+}
+
+static void on_latents_p(void *ctx, int job, int image, const float *lat, int64_t h, int64_t w) {
+    on_latents(&((preview_capture *)ctx)->c, job, image, lat, h, w);
+}
+
+static err on_image_p(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w,
+                      int h) {
+    return on_image(&((preview_capture *)ctx)->c, job, image, seed, rgb, w, h);
+}
+
+/* A preview after every step, in order; the last is the final latents exactly (sigma 0: x -
+ * 0 v), which for FLUX checks the unpacking of its 2x2 tokens. Cancelling after step 1 stops
+ * the run there with ERR_CANCELLED and no image; cancelling before the start runs no step. */
+static void check_preview_cancel(const char *fixtures, const run_case *rc, int gpu, st_file *ref) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", fixtures, rc->dir);
+    pipeline_job j;
+    job_for(rc, ref, gpu, &j);
+    pipeline_paths p = {.model_dir = dir};
+    preview_capture pc = {.order_ok = 1};
+    pipeline_callbacks cb = {.ctx = &pc,
+                             .on_preview = on_preview,
+                             .on_latents = on_latents_p,
+                             .on_image = on_image_p,
+                             .on_step = on_step_cancel,
+                             .cancel = &pc.cancel};
+    err e = pipeline_run(&p, &j, &cb);
+    const int64_t n = 16 * pc.c.lh * pc.c.lw;
+    int same = !e && pc.last && pc.c.lat && n > 0;
+    for (int64_t i = 0; same && i < n; i++)
+        same = pc.last[i] == pc.c.lat[i];
+    expect(!e && pc.n == j.steps && pc.order_ok && same,
+           "%s: a preview after each of the %d steps (%d, in order: %d), the last the final "
+           "latents exactly: %d",
+           rc->v, j.steps, pc.n, pc.order_ok, same);
+    capture_free(&pc.c);
+    free(pc.last);
+    pc = (preview_capture){.order_ok = 1, .cancel_at = 1};
+    e = pipeline_run(&p, &j, &cb);
+    expect(e == ERR_CANCELLED && pc.steps == 1 && !pc.c.rgb,
+           "%s: cancelled after step 1: %s after %d steps, no image", rc->v, err_name(e), pc.steps);
+    capture_free(&pc.c);
+    free(pc.last);
+    pc = (preview_capture){.order_ok = 1, .cancel = 1};
+    e = pipeline_run(&p, &j, &cb);
+    expect(e == ERR_CANCELLED && pc.steps == 0 && !pc.c.rgb,
+           "%s: cancelled before the start: %s, %d steps", rc->v, err_name(e), pc.steps);
+    capture_free(&pc.c);
+    free(pc.last);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
         fprintf(stderr, "usage: test_pipeline --cpu|--gpu FIXTURES_DIR\n");
@@ -535,6 +610,8 @@ int main(int argc, char **argv) {
     check_many(argv[2], &cases[2], gpu, ref[1], "without CFG, 3 steps, another prompt",
                no_cfg_fewer_steps);
     check_dtypes(argv[2], gpu);
+    check_preview_cancel(argv[2], &cases[0], gpu, ref[0]);
+    check_preview_cancel(argv[2], &cases[2], gpu, ref[1]);
     st_close(ref[0]);
     st_close(ref[1]);
     printf("%s\n", fails ? "FAILED" : "all passed");
