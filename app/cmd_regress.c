@@ -42,7 +42,8 @@ const char cli_help_regress[] =
     "      --json FILE      a JSON report (one object an image; - for stdout)\n"
     "      --group N        images a model load (default 16)\n"
     "The table on stdout gives each image's result, largest difference, PSNR, differing\n"
-    "pixels and time. Exit status 0 when every image matches, 1 when any differs or cannot be\n"
+    "pixels and seconds (its group's time over its images: the models load once a group). Exit "
+    "status 0 when every image matches, 1 when any differs or cannot be\n"
     "checked, 2 on a usage error.\n";
 
 typedef enum reg_status { REG_PASS, REG_DIFF, REG_ERROR } reg_status;
@@ -57,7 +58,7 @@ typedef struct reg_item {
     reg_status st;
     int done, compared, bytes_equal, max_diff, same_model; /* compared: the pixels */
     long long n_diff;
-    double psnr, secs;
+    double psnr, secs; /* secs: its group's time over the images the group rendered */
     char note[600];
 } reg_item;
 
@@ -69,7 +70,6 @@ typedef struct reg_state {
     progress bar;
     int bar_open;
     uint64_t steps_done, steps_total;
-    double t_last;
 } reg_state;
 
 static double now(void) {
@@ -382,9 +382,6 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     snprintf(actual, sizeof actual, "%s/%.*s.actual.png", s->diff_dir, (int)strlen(t->name) - 4,
              t->name);
     t->done = 1;
-    const double t1 = now();
-    t->secs = t1 - s->t_last;
-    s->t_last = t1;
     t->same_model = !t->want_hash[0] || !strcmp(t->want_hash, t->info.model_hash);
     if (gen_write_png(actual, &t->info, t->g.prompt, seed, rgb, w, h)) {
         item_error(t, "%s", err_msg());
@@ -429,7 +426,7 @@ static void print_table(FILE *f, const reg_item *it, int n) {
     for (int k = 0; k < n; k++)
         wn = (int)strlen(it[k].name) > wn ? (int)strlen(it[k].name) : wn;
     fprintf(f, "%-*s  %-7s  %8s  %8s  %10s  %7s  %s\n", wn, "file", "result", "max diff", "PSNR dB",
-            "pixels off", "seconds", "note");
+            "pixels off", "s/image", "note");
     for (int k = 0; k < n; k++) {
         const reg_item *t = &it[k];
         char ps[32], note[1400], md[16] = "-", nd[24] = "-", sec[16] = "-";
@@ -670,7 +667,8 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
         CHECK(jobs && grp);
         for (int q = 0; q < k; q++)
             grp[q] = it[order[g + q]], jobs[q] = grp[q].g.job;
-        s.it = grp, s.steps_done = s.steps_total = 0, s.t_last = now();
+        s.it = grp, s.steps_done = s.steps_total = 0;
+        const double tg = now();
         pipeline_callbacks cb = {.ctx = &s,
                                  .on_step = on_step,
                                  .on_info = on_info,
@@ -678,7 +676,13 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
                                  .on_image = on_image};
         const err er = pipeline_run_many(&a.paths, jobs, k, &cb);
         if (s.bar_open) progress_finish(&s.bar), s.bar_open = 0;
+        /* the models load once a group and its images go through each stage together: a
+           group's time, shared among the images it rendered */
+        int rendered = 0;
+        for (int q = 0; q < k; q++)
+            rendered += grp[q].done;
         for (int q = 0; q < k; q++) {
+            if (grp[q].done) grp[q].secs = (now() - tg) / rendered;
             if (er && !grp[q].done && grp[q].st != REG_ERROR) item_error(&grp[q], "%s", err_msg());
             it[order[g + q]] = grp[q];
         }

@@ -14,7 +14,8 @@
 #     minutes, once per machine), so that a later --sd3-bench call fits in the time limit
 #   --sd3-batch: make the SD3 model if needed, then df11 batch of 8 lines (sizes, seeds, CFG
 #     and steps per line; one bad) from its DF11 weights, the models loaded once: the log and
-#     summary in $OUT/sd3_batch.txt (the PNGs in /tmp/df11-sd3-batch)
+#     summary in $OUT/sd3_batch.txt (the PNGs in /tmp/df11-sd3-batch); then df11 regress of
+#     those PNGs from the BF16 weights (the table in $OUT/sd3_regress.txt, JUnit XML beside)
 #   --sd3-profile: make the SD3 model if needed, then 3 steps of it from BF16 and from DF11
 #     with DF11_PROFILE_OPS=1 (time per op and shape), the tables in $OUT/sd3_profile_*.txt
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
@@ -107,6 +108,12 @@ if [ $sd3batch = 1 ] && [ -f /tmp/df11-sd3/df11/model_index.json ]; then
   echo "== df11 batch $bp, SD3.5 Large-shaped DF11 weights (exit $?)"
   grep -E "images to render|line [0-9]+:|transformer: loaded|CLIP-|T5:|VAE: [0-9.]+ s|peak|batch:" \
     "$OUTDIR/sd3_batch.txt" | grep -v "wrote" | tail -20
+  # and the regression check of those images from the BF16 weights: the same bytes
+  echo "== df11 regress /tmp/df11-sd3-batch, rendered again from the BF16 weights"
+  build-gpu/df11 regress /tmp/df11-sd3-batch -m /tmp/df11-sd3/bf16 -q --junit "$OUTDIR/sd3_regress.xml" \
+    >"$OUTDIR/sd3_regress.txt" 2>"$OUTDIR/sd3_regress.log"
+  echo "(exit $?)"
+  cat "$OUTDIR/sd3_regress.txt"
 fi
 if [ $sd3prof = 1 ] && [ -f /tmp/df11-sd3/df11/model_index.json ]; then
   for w in bf16 df11; do
