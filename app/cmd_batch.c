@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "app/cli.h"
@@ -32,9 +31,7 @@ typedef struct batch_line {
 typedef struct batch_state {
     batch_line *l; /* the group's lines */
     int n, quiet;
-    progress bar;
-    int bar_open;
-    uint64_t steps_done, steps_total;
+    progress_steps steps;
     int written, failed;
 } batch_state;
 
@@ -191,7 +188,7 @@ static void line_name(const gen_line *g, const char *outdir, char *name, size_t 
 static void on_info(void *ctx, int job, const pipeline_info *in) {
     batch_state *s = ctx;
     s->l[job].info = *in;
-    s->steps_total += (uint64_t)in->steps;
+    s->steps.total += (uint64_t)in->steps;
     LOG_DEBUG("line %d: %s", s->l[job].g.line, in->model_name);
 }
 
@@ -205,19 +202,9 @@ static void on_skip(void *ctx, int job, const char *msg) {
 static void on_step(void *ctx, int job, int image, int n_images, int step, int n_steps) {
     (void)image, (void)n_images;
     batch_state *s = ctx;
-    if (!s->bar_open) {
-        progress_init(&s->bar, "denoise", s->quiet);
-        s->bar.count_unit = "it";
-        s->bar_open = 1;
-    }
-    s->steps_done++;
     char what[48];
     snprintf(what, sizeof what, "line %d, step %d/%d", s->l[job].g.line, step, n_steps);
-    progress_update(&s->bar, s->steps_done, s->steps_total, what);
-    if (s->steps_done == s->steps_total) {
-        progress_finish(&s->bar);
-        s->bar_open = 0;
-    }
+    progress_steps_add(&s->steps, what);
 }
 
 static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w,
@@ -232,12 +219,6 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     printf("%s\n", b->name);
     fflush(stdout);
     return ERR_OK;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 int cmd_batch(int argc, char **argv, const cli_common *c) {
@@ -336,22 +317,22 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         fprintf(stderr, "df11: %s: %d images to render, %d already there, %d bad lines\n", file, n,
                 skipped, bad);
 
-    const double t0 = now();
-    batch_state s = {.quiet = a.quiet};
+    const double t0 = progress_now();
+    batch_state s = {.quiet = a.quiet, .steps = {.label = "denoise", .quiet = a.quiet}};
     for (int g = 0; g < n; g += (int)group) {
         const int m = n - g < group ? n - g : (int)group;
         pipeline_job *jobs = malloc(sizeof *jobs * (size_t)m);
         CHECK(jobs);
         for (int k = 0; k < m; k++)
             jobs[k] = lines[g + k].g.job;
-        s.l = lines + g, s.n = m, s.steps_done = s.steps_total = 0;
+        s.l = lines + g, s.n = m, s.steps.done = s.steps.total = 0;
         pipeline_callbacks cb = {.ctx = &s,
                                  .on_step = on_step,
                                  .on_info = on_info,
                                  .on_skip = on_skip,
                                  .on_image = on_image};
         const err e = pipeline_run_many(&a.paths, jobs, m, &cb);
-        if (s.bar_open) progress_finish(&s.bar), s.bar_open = 0;
+        progress_steps_close(&s.steps);
         if (e) {
             fprintf(stderr, "df11: error: lines %d-%d: %s\n", lines[g].g.line,
                     lines[g + m - 1].g.line, err_msg());
@@ -360,7 +341,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         }
         free(jobs);
     }
-    const double secs = now() - t0;
+    const double secs = progress_now() - t0;
     char per[48] = "";
     if (s.written) snprintf(per, sizeof per, ", %.2f s per image", secs / s.written);
     fprintf(stderr, "df11: batch: %d images written, %d already there, %d failed%s (%.1f s)\n",

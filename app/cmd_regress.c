@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "app/cli.h"
@@ -66,17 +65,9 @@ typedef struct reg_state {
     reg_item *it; /* the group's items */
     const char *diff_dir;
     double psnr_min;
-    int max_diff, tolerance, quiet;
-    progress bar;
-    int bar_open;
-    uint64_t steps_done, steps_total;
+    int max_diff, tolerance;
+    progress_steps steps;
 } reg_state;
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static char *copy_str(const char *s) {
     char *d = malloc(strlen(s) + 1);
@@ -350,7 +341,7 @@ static void on_info(void *ctx, int job, const pipeline_info *in) {
     reg_state *s = ctx;
     reg_item *t = &s->it[job];
     t->info = *in;
-    s->steps_total += (uint64_t)in->steps;
+    s->steps.total += (uint64_t)in->steps;
 }
 
 static void on_skip(void *ctx, int job, const char *msg) {
@@ -361,16 +352,9 @@ static void on_skip(void *ctx, int job, const char *msg) {
 static void on_step(void *ctx, int job, int image, int n_images, int step, int n_steps) {
     (void)image, (void)n_images;
     reg_state *s = ctx;
-    if (!s->bar_open) {
-        progress_init(&s->bar, "regress", s->quiet);
-        s->bar.count_unit = "it";
-        s->bar_open = 1;
-    }
-    s->steps_done++;
     char what[300];
     snprintf(what, sizeof what, "%s, step %d/%d", s->it[job].name, step, n_steps);
-    progress_update(&s->bar, s->steps_done, s->steps_total, what);
-    if (s->steps_done == s->steps_total) progress_finish(&s->bar), s->bar_open = 0;
+    progress_steps_add(&s->steps, what);
 }
 
 static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t *rgb, int w,
@@ -648,12 +632,12 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
             if (it[q].has_job && it[q].st != REG_ERROR && same_run(&it[q].g.job, &it[k].g.job))
                 order[m++] = q;
     }
-    const double t0 = now();
+    const double t0 = progress_now();
     reg_state s = {.diff_dir = dd,
                    .psnr_min = psnr,
                    .max_diff = (int)max_diff,
                    .tolerance = psnr > 0 || max_diff >= 0,
-                   .quiet = a.quiet};
+                   .steps = {.label = "regress", .quiet = a.quiet}};
     if (!a.quiet)
         fprintf(stderr, "df11: regress: %d images, %d to render (%s)\n", n, m,
                 s.tolerance ? "pixels within the tolerance" : "exact bytes");
@@ -667,22 +651,22 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
         CHECK(jobs && grp);
         for (int q = 0; q < k; q++)
             grp[q] = it[order[g + q]], jobs[q] = grp[q].g.job;
-        s.it = grp, s.steps_done = s.steps_total = 0;
-        const double tg = now();
+        s.it = grp, s.steps.done = s.steps.total = 0;
+        const double tg = progress_now();
         pipeline_callbacks cb = {.ctx = &s,
                                  .on_step = on_step,
                                  .on_info = on_info,
                                  .on_skip = on_skip,
                                  .on_image = on_image};
         const err er = pipeline_run_many(&a.paths, jobs, k, &cb);
-        if (s.bar_open) progress_finish(&s.bar), s.bar_open = 0;
+        progress_steps_close(&s.steps);
         /* the models load once a group and its images go through each stage together: a
            group's time, shared among the images it rendered */
         int rendered = 0;
         for (int q = 0; q < k; q++)
             rendered += grp[q].done;
         for (int q = 0; q < k; q++) {
-            if (grp[q].done) grp[q].secs = (now() - tg) / rendered;
+            if (grp[q].done) grp[q].secs = (progress_now() - tg) / rendered;
             if (er && !grp[q].done && grp[q].st != REG_ERROR) item_error(&grp[q], "%s", err_msg());
             it[order[g + q]] = grp[q];
         }
@@ -691,7 +675,7 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
         g = e;
     }
     free(order);
-    const double secs = now() - t0;
+    const double secs = progress_now() - t0;
 
     int pass = 0, diff = 0, error = 0;
     for (int k = 0; k < n; k++)

@@ -102,3 +102,18 @@ void progress_finish(progress *p) {
     if (p->tty) fprintf(stderr, "\r\033[K");
     fprintf(stderr, "df11: %s: %s in %.1f s (%s/s)\n", p->label, t, el, r);
 }
+
+void progress_steps_add(progress_steps *s, const char *what) {
+    if (!s->open) {
+        progress_init(&s->bar, s->label, s->quiet);
+        s->bar.count_unit = "it";
+        s->open = 1;
+    }
+    progress_update(&s->bar, ++s->done, s->total, what);
+    if (s->done == s->total) progress_steps_close(s);
+}
+
+void progress_steps_close(progress_steps *s) {
+    if (s->open) progress_finish(&s->bar);
+    s->open = 0;
+}

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 typedef struct progress {
-    const char *label;  /* "compress" */
+    const char *label; /* "compress" */
     int quiet, tty;
     double start, last_draw;
     int last_decile;
@@ -18,6 +18,19 @@ void progress_init(progress *p, const char *label, int quiet);
 void progress_update(void *ctx, uint64_t done, uint64_t total, const char *what);
 /* Ends the bar's line and prints the elapsed time and average rate. */
 void progress_finish(progress *p);
+/* A bar over the denoising steps of several jobs (df11 batch, df11 regress): total grows as
+ * jobs are resolved; the bar opens at the first step and closes at the last. */
+typedef struct progress_steps {
+    progress bar;
+    const char *label;
+    int quiet, open;
+    uint64_t done, total;
+} progress_steps;
+
+/* One more step done; what names it ("line 3, step 2/28"). */
+void progress_steps_add(progress_steps *s, const char *what);
+/* Closes the bar if open (after a run that stopped early). */
+void progress_steps_close(progress_steps *s);
 /* Seconds on a monotonic clock. */
 double progress_now(void);
 /* "1.23 GB" into buf. */

@@ -10,17 +10,7 @@ DF11=$1
 FX=$2
 T=$(mktemp -d /tmp/df11_gen_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-fails=0 passes=0
-ok() { passes=$((passes + 1)); }
-bad() { echo "FAILED: $*" >&2; fails=$((fails + 1)); }
-expect() { # expect RC CMD...: runs CMD, checks its exit code, keeps stderr in $T/err
-  local want=$1; shift
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (wanted $want): $*"; sed 's/^/  | /' "$T/err" >&2; fi
-}
-says() { if grep -qF -- "$1" "$T/err"; then ok; else bad "message lacks '$1':"; sed 's/^/  | /' "$T/err" >&2; fi; }
-same() { if cmp -s "$1" "$2"; then ok; else bad "$1 and $2 differ"; fi; }
-differ() { if cmp -s "$1" "$2"; then bad "$1 and $2 are the same"; else ok; fi; }
+. "$(dirname "$0")/testlib.sh"
 
 DEV=$FX/flux_tiny/dev
 P="A cat holding a sign that says hello world"
@@ -241,5 +231,4 @@ expect 2 "$DF11" batch -m "$DEV" -o "$B/out"
 expect 1 "$DF11" batch "$B/nope.txt" -m "$DEV" -o "$B/out"
 says "nope.txt"
 
-echo "test_generate: $passes checks passed, $fails failed"
-[ $fails -eq 0 ]
+finish test_generate

@@ -11,18 +11,7 @@ DF11=$1
 FX=$2
 T=$(mktemp -d /tmp/df11_regress_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-fails=0 passes=0
-ok() { passes=$((passes + 1)); }
-bad() { echo "FAILED: $*" >&2; fails=$((fails + 1)); }
-expect() { # expect RC CMD...: runs CMD, checks its exit code; stdout in $T/out, stderr in $T/err
-  local want=$1; shift
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "exit $rc (wanted $want): $*"; sed 's/^/  | /' "$T/err" "$T/out" >&2; fi
-}
-prints() { if grep -qE -- "$1" "$T/out"; then ok; else bad "stdout lacks /$1/:"; sed 's/^/  | /' "$T/out" >&2; fi; }
-says() { if grep -qF -- "$1" "$T/err"; then ok; else bad "stderr lacks '$1':"; sed 's/^/  | /' "$T/err" >&2; fi; }
-there() { if [ -f "$1" ]; then ok; else bad "$1 is missing"; fi; }
-absent() { if [ -e "$1" ]; then bad "$1 should not be there"; else ok; fi; }
+. "$(dirname "$0")/testlib.sh"
 PE="python3 $(dirname "$0")/pngedit.py"
 
 DEV=$FX/flux_tiny/dev
@@ -159,5 +148,4 @@ mkdir "$T/empty"
 expect 1 "$DF11" regress "$T/empty" -m "$DEV"
 says "no PNG to check"
 
-echo "test_regress: $passes checks passed, $fails failed"
-[ $fails -eq 0 ]
+finish test_regress
