@@ -41,9 +41,9 @@ const char cli_help_regress[] =
     "      --json FILE      a JSON report (one object an image; - for stdout)\n"
     "      --group N        images a model load (default 16)\n"
     "The table on stdout gives each image's result, largest difference, PSNR, differing\n"
-    "pixels and seconds (its group's time over its images: the models load once a group). Exit "
-    "status 0 when every image matches, 1 when any differs or cannot be\n"
-    "checked, 2 on a usage error.\n";
+    "pixels and seconds (its group's time over its images: the models load once a group).\n"
+    "Exit status 0 when every image matches, 1 when any differs or cannot be checked, 2 on\n"
+    "a usage error.\n";
 
 typedef enum reg_status { REG_PASS, REG_DIFF, REG_ERROR } reg_status;
 
