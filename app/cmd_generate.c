@@ -59,8 +59,7 @@ static void out_name(const gen_args *a, int i, char *buf, size_t n) {
 typedef struct gen_state {
     const gen_args *a;
     pipeline_info info;
-    progress bar;
-    int bar_open;
+    progress_steps steps;
 } gen_state;
 
 void gen_log_info(const pipeline_info *in) {
@@ -92,21 +91,12 @@ static void on_info(void *ctx, int job, const pipeline_info *in) {
 }
 
 static void on_step(void *ctx, int job, int image, int n_images, int step, int n_steps) {
-    (void)job;
+    (void)job, (void)step;
     gen_state *g = ctx;
-    if (!g->bar_open) {
-        progress_init(&g->bar, "denoise", g->a->quiet);
-        g->bar.count_unit = "it";
-        g->bar_open = 1;
-    }
+    g->steps.total = (uint64_t)(n_images * n_steps);
     char what[32];
     snprintf(what, sizeof what, "image %d/%d", image + 1, n_images);
-    progress_update(&g->bar, (uint64_t)(image * n_steps + step), (uint64_t)(n_images * n_steps),
-                    what);
-    if (image + 1 == n_images && step == n_steps) {
-        progress_finish(&g->bar);
-        g->bar_open = 0;
-    }
+    progress_steps_add(&g->steps, what);
 }
 
 /* The A1111-style parameters text (the prompt, then one line of "Key: value"). */
@@ -388,10 +378,10 @@ int cmd_generate(int argc, char **argv, const cli_common *c) {
             return CLI_EXIT_FAIL;
         }
     }
-    gen_state g = {.a = &a};
+    gen_state g = {.a = &a, .steps = {.label = "denoise", .quiet = a.quiet}};
     pipeline_callbacks cb = {
         .ctx = &g, .on_step = on_step, .on_info = on_info, .on_image = on_image};
     err e = pipeline_run(&a.paths, &a.job, &cb);
-    if (g.bar_open) progress_finish(&g.bar);
+    progress_steps_close(&g.steps);
     return e ? cli_fail() : 0;
 }

@@ -45,7 +45,8 @@ void progress_update(void *ctx, uint64_t done, uint64_t total, const char *what)
     p->total = total;
     if (p->quiet || total == 0) return;
     double now = progress_now(), el = now - p->start;
-    double frac = (double)done / (double)total, rate = el > 0 ? (double)done / el : 0;
+    double frac = (double)done / (double)total,
+           rate = el > 0 && done > p->base ? (double)(done - p->base) / el : 0;
     char d[32], t[32], r[32], eta[32];
     if (p->count_unit) {
         snprintf(d, sizeof d, "%llu", (unsigned long long)done);
@@ -105,8 +106,10 @@ void progress_finish(progress *p) {
 
 void progress_steps_add(progress_steps *s, const char *what) {
     if (!s->open) {
+        /* the bar opens as the first step ends; the rate counts the steps after it */
         progress_init(&s->bar, s->label, s->quiet);
         s->bar.count_unit = "it";
+        s->bar.base = s->done + 1;
         s->open = 1;
     }
     progress_update(&s->bar, ++s->done, s->total, what);

@@ -11,6 +11,7 @@ typedef struct progress {
     int last_decile;
     uint64_t done, total;
     const char *count_unit; /* NULL: done and total are bytes; else counts of this ("it") */
+    uint64_t base;          /* done at start: the rate counts what was done after it */
 } progress;
 
 void progress_init(progress *p, const char *label, int quiet);
