@@ -246,9 +246,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
     }
     if (!file)
         return cli_usage_error("batch", "no prompt file: df11 batch FILE -m MODEL -o OUTDIR");
-    if (!a.paths.model_dir && !a.paths.diffusion_model)
-        return cli_usage_error("batch", "no model: pass -m MODEL_DIR (or a checkpoint file) or "
-                                        "--diffusion-model FILE");
+    if (!gen_has_model("batch", &a)) return CLI_EXIT_USAGE;
     if (!a.out) return cli_usage_error("batch", "no output folder: pass -o OUTDIR");
     if (a.job.prompt) return cli_usage_error("batch", "-p: the prompts come from %s", file);
     if (a.job.batch_count != 1)

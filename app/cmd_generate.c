@@ -191,6 +191,13 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     return ERR_OK;
 }
 
+int gen_has_model(const char *cmd, const gen_args *a) {
+    if (a->paths.model_dir || a->paths.diffusion_model) return 1;
+    cli_usage_error(cmd, "no model: pass -m MODEL_DIR (or a checkpoint file) or --diffusion-model "
+                         "FILE");
+    return 0;
+}
+
 int gen_parse_float(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     double x = strtod(v, &end);
@@ -347,9 +354,7 @@ int cmd_generate(int argc, char **argv, const cli_common *c) {
                                    argv[i]);
     }
     if (!a.job.prompt) return cli_usage_error("generate", "no prompt: pass -p \"...\"");
-    if (!a.paths.model_dir && !a.paths.diffusion_model)
-        return cli_usage_error("generate", "no model: pass -m MODEL_DIR (or a checkpoint file) or "
-                                           "--diffusion-model FILE");
+    if (!gen_has_model("generate", &a)) return CLI_EXIT_USAGE;
     int conv;
     if (!pattern_ok(a.out, &conv))
         return cli_usage_error("generate",

@@ -591,9 +591,7 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
         }
     }
     if (!dir) return cli_usage_error("regress", "no folder: df11 regress DIR -m MODEL");
-    if (!a.paths.model_dir && !a.paths.diffusion_model)
-        return cli_usage_error("regress", "no model: pass -m MODEL_DIR (or a checkpoint file) or "
-                                          "--diffusion-model FILE");
+    if (!gen_has_model("regress", &a)) return CLI_EXIT_USAGE;
     if (a.job.prompt || a.out || a.job.batch_count != 1)
         return cli_usage_error("regress", "-p, -o and -b: the jobs come from the reference "
                                           "images (--diff-dir names where mismatches go)");

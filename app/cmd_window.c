@@ -340,14 +340,6 @@ static void run_cancel(win *w) {
     status(w, 0, "cancelling (after the current step)");
 }
 
-/* "1.23 it/s" or, slower than a step a second, "4.56 s/it" (as progress.c prints it) */
-static void rate_text(char *buf, size_t n, double rate) {
-    if (rate >= 1)
-        snprintf(buf, n, "%.2f it/s", rate);
-    else
-        snprintf(buf, n, "%.2f s/it", 1 / rate);
-}
-
 /* The worker's DONE: joined; its image becomes the newest entry, or the status says why not. */
 static void run_finish(win *w) {
     pthread_join(w->thread, NULL);
@@ -364,7 +356,7 @@ static void run_finish(win *w) {
     memcpy(msg, w->sh.msg, sizeof msg);
     pthread_mutex_unlock(&w->sh.mu);
     char r[32] = "";
-    if (rate > 0) rate_text(r, sizeof r, rate);
+    if (rate > 0) progress_rate_text(r, sizeof r, rate, "it");
     if (!e && rgb) {
         if (w->n_hist == w->cap_hist) {
             w->cap_hist = w->cap_hist ? 2 * w->cap_hist : 16;
@@ -590,12 +582,12 @@ static void run_progress(win *w, ui_view *v) {
     char r[64] = "", eta[48] = "";
     if (s->step > 1 && s->t_step > s->t_step1) {
         const double rate = (s->step - 1) / (s->t_step - s->t_step1);
-        char rt[32];
-        rate_text(rt, sizeof rt, rate);
+        char rt[32], et[32];
+        progress_rate_text(rt, sizeof rt, rate, "it");
         snprintf(r, sizeof r, " \xc2\xb7 %s", rt);
         if (s->step < s->n_steps) {
-            const int left = (int)((s->n_steps - s->step) / rate + 0.5);
-            snprintf(eta, sizeof eta, " \xc2\xb7 ETA %d:%02d", left / 60, left % 60);
+            progress_eta_text(et, sizeof et, (s->n_steps - s->step) / rate);
+            snprintf(eta, sizeof eta, " \xc2\xb7 ETA %s", et);
         }
     }
     if (s->step > 0)
@@ -944,9 +936,7 @@ static int parse_args(int argc, char **argv, win *w, const char **font, const ch
                                                      : "unexpected argument \"%s\"",
                                    argv[i]);
     }
-    if (!w->a.paths.model_dir && !w->a.paths.diffusion_model)
-        return cli_usage_error("window", "no model: pass -m MODEL_DIR (or a checkpoint file) or "
-                                         "--diffusion-model FILE");
+    if (!gen_has_model("window", &w->a)) return CLI_EXIT_USAGE;
     if (w->a.job.batch_count != 1)
         return cli_usage_error("window", "-b: the window renders one image at a time");
     w->outdir = w->a.out ? w->a.out : ".";

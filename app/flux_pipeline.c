@@ -217,12 +217,7 @@ static err run_transformer(pipeline_state *rs, flux_text *txs, int n) {
     TRY(pipeline_wp_mode(r0, s, &o.mode, &o.budget));
     flux_model *m = NULL;
     err e = flux_load(s, r0->ctx, &o, &m);
-    if (!e)
-        LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
-                 flux_device_bytes(m) / 1e9,
-                 o.mode == WP_RESIDENT ? "resident"
-                 : o.mode == WP_DF11   ? "DF11, decoded per block"
-                                       : "DF11, streamed");
+    if (!e) pipeline_log_loaded(t0, flux_device_bytes(m), o.mode);
     for (int k = 0; !e && k < n; k++)
         e = run_job(&rs[k], m, &txs[k], k ? &rs[k - 1] : NULL);
     flux_free(m);

@@ -20,6 +20,8 @@ typedef struct gen_args {
 /* One option at argv[*i] (generate's flags: model, parts, job, backend, -o, -f): 1 taken, 0
  * unknown, -1 bad value (message printed). */
 int gen_opt(int argc, char **argv, int *i, gen_args *a);
+/* 1 if a names a model (-m or --diffusion-model), else 0 with cmd's usage message. */
+int gen_has_model(const char *cmd, const gen_args *a);
 /* A number in lo..hi for option opt; 0 (message printed) if v is not one. */
 int gen_parse_float(const char *opt, const char *v, double lo, double hi, double *out);
 /* 1 if name's folder exists and is writable, else 0 with a message. */

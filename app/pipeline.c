@@ -205,6 +205,14 @@ err pipeline_step_done(pipeline_state *r, int img, int i, int S, tensor x, tenso
     return pipeline_cancelled(r);
 }
 
+void pipeline_log_loaded(double t0, size_t device_bytes, wp_mode mode) {
+    LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
+             (double)device_bytes / 1e9,
+             mode == WP_RESIDENT ? "resident"
+             : mode == WP_DF11   ? "DF11, decoded per block"
+                                 : "DF11, streamed");
+}
+
 err pipeline_wp_mode(const pipeline_state *r, wt_source *s, wp_mode *mode, size_t *budget) {
     const pipeline_job *j = r->job;
     *mode = WP_RESIDENT, *budget = 0;

@@ -67,6 +67,8 @@ err pipeline_initial_noise(pipeline_state *r, uint64_t seed, pipeline_buf *x);
 err pipeline_schedule(pipeline_state *r);
 /* Image i's final latents to on_latents, when the test asked. */
 err pipeline_report_latents(pipeline_state *r, int img, const pipeline_buf *lat);
+/* The log line of a transformer loaded since t0 in the given weight mode */
+void pipeline_log_loaded(double t0, size_t device_bytes, wp_mode mode);
 /* The transformer's weight mode from the job and the source (DF11 or not, --vram-budget). */
 err pipeline_wp_mode(const pipeline_state *r, wt_source *s, wp_mode *mode, size_t *budget);
 /* The image size from the job (default 1024): multiples of 16, floored with a warning

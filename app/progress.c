@@ -21,6 +21,14 @@ const char *progress_bytes(char *buf, int n, double bytes) {
     return buf;
 }
 
+void progress_rate_text(char *buf, int n, double rate, const char *unit) {
+    /* slow steps read better as seconds per step, as the diffusers bars print them */
+    if (rate >= 1 || rate == 0)
+        snprintf(buf, (size_t)n, "%.2f %s/s", rate, unit);
+    else
+        snprintf(buf, (size_t)n, "%.2f s/%s", 1 / rate, unit);
+}
+
 void progress_init(progress *p, const char *label, int quiet) {
     memset(p, 0, sizeof *p);
     p->label = label;
@@ -30,7 +38,7 @@ void progress_init(progress *p, const char *label, int quiet) {
     p->last_decile = -1;
 }
 
-static void eta_text(char *buf, int n, double secs) {
+void progress_eta_text(char *buf, int n, double secs) {
     if (secs < 0 || secs > 1e7)
         snprintf(buf, (size_t)n, "--:--");
     else if (secs < 3600)
@@ -51,17 +59,14 @@ void progress_update(void *ctx, uint64_t done, uint64_t total, const char *what)
     if (p->count_unit) {
         snprintf(d, sizeof d, "%llu", (unsigned long long)done);
         snprintf(t, sizeof t, "%llu", (unsigned long long)total);
-        /* slow steps read better as seconds per step, as the diffusers bars print them */
-        if (rate >= 1 || rate == 0)
-            snprintf(r, sizeof r, "%.2f %s", rate, p->count_unit);
-        else
-            snprintf(r, sizeof r, "%.2f s/%s", 1 / rate, p->count_unit);
+        progress_rate_text(r, sizeof r, rate, p->count_unit);
     } else {
         progress_bytes(d, sizeof d, (double)done);
         progress_bytes(t, sizeof t, (double)total);
-        progress_bytes(r, sizeof r, rate);
+        progress_bytes(r, sizeof r - 2, rate);
+        strcat(r, "/s");
     }
-    eta_text(eta, sizeof eta, rate > 0 ? (double)(total - done) / rate : -1);
+    progress_eta_text(eta, sizeof eta, rate > 0 ? (double)(total - done) / rate : -1);
     if (p->tty) {
         if (now - p->last_draw < 0.1 && done < total) return;
         p->last_draw = now;
@@ -70,20 +75,19 @@ void progress_update(void *ctx, uint64_t done, uint64_t total, const char *what)
         for (int i = 0; i < 30; i++)
             bar[i] = i < fill ? '#' : '.';
         bar[30] = 0;
-        fprintf(stderr, "\r\033[K%s [%s] %3d%% %s/%s %s%s ETA %s %.40s", p->label, bar,
-                (int)(frac * 100), d, t, r, p->count_unit && rate < 1 && rate > 0 ? "" : "/s", eta,
-                what ? what : "");
+        fprintf(stderr, "\r\033[K%s [%s] %3d%% %s/%s %s ETA %s %.40s", p->label, bar,
+                (int)(frac * 100), d, t, r, eta, what ? what : "");
         fflush(stderr);
     } else {
         int decile = (int)(frac * 10);
         if (!p->count_unit && (decile == p->last_decile || done == total)) return;
         p->last_decile = decile;
         if (p->count_unit) /* plain lines: one per step is what a log wants */
-            fprintf(stderr, "df11: %s: %s/%s %s, %s%s, ETA %s\n", p->label, d, t, what ? what : "",
-                    r, rate < 1 && rate > 0 ? "" : "/s", eta);
+            fprintf(stderr, "df11: %s: %s/%s %s, %s, ETA %s\n", p->label, d, t, what ? what : "", r,
+                    eta);
         else
-            fprintf(stderr, "df11: %s: %d%% (%s of %s), %s/s, ETA %s\n", p->label, decile * 10, d,
-                    t, r, eta);
+            fprintf(stderr, "df11: %s: %d%% (%s of %s), %s, ETA %s\n", p->label, decile * 10, d, t,
+                    r, eta);
     }
 }
 

@@ -34,6 +34,10 @@ void progress_steps_add(progress_steps *s, const char *what);
 void progress_steps_close(progress_steps *s);
 /* Seconds on a monotonic clock. */
 double progress_now(void);
+/* "1.23 it/s", or below one a second "4.56 s/it" (unit "it") into buf. */
+void progress_rate_text(char *buf, int n, double rate, const char *unit);
+/* The time left as "m:ss", "XhYYm", or "--:--" when unknown (secs < 0) into buf. */
+void progress_eta_text(char *buf, int n, double secs);
 /* "1.23 GB" into buf. */
 const char *progress_bytes(char *buf, int n, double bytes);
 

@@ -368,12 +368,7 @@ static err run_transformer(pipeline_state *rs, sd3_text *txs, int n) {
     if (!e && sd3_get_config(m)->in_ch != 16)
         e = err_set(ERR_UNSUPPORTED, "the transformer takes %lld latent channels; SD3 has 16",
                     (long long)sd3_get_config(m)->in_ch);
-    if (!e)
-        LOG_INFO("transformer: loaded in %.2f s, %.2f GB on the device (%s)", pipeline_now() - t0,
-                 sd3_device_bytes(m) / 1e9,
-                 o.mode == WP_RESIDENT ? "resident"
-                 : o.mode == WP_DF11   ? "DF11, decoded per block"
-                                       : "DF11, streamed");
+    if (!e) pipeline_log_loaded(t0, sd3_device_bytes(m), o.mode);
     for (int k = 0; !e && k < n; k++)
         e = run_job(&rs[k], &txs[k], m, k ? &rs[k - 1] : NULL, k ? &txs[k - 1] : NULL);
     sd3_free(m);

@@ -38,25 +38,27 @@ def write_chunks(path, chunks):
 
 def decode(chunks):
     """(w, h, bytes per pixel, rows as bytearrays) of an 8-bit RGB or RGBA PNG"""
-    w, h, depth, ctype = struct.unpack(">IIBB", chunks[0][1][:10])
-    assert depth == 8 and ctype in (2, 6), "8-bit RGB or RGBA only"
+    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1][:13])
+    assert depth == 8 and ctype in (2, 6) and not interlace, "8-bit RGB or RGBA, not interlaced, only"
     bpp = 3 if ctype == 2 else 4
     raw = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
     rows, prev, stride = [], bytearray(w * bpp), w * bpp
     for y in range(h):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for x in range(stride):
-            a = line[x - bpp] if x >= bpp else 0
-            b, c = prev[x], prev[x - bpp] if x >= bpp else 0
-            if f == 1:
-                line[x] = (line[x] + a) & 255
-            elif f == 2:
-                line[x] = (line[x] + b) & 255
-            elif f == 3:
-                line[x] = (line[x] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        f = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        if f == 1:
+            for x in range(bpp, stride):
+                line[x] = (line[x] + line[x - bpp]) & 255
+        elif f == 2:
+            line = bytearray((a + b) & 255 for a, b in zip(line, prev))
+        elif f == 3:
+            for x in range(stride):
+                line[x] = (line[x] + ((line[x - bpp] if x >= bpp else 0) + prev[x]) // 2) & 255
+        elif f == 4:
+            for x in range(stride):
+                a, b = line[x - bpp] if x >= bpp else 0, prev[x]
+                c = prev[x - bpp] if x >= bpp else 0
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
                 line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
         rows.append(line)
         prev = line

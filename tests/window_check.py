@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """window_check: what test_window.sh asks of df11 window's screenshots, beside the geometry
 file (JSON: the widgets' rectangles in screenshot pixels, the image as drawn) the same script
-wrote. Stdlib only (CI has no PIL or numpy): a PNG reader for 8-bit RGB/RGBA, all five filters.
+wrote. Stdlib only (CI has no PIL or numpy): PNGs read with pngedit.py.
 
   window_check.py bar SHOT GEOM FRACTION   the progress bar's filled part is FRACTION of it
   window_check.py preview SHOT GEOM        the panel shows the live preview, scaled to fit
@@ -9,54 +9,17 @@ wrote. Stdlib only (CI has no PIL or numpy): a PNG reader for 8-bit RGB/RGBA, al
 Exits 1 with a message when a check fails.
 """
 import json
-import struct
+import os
 import sys
-import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pngedit  # noqa: E402  (the PNG reader the tests share)
 
 
 def read_png(path):
     """(w, h, rows): rows as bytes of w RGB pixels"""
-    data = open(path, "rb").read()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        sys.exit(f"{path}: not a PNG")
-    i, idat, hdr = 8, [], None
-    while i < len(data):
-        n, kind = struct.unpack(">I4s", data[i:i + 8])
-        body = data[i + 8:i + 8 + n]
-        if kind == b"IHDR":
-            hdr = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        i += 12 + n
-    w, h, depth, ctype, _, _, interlace = hdr
-    if depth != 8 or ctype not in (2, 6) or interlace:
-        sys.exit(f"{path}: 8-bit RGB or RGBA, not interlaced, only")
-    bpp = 3 if ctype == 2 else 4
-    raw, stride = zlib.decompress(b"".join(idat)), w * bpp
-    rows, prev = [], bytearray(stride)
-    for y in range(h):
-        f = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        if f == 1:
-            for x in range(bpp, stride):
-                line[x] = (line[x] + line[x - bpp]) & 255
-        elif f == 2:
-            line = bytearray((a + b) & 255 for a, b in zip(line, prev))
-        elif f == 3:
-            for x in range(stride):
-                line[x] = (line[x] + ((line[x - bpp] if x >= bpp else 0) + prev[x]) // 2) & 255
-        elif f == 4:
-            for x in range(stride):
-                a = line[x - bpp] if x >= bpp else 0
-                b = prev[x]
-                c = prev[x - bpp] if x >= bpp else 0
-                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(line)
-        prev = line
-    if bpp == 4:
-        rows = [bytes(b for k, b in enumerate(r) if k % 4 < 3) for r in rows]
-    return w, h, [bytes(r) for r in rows]
+    w, h, bpp, rows = pngedit.decode(pngedit.read_chunks(path))
+    return w, h, [bytes(b for k, b in enumerate(r) if k % bpp < 3) for r in rows]
 
 
 def px(rows, x, y):
