@@ -284,21 +284,26 @@ static err run_vae(pipeline_state *rs, int n) {
     if (!e && vae_get_config(m)->latent_channels != 16)
         e = err_set(ERR_FORMAT, "%s: the VAE has %d latent channels; %s takes 16", r0->pt.vae,
                     vae_get_config(m)->latent_channels, r0->info.model_name);
+    /* the plan and the buffers are kept while the sizes repeat */
+    pipeline_buf z = {0}, img = {0};
+    float *host = NULL;
+    uint8_t *rgb = NULL;
     for (int k = 0; !e && k < n; k++) {
         pipeline_state *r = &rs[k];
         const pipeline_job *j = r->job;
-        pipeline_buf z = {0}, img = {0};
         const int64_t H = r->lh * 8, W = r->lw * 8;
         e = pipeline_cancelled(r);
-        if (e) break;
-        float *host = malloc(sizeof *host * (size_t)(3 * H * W));
-        uint8_t *rgb = malloc((size_t)(3 * H * W));
-        e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
-        /* a plan is kept while the sizes repeat */
-        if (!e && (k == 0 || r->lh != rs[k - 1].lh || r->lw != rs[k - 1].lw))
-            e = vae_plan(m, r->lh, r->lw);
-        if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &z);
-        if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 3, H, W}, &img);
+        if (!e && (k == 0 || r->lh != rs[k - 1].lh || r->lw != rs[k - 1].lw)) {
+            pipeline_buf_free(&z);
+            pipeline_buf_free(&img);
+            free(host), free(rgb);
+            host = malloc(sizeof *host * (size_t)(3 * H * W));
+            rgb = malloc((size_t)(3 * H * W));
+            e = host && rgb ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
+            if (!e) e = vae_plan(m, r->lh, r->lw);
+            if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 16, r->lh, r->lw}, &z);
+            if (!e) e = pipeline_buf_make(r->ctx, 4, (int64_t[]){1, 3, H, W}, &img);
+        }
         for (int i = 0; !e && i < j->batch_count; i++) {
             const vae_config *vc = vae_get_config(m);
             double t1 = pipeline_now();
@@ -316,11 +321,11 @@ static err run_vae(pipeline_state *rs, int n) {
                 e = r->cb->on_image(r->cb->ctx, r->index, i, j->seed + (uint64_t)i, rgb, (int)W,
                                     (int)H);
         }
-        pipeline_buf_free(&z);
-        pipeline_buf_free(&img);
-        free(host);
-        free(rgb);
     }
+    pipeline_buf_free(&z);
+    pipeline_buf_free(&img);
+    free(host);
+    free(rgb);
     if (!e) LOG_INFO("VAE: %.2f s", pipeline_now() - t0);
     vae_free(m);
     wt_close(s);
