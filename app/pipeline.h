@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
-#include "df11/provider.h"
+#include "weights/provider.h"
 #include "unet_dit/sampler.h"
 
 #define PIPELINE_MAX_SKIP 64

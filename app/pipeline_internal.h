@@ -9,7 +9,7 @@
 #include "app/pipeline.h"
 #include "core/ops.h"
 #include "core/tensor.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 #define PIPELINE_CLIP_LEN 77
 

@@ -13,7 +13,7 @@
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "df11/container.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 #include "tests/testutil.h"
 #include "text_encoder/clip.h"
 #include "text_encoder/t5.h"

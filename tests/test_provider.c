@@ -1,4 +1,4 @@
-/* test_provider: the weight provider's three modes (df11/provider.h) feed the same kernels
+/* test_provider: the weight provider's three modes (weights/provider.h) feed the same kernels
  * the same weights, so a forward over a stack of random blocks gives the same bits under each:
  * BF16 resident (from BF16, and decoded once from DF11), DF11 decoded per block into two slots,
  * and DF11 streamed from pinned host memory under a budget that leaves several blocks on the
@@ -10,7 +10,7 @@
 #include "core/ops.h"
 #include "df11/df11.h"
 #include "tests/testutil.h"
-#include "df11/provider.h"
+#include "weights/provider.h"
 
 enum { BLOCKS = 7, WEIGHTS = 4, D = 256, F = 768, TOKENS = 67, STEPS = 3 };
 

@@ -13,7 +13,7 @@
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "df11/tree.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 #include "tests/testutil.h"
 
 /* F32 reference values as an activation tensor: host F32, or device BF16 (rounded, as the

@@ -10,7 +10,7 @@
 
 #include "core/err.h"
 #include "core/ops.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 #define CLIP_EOS_ID 49407
 

@@ -14,7 +14,7 @@
 #include "core/cuda/gpu.h"
 #include "core/half.h"
 #include "core/log.h"
-#include "unet_dit/wbind.h"
+#include "weights/wbind.h"
 
 #define FLUX_EPS 1e-6f     /* every LayerNorm and the q/k RMSNorms */
 #define FLUX_TPROJ 256     /* Timesteps(num_channels=256) */

@@ -1,7 +1,7 @@
 /* flux: the FLUX.1 transformer (FluxTransformer2DModel; dev with its guidance embedding,
  * schnell without), one forward = one velocity prediction. Spec: MODEL-SPEC.md §1, §6.3.
  * Weights come from a wt_source (diffusers or BFL names, plain or DF11); the 19 + 38 blocks go
- * through the weight provider (df11/weights.h), the embedders and the final layer stay resident.
+ * through the weight provider (weights/weights.h), the embedders and the final layer stay resident.
  * The model borrows the op_ctx and the wt_source; it owns its weights' blocks and activations. */
 #ifndef UNET_DIT_FLUX_H
 #define UNET_DIT_FLUX_H
@@ -12,7 +12,7 @@
 #include "core/err.h"
 #include "core/ops.h"
 #include "core/tensor.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 typedef struct flux_config {
     int64_t D, heads, head_dim; /* D = heads * head_dim (3072 = 24 x 128) */

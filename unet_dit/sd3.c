@@ -17,7 +17,7 @@
 
 #include "core/cuda/gpu.h"
 #include "core/log.h"
-#include "unet_dit/wbind.h"
+#include "weights/wbind.h"
 
 #define SD3_EPS 1e-6f /* every LayerNorm (elementwise_affine=False) and the q/k RMSNorms */
 #define SD3_TPROJ 256 /* Timesteps(num_channels=256) */

@@ -12,7 +12,7 @@
 #include "core/err.h"
 #include "core/ops.h"
 #include "core/tensor.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 #define SD3_MAX_LAYERS 64
 

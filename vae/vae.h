@@ -11,7 +11,7 @@
 #include "core/err.h"
 #include "core/ops.h"
 #include "core/tensor.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 #define VAE_MAX_LEVELS 8
 

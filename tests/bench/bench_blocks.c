@@ -1,6 +1,6 @@
 /* bench_blocks: a stack of FLUX-sized random transformer blocks (19 double-stream, 38
  * single-stream, the FLUX.1 structure of MODEL-SPEC §1.6-1.7) at 1024x1024 (4096 image + 512
- * text tokens), one forward timed under each weight provider mode (df11/provider.h):
+ * text tokens), one forward timed under each weight provider mode (weights/provider.h):
  *   (a) BF16 resident, (b) DF11 resident decoded per block into two slots, (c) DF11 streamed
  *   from pinned host memory with the whole run under a device-memory budget (default 10 GB).
  * The ceiling is (a) itself: (b) and (c) are reported as a fraction of it. Each mode's output
@@ -18,7 +18,7 @@
 #include "core/ops.h"
 #include "df11/df11.h"
 #include "tests/testutil.h"
-#include "df11/provider.h"
+#include "weights/provider.h"
 
 enum { D = 3072, HEADS = 24, HD = 128, N_IMG = 4096, N_TXT = 512, L = N_IMG + N_TXT };
 

@@ -1,16 +1,16 @@
 /* wbind: how a diffusion transformer's block structs get their weights. A model lists each
  * block's tensors once, with a visitor (names, shapes, and the struct field each one goes to,
  * or a row range of a fused tensor such as BFL's qkv); that makes the block's specs
- * (df11/weights.h) and a binding table, which every acquire then applies to the struct. Owned
+ * (weights/weights.h) and a binding table, which every acquire then applies to the struct. Owned
  * by the model (flux.c, sd3.c); the tensors come from its wt_blocks. */
-#ifndef UNET_DIT_WBIND_H
-#define UNET_DIT_WBIND_H
+#ifndef WEIGHTS_WBIND_H
+#define WEIGHTS_WBIND_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/tensor.h"
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 /* Tensor w of a block's acquired list goes to the field at byte offset `field` of its struct
  * (rows [r0, r0 + rows) of it when rows > 0). */

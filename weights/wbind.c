@@ -1,5 +1,5 @@
 /* wbind: block structs bound to the weights a model lists (wbind.h). */
-#include "unet_dit/wbind.h"
+#include "weights/wbind.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* weights: a component's named tensors from plain or DF11 files, handed to model code as
  * tensors on the CPU or through the provider on the GPU (weights.h). */
-#include "df11/weights.h"
+#include "weights/weights.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

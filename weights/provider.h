@@ -14,8 +14,8 @@
  * weights are there), enqueue its ops, wp_release(i). Blocks are expected in cyclic order
  * 0..n-1, 0..n-1, ... (a denoising loop); block i+1 (and, after the last, block 0) is
  * prepared while block i computes. WP_RESIDENT and WP_DF11 also allow any order. */
-#ifndef DF11_PROVIDER_H
-#define DF11_PROVIDER_H
+#ifndef WEIGHTS_PROVIDER_H
+#define WEIGHTS_PROVIDER_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* provider: the three ways a block's BF16 weights reach the device (provider.h). */
-#include "df11/provider.h"
+#include "weights/provider.h"
 
 #include <stdio.h>
 #include <stdlib.h>

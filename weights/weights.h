@@ -5,8 +5,8 @@
  * stored (BF16, F16 or F32, mmapped; DF11 decoded to BF16), on the GPU as BF16 through the weight
  * provider (provider.h), resident or decoded per block. A missing tensor or a wrong shape is an
  * error that names the file, the tensor, what was expected and what was found. */
-#ifndef DF11_WEIGHTS_H
-#define DF11_WEIGHTS_H
+#ifndef WEIGHTS_WEIGHTS_H
+#define WEIGHTS_WEIGHTS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +14,7 @@
 #include "core/err.h"
 #include "core/tensor.h"
 #include "df11/container.h"
-#include "df11/provider.h"
+#include "weights/provider.h"
 
 struct CUstream_st;
 struct cJSON;
