@@ -24,6 +24,9 @@ int cmd_regress(int argc, char **argv, const cli_common *c);
 int cmd_window(int argc, char **argv, const cli_common *c);
 /* the help texts of the commands that keep theirs beside them */
 extern const char cli_help_regress[], cli_help_window[];
+/* generate's help: its flags, the job's from the schema (pipeline/job.h) */
+#include <stdio.h>
+void gen_help(FILE *f);
 
 /* Decodes every compressed tensor of one file on the GPU and compares with the CPU decoder. */
 #include "core/err.h"

@@ -1,6 +1,7 @@
 /* cmd_batch: `df11 batch FILE -m MODEL -o OUTDIR [generate's flags]`, one image a line of
  * FILE: a plain prompt, or a JSON object with per-line parameters (JSON Lines). The lines run
- * in groups through pipeline_run_many, each model loaded once a group; each image is written
+ * in groups through one pipeline session, each model loaded at most once a group (once for
+ * the file where the residency policy keeps it); each image is written
  * as a PNG with its parameters, named from its line (NNNN-slug.png, or the line's "output"),
  * and an image already there is skipped, so a batch cut off resumes where it stopped. A bad
  * line is reported with its number and the others run; the summary gives the images, the
@@ -55,90 +56,36 @@ static void slug(const char *p, char *out, size_t n) {
     if (!k) snprintf(out, n, "image");
 }
 
-static char *copy_str(const char *s) {
-    char *d = malloc(strlen(s) + 1);
-    CHECK(d);
-    return strcpy(d, s);
-}
-
-/* A JSON line's keys over the job; 0 (message printed) on a bad key or value */
-static int json_line(const char *path, gen_line *b, const cJSON *o) {
-    static const char *const keys[] = {"prompt",    "negative_prompt", "negative", "seed",
-                                       "width",     "height",          "steps",    "guidance",
-                                       "cfg_scale", "output"};
-    pipeline_job *j = &b->job;
-    for (const cJSON *it = o->child; it; it = it->next) {
-        size_t k = 0;
-        while (k < sizeof keys / sizeof *keys && strcmp(it->string, keys[k]))
-            k++;
-        const char *bad = NULL;
-        if (k == sizeof keys / sizeof *keys) {
-            fprintf(stderr,
-                    "df11: %s:%d: unknown key \"%s\" (known: prompt, negative_prompt, seed, "
-                    "width, height, steps, guidance, cfg_scale, output)\n",
-                    path, b->line, it->string);
-            return 0;
-        }
-        if (k <= 2 || k == 9) {
-            if (!cJSON_IsString(it))
-                bad = "a string";
-            else if (k == 0)
-                b->prompt = copy_str(it->valuestring);
-            else if (k == 9)
-                b->output = copy_str(it->valuestring);
-            else
-                b->negative = copy_str(it->valuestring);
-        } else if (!cJSON_IsNumber(it)) {
-            bad = "a number";
-        } else {
-            const double v = it->valuedouble;
-            const int whole = v == (double)(long long)v;
-            if (k == 3) {
-                if (!whole || v < 0 || v > 1.8e19)
-                    bad = "a non-negative integer";
-                else
-                    j->seed = (uint64_t)v;
-            } else if (k <= 6) {
-                const double hi = k == 6 ? 1000 : 8192, lo = k == 6 ? 1 : 16;
-                if (!whole || v < lo || v > hi)
-                    bad = k == 6 ? "an integer in 1..1000" : "an integer in 16..8192";
-                else if (k == 4)
-                    j->width = (int)v;
-                else if (k == 5)
-                    j->height = (int)v;
-                else
-                    j->steps = (int)v;
-            } else if (v < 0 || v > 100) {
-                bad = "a number in 0..100";
-            } else if (k == 7) {
-                j->guidance = (float)v;
-            } else {
-                j->cfg_scale = (float)v;
-            }
-        }
-        if (bad) {
-            fprintf(stderr, "df11: %s:%d: \"%s\" must be %s\n", path, b->line, it->string, bad);
-            return 0;
-        }
-    }
-    if (!b->prompt) {
-        fprintf(stderr, "df11: %s:%d: no \"prompt\"\n", path, b->line);
-        return 0;
-    }
-    if (b->output) {
-        const char *out = b->output;
-        if (!*out || strchr(out, '/') || !strcmp(out, ".") || !strcmp(out, "..")) {
-            fprintf(stderr, "df11: %s:%d: \"output\" must be a file name, got \"%s\"\n", path,
-                    b->line, out);
-            return 0;
-        }
-    }
-    return 1;
-}
-
 void gen_line_free(gen_line *b) {
-    free(b->prompt), free(b->negative), free(b->output);
-    b->prompt = b->negative = b->output = NULL;
+    job_free(&b->job);
+    free(b->output);
+    b->output = NULL;
+}
+
+/* A JSON line: the schema's keys over the job, and "output"; 0 (message printed) if bad */
+static int json_line(const char *path, gen_line *b, const char *text) {
+    static const char *const extra[] = {"output", NULL};
+    char where[4200];
+    snprintf(where, sizeof where, "%s:%d", path, b->line);
+    cJSON *o = cJSON_Parse(text);
+    err e = cJSON_IsObject(o) ? job_from_json(&b->job, o, text, where, extra)
+                              : err_set(ERR_ARG, "%s: not a JSON object (a line starting with "
+                                                 "'{' is JSON)",
+                                        where);
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(o, "output");
+    if (!e && out && !cJSON_IsString(out))
+        e = err_set(ERR_ARG, "%s: \"output\" must be a file name", where);
+    if (!e && out) {
+        const char *v = out->valuestring;
+        if (!*v || strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
+            e = err_set(ERR_ARG, "%s: \"output\" must be a file name, got \"%s\"", where, v);
+        else if (!(b->output = strdup(v)))
+            e = err_set(ERR_NOMEM, "out of memory");
+    }
+    if (!e && !b->job.prompt) e = err_set(ERR_ARG, "%s: no \"prompt\"", where);
+    cJSON_Delete(o);
+    if (e) fprintf(stderr, "df11: %s\n", err_msg());
+    return !e;
 }
 
 int gen_line_parse(const char *path, char *s, const pipeline_job *base, gen_line *b) {
@@ -148,26 +95,15 @@ int gen_line_parse(const char *path, char *s, const pipeline_job *base, gen_line
     while (*s == ' ' || *s == '\t')
         s++;
     if (!*s || *s == '#') return 0;
-    b->job = *base;
-    if (*s == '{') {
-        cJSON *o = cJSON_Parse(s);
-        int ok = cJSON_IsObject(o);
-        if (!ok)
-            fprintf(stderr, "df11: %s:%d: not a JSON object (a line starting with '{' is JSON)\n",
-                    path, b->line);
-        else
-            ok = json_line(path, b, o);
-        cJSON_Delete(o);
-        if (!ok) {
-            gen_line_free(b);
-            return -1;
-        }
-    } else {
-        b->prompt = copy_str(s);
+    b->output = NULL;
+    if (job_copy(&b->job, base)) {
+        fprintf(stderr, "df11: %s\n", err_msg());
+        return -1;
     }
-    b->job.prompt = b->prompt;
-    if (b->negative) b->job.negative = b->negative;
-    return 1;
+    const int ok = *s == '{' ? json_line(path, b, s)
+                             : job_set_text(&b->job, JOB_PROMPT, s, "prompt") == ERR_OK;
+    if (!ok) gen_line_free(b);
+    return ok ? 1 : -1;
 }
 
 /* The line's output name: OUTDIR/<output>[.png], else OUTDIR/NNNN-slug.png */
@@ -178,7 +114,7 @@ static void line_name(const gen_line *g, const char *outdir, char *name, size_t 
         snprintf(name, n, "%s/%s%s", outdir, g->output, png ? "" : ".png");
     } else {
         char sl[64];
-        slug(g->prompt, sl, sizeof sl);
+        slug(g->job.prompt, sl, sizeof sl);
         snprintf(name, n, "%s/%04d-%s.png", outdir, g->line, sl);
     }
 }
@@ -188,7 +124,7 @@ static void line_name(const gen_line *g, const char *outdir, char *name, size_t 
 static void on_info(void *ctx, int job, const pipeline_info *in) {
     batch_state *s = ctx;
     s->l[job].info = *in;
-    s->steps.total += (uint64_t)in->steps;
+    s->steps.total += (uint64_t)in->job.steps;
     LOG_DEBUG("line %d: %s", s->l[job].g.line, in->model_name);
 }
 
@@ -212,7 +148,7 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     (void)image;
     batch_state *s = ctx;
     batch_line *b = &s->l[job];
-    TRY(gen_write_png(b->name, &b->info, b->g.prompt, seed, rgb, w, h));
+    TRY(gen_write_png(b->name, &b->info, seed, rgb, w, h));
     b->done = 1;
     s->written++;
     if (!s->quiet) fprintf(stderr, "df11: line %d: wrote %s\n", b->g.line, b->name);
@@ -221,12 +157,7 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     return ERR_OK;
 }
 
-int cmd_batch(int argc, char **argv, const cli_common *c) {
-    gen_args a;
-    memset(&a, 0, sizeof a);
-    pipeline_job_init(&a.job);
-    a.out = NULL;
-    a.quiet = c->quiet;
+static int batch(int argc, char **argv, gen_args *a) {
     const char *file = NULL;
     long group = BATCH_GROUP;
     for (int i = 0; i < argc; i++) {
@@ -236,7 +167,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
             if (r < 0 || !cli_int("--group", v, 1, 4096, &group)) return CLI_EXIT_USAGE;
             continue;
         }
-        r = gen_opt(argc, argv, &i, &a);
+        r = gen_opt(argc, argv, &i, a);
         if (r < 0) return CLI_EXIT_USAGE;
         if (r > 0) continue;
         if (argv[i][0] == '-' && argv[i][1])
@@ -246,10 +177,10 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
     }
     if (!file)
         return cli_usage_error("batch", "no prompt file: df11 batch FILE -m MODEL -o OUTDIR");
-    if (!gen_has_model("batch", &a)) return CLI_EXIT_USAGE;
-    if (!a.out) return cli_usage_error("batch", "no output folder: pass -o OUTDIR");
-    if (a.job.prompt) return cli_usage_error("batch", "-p: the prompts come from %s", file);
-    if (a.job.batch_count != 1)
+    if (!gen_has_model("batch", a)) return CLI_EXIT_USAGE;
+    if (!a->out) return cli_usage_error("batch", "no output folder: pass -o OUTDIR");
+    if (a->job.prompt) return cli_usage_error("batch", "-p: the prompts come from %s", file);
+    if (a->job.batch_count != 1)
         return cli_usage_error("batch", "-b: a line is one image (give lines their own seeds)");
     FILE *f = !strcmp(file, "-") ? stdin : fopen(file, "r");
     if (!f) {
@@ -257,14 +188,14 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         return CLI_EXIT_FAIL;
     }
     struct stat st;
-    if (stat(a.out, &st) != 0 && mkdir(a.out, 0777) != 0) {
-        fprintf(stderr, "df11: error: %s: cannot make the output folder: %s\n", a.out,
+    if (stat(a->out, &st) != 0 && mkdir(a->out, 0777) != 0) {
+        fprintf(stderr, "df11: error: %s: cannot make the output folder: %s\n", a->out,
                 strerror(errno));
         if (f != stdin) fclose(f);
         return CLI_EXIT_FAIL;
     }
     char probe[4200];
-    snprintf(probe, sizeof probe, "%s/x.png", a.out);
+    snprintf(probe, sizeof probe, "%s/x.png", a->out);
     if (!gen_check_dir(probe)) {
         if (f != stdin) fclose(f);
         return CLI_EXIT_FAIL;
@@ -285,12 +216,12 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         batch_line *b = &lines[n];
         memset(b, 0, sizeof *b);
         b->g.line = lineno;
-        const int r = gen_line_parse(file, buf, &a.job, &b->g);
+        const int r = gen_line_parse(file, buf, &a->job, &b->g);
         if (r <= 0) {
             bad += r < 0;
             continue;
         }
-        line_name(&b->g, a.out, b->name, sizeof b->name);
+        line_name(&b->g, a->out, b->name, sizeof b->name);
         for (int k = 0; k < n; k++)
             if (!strcmp(lines[k].name, b->name)) {
                 fprintf(stderr, "df11: %s:%d: the output %s is line %d's too\n", file, lineno,
@@ -301,7 +232,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
                 break;
             }
         if (!b) continue;
-        if (!a.force && stat(b->name, &st) == 0) {
+        if (!a->force && stat(b->name, &st) == 0) {
             LOG_INFO("line %d: %s is there; skipped", lineno, b->name);
             gen_line_free(&b->g);
             skipped++;
@@ -311,12 +242,22 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
     }
     free(buf);
     if (f != stdin) fclose(f);
-    if (!a.quiet)
+    if (!a->quiet)
         fprintf(stderr, "df11: %s: %d images to render, %d already there, %d bad lines\n", file, n,
                 skipped, bad);
 
     const double t0 = progress_now();
-    batch_state s = {.quiet = a.quiet, .steps = {.label = "denoise", .quiet = a.quiet}};
+    batch_state s = {.quiet = a->quiet, .steps = {.label = "denoise", .quiet = a->quiet}};
+    /* one session for the whole file: the models stay loaded between groups where the
+       residency policy lets them */
+    pipeline_session *ses = NULL;
+    if (n && pipeline_open(&a->paths, &a->opt, &ses)) {
+        fprintf(stderr, "df11: error: %s\n", err_msg());
+        for (int k = 0; k < n; k++)
+            lines[k].failed = 1;
+        s.failed = n;
+        n = 0;
+    }
     for (int g = 0; g < n; g += (int)group) {
         const int m = n - g < group ? n - g : (int)group;
         pipeline_job *jobs = malloc(sizeof *jobs * (size_t)m);
@@ -329,7 +270,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
                                  .on_info = on_info,
                                  .on_skip = on_skip,
                                  .on_image = on_image};
-        const err e = pipeline_run_many(&a.paths, jobs, m, &cb);
+        const err e = pipeline_run(ses, jobs, m, &cb);
         progress_steps_close(&s.steps);
         if (e) {
             fprintf(stderr, "df11: error: lines %d-%d: %s\n", lines[g].g.line,
@@ -339,6 +280,7 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         }
         free(jobs);
     }
+    pipeline_close(ses);
     const double secs = progress_now() - t0;
     char per[48] = "";
     if (s.written) snprintf(per, sizeof per, ", %.2f s per image", secs / s.written);
@@ -354,4 +296,13 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
         gen_line_free(&lines[k].g);
     free(lines);
     return s.failed + bad ? CLI_EXIT_FAIL : 0;
+}
+
+int cmd_batch(int argc, char **argv, const cli_common *c) {
+    gen_args a;
+    gen_args_init(&a);
+    a.quiet = c->quiet;
+    const int rc = batch(argc, argv, &a);
+    gen_args_free(&a);
+    return rc;
 }

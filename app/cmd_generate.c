@@ -3,7 +3,6 @@
  * image as a PNG whose text chunks carry the parameters (A1111's "parameters" text and JSON)
  * and nothing run-specific: no time, no path, no weight format, so a DF11 run and a BF16 run
  * of the same job write the same bytes. */
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include "app/png.h"
 #include "app/progress.h"
 #include "core/log.h"
+#include "unet_dit/sampler.h"
 
 /* Checks an output pattern: at most one integer conversion (%d, %03d, %i, %u, %x), %% allowed. */
 static int pattern_ok(const char *pat, int *has_conv) {
@@ -62,26 +62,26 @@ typedef struct gen_state {
     progress_steps steps;
 } gen_state;
 
-void gen_log_info(const pipeline_info *in) {
-    char slg[64] = "";
-    if (in->slg_scale > 0) snprintf(slg, sizeof slg, ", skip-layer guidance %.2f", in->slg_scale);
-    if (in->family == PIPELINE_SD3)
-        LOG_INFO("%s (model hash %s), %dx%d, %d steps, CFG scale %.2f%s, T5 length %d, noise %s, "
-                 "%s",
-                 in->model_name, in->model_hash, in->width, in->height, in->steps, in->cfg_scale,
-                 slg, in->max_seq, in->noise_dtype, in->backend);
-    else
-        LOG_INFO("%s (model hash %s), %dx%d, %d steps, guidance %.2f, T5 length %d, noise %s, %s",
-                 in->model_name, in->model_hash, in->width, in->height, in->steps, in->guidance,
-                 in->max_seq, in->noise_dtype, in->backend);
+void gen_args_init(gen_args *a) {
+    memset(a, 0, sizeof *a);
+    pipeline_options_init(&a->opt);
+    job_init(&a->job);
 }
 
-/* "7,8,9" */
-static void layers_text(const pipeline_info *in, char *buf, size_t n) {
-    size_t k = 0;
-    buf[0] = 0;
-    for (int i = 0; i < in->n_skip && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%d", i ? "," : "", in->skip_layers[i]);
+void gen_args_free(gen_args *a) { job_free(&a->job); }
+
+void gen_log_info(const pipeline_info *in) {
+    const pipeline_job *j = &in->job;
+    char g[96] = "";
+    if (in->active & JOB_BIT(JOB_CFG_SCALE))
+        snprintf(g, sizeof g, ", CFG scale %.2f", j->cfg_scale);
+    if (in->active & JOB_BIT(JOB_SLG_SCALE))
+        snprintf(g + strlen(g), sizeof g - strlen(g), ", skip-layer guidance %.2f", j->slg_scale);
+    if (in->active & JOB_BIT(JOB_GUIDANCE))
+        snprintf(g + strlen(g), sizeof g - strlen(g), ", guidance %.2f", j->guidance);
+    LOG_INFO("%s (model hash %s), %dx%d, %d steps%s, T5 length %d, noise %s, %s", in->model_name,
+             in->model_hash, j->width, j->height, j->steps, g, j->max_seq,
+             sampler_noise_name((noise_kind)j->noise), in->backend);
 }
 
 static void on_info(void *ctx, int job, const pipeline_info *in) {
@@ -99,81 +99,21 @@ static void on_step(void *ctx, int job, int image, int n_images, int step, int n
     progress_steps_add(&g->steps, what);
 }
 
-/* The A1111-style parameters text (the prompt, then one line of "Key: value"). */
-static void params_text(const pipeline_info *in, const char *prompt, uint64_t seed, char *buf,
-                        size_t n) {
-    if (in->family == PIPELINE_SD3) {
-        char slg[384] = "", layers[200];
-        layers_text(in, layers, sizeof layers);
-        if (in->slg_scale > 0)
-            snprintf(slg, sizeof slg,
-                     "SLG scale: %g, Skip layers: %s, SLG start: %g, SLG end: %g, ", in->slg_scale,
-                     layers, in->slg_start, in->slg_end);
-        int k = snprintf(buf, n, "%s\n", prompt);
-        if (in->negative && k >= 0 && (size_t)k < n)
-            k += snprintf(buf + k, n - (size_t)k, "Negative prompt: %s\n", in->negative);
-        if (k >= 0 && (size_t)k < n)
-            snprintf(buf + k, n - (size_t)k,
-                     "Steps: %d, Sampler: Euler, Schedule type: Simple, CFG scale: %g, %sSeed: "
-                     "%llu, Size: %dx%d, Model hash: %.10s, Model: %s, Max sequence length: %d, "
-                     "Noise: %s, Backend: %s, Version: %s",
-                     in->steps, in->cfg_scale, slg, (unsigned long long)seed, in->width, in->height,
-                     in->model_hash, in->model_name, in->max_seq, in->noise_dtype, in->backend,
-                     GEN_VERSION);
-        return;
-    }
-    snprintf(buf, n,
-             "%s\nSteps: %d, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG "
-             "Scale: %g, Seed: %llu, Size: %dx%d, Model hash: %.10s, Model: %s, Max sequence "
-             "length: %d, Noise: %s, Backend: %s, Version: %s",
-             prompt, in->steps, in->guidance, (unsigned long long)seed, in->width, in->height,
-             in->model_hash, in->model_name, in->max_seq, in->noise_dtype, in->backend,
-             GEN_VERSION);
-}
-
-static char *params_json(const pipeline_info *in, const char *prompt, uint64_t seed) {
-    cJSON *o = cJSON_CreateObject();
-    char seed_s[32];
-    snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
-    cJSON_AddStringToObject(o, "prompt", prompt);
-    cJSON_AddStringToObject(o, "model", in->model_name);
-    cJSON_AddStringToObject(o, "model_hash", in->model_hash);
-    cJSON_AddRawToObject(o, "seed", seed_s); /* exact beyond 2^53 */
-    cJSON_AddNumberToObject(o, "width", in->width);
-    cJSON_AddNumberToObject(o, "height", in->height);
-    cJSON_AddNumberToObject(o, "steps", in->steps);
-    if (in->family == PIPELINE_SD3) {
-        if (in->negative) cJSON_AddStringToObject(o, "negative_prompt", in->negative);
-        cJSON_AddNumberToObject(o, "cfg_scale", in->cfg_scale);
-        if (in->slg_scale > 0) {
-            cJSON_AddNumberToObject(o, "slg_scale", in->slg_scale);
-            cJSON_AddItemToObject(o, "skip_layers",
-                                  cJSON_CreateIntArray(in->skip_layers, in->n_skip));
-            cJSON_AddNumberToObject(o, "slg_start", in->slg_start);
-            cJSON_AddNumberToObject(o, "slg_end", in->slg_end);
-        }
-    } else {
-        cJSON_AddNumberToObject(o, "guidance", in->guidance);
-    }
-    cJSON_AddNumberToObject(o, "max_sequence_length", in->max_seq);
-    cJSON_AddStringToObject(o, "sampler", "euler (flow matching)");
-    cJSON_AddStringToObject(o, "noise_dtype", in->noise_dtype);
-    cJSON_AddStringToObject(o, "backend", in->backend);
-    cJSON_AddStringToObject(o, "program", GEN_VERSION);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
-}
-
-err gen_write_png(const char *name, const pipeline_info *in, const char *prompt, uint64_t seed,
-                  const uint8_t *rgb, int w, int h) {
-    char text[8192];
-    params_text(in, prompt, seed, text, sizeof text);
-    char *js = params_json(in, prompt, seed);
-    FAIL_IF(!js, ERR_NOMEM, "out of memory");
+err gen_write_png(const char *name, const pipeline_info *in, uint64_t seed, const uint8_t *rgb,
+                  int w, int h) {
+    pipeline_job j = in->job;
+    j.seed = seed;
+    const job_record r = {.job = &j,
+                          .active = in->active,
+                          .model = in->model_name,
+                          .model_hash = in->model_hash,
+                          .backend = in->backend,
+                          .program = GEN_VERSION};
+    char *text = job_png_text(&r), *js = job_png_json(&r);
+    err e = text && js ? ERR_OK : err_set(ERR_NOMEM, "out of memory");
     const char *keys[] = {"parameters", "df11"}, *vals[] = {text, js};
-    err e = png_write_rgb(name, rgb, w, h, keys, vals, 2);
-    free(js);
+    if (!e) e = png_write_rgb(name, rgb, w, h, keys, vals, 2);
+    free(text), free(js);
     return e;
 }
 
@@ -183,7 +123,7 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
     gen_state *g = ctx;
     char name[4096];
     out_name(g->a, image, name, sizeof name);
-    TRY(gen_write_png(name, &g->info, g->a->job.prompt, seed, rgb, w, h));
+    TRY(gen_write_png(name, &g->info, seed, rgb, w, h));
     if (!g->a->quiet)
         fprintf(stderr, "df11: wrote %s (seed %llu)\n", name, (unsigned long long)seed);
     printf("%s\n", name);
@@ -198,6 +138,12 @@ int gen_has_model(const char *cmd, const gen_args *a) {
     return 0;
 }
 
+int gen_open(const gen_args *a, pipeline_session **s) {
+    if (!pipeline_open(&a->paths, &a->opt, s)) return 1;
+    cli_fail();
+    return 0;
+}
+
 int gen_parse_float(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     double x = strtod(v, &end);
@@ -209,112 +155,53 @@ int gen_parse_float(const char *opt, const char *v, double lo, double hi, double
     return 1;
 }
 
-/* "7,8,9" or "[7, 8, 9]" (stable-diffusion.cpp's form) */
-static int parse_layers(const char *v, pipeline_job *j) {
-    const char *c = v;
-    int n = 0;
-    while (*c == '[' || *c == ' ')
-        c++;
-    while (*c && *c != ']') {
-        char *end;
-        long x = strtol(c, &end, 10);
-        if (end == c || x < 0 || x > 999 || n == PIPELINE_MAX_SKIP) goto bad;
-        j->skip_layers[n++] = (int)x;
-        c = end;
-        while (*c == ' ')
-            c++;
-        if (*c == ',') c++;
-        while (*c == ' ')
-            c++;
+/* A job parameter's flag: its value through the schema */
+static int job_opt(int argc, char **argv, int *i, gen_args *a) {
+    const int k = job_find_flag(argv[*i]);
+    if (k < 0) return 0;
+    const job_param *p = &job_params[k];
+    const char *v;
+    const int r = cli_opt(argc, argv, i, p->shrt, p->flag, &v);
+    if (r <= 0) return r;
+    if (job_set_text(&a->job, (job_key)k, v, p->flag)) {
+        fprintf(stderr, "df11: %s\n", err_msg());
+        return -1;
     }
-    if (!n || (*c == ']' && c[1])) goto bad;
-    j->n_skip = n;
     return 1;
-bad:
-    fprintf(stderr,
-            "df11: --skip-layers: expected block indices like 7,8,9 or [7,8,9], got \"%s\"\n", v);
-    return 0;
-}
-
-static int parse_noise(const char *v, int *out) {
-    for (int k = NOISE_F32; k <= NOISE_F16_F32; k++)
-        if (!strcmp(v, sampler_noise_name((noise_kind)k))) return *out = k, 1;
-    return 0;
 }
 
 int gen_opt(int argc, char **argv, int *i, gen_args *a) {
+    static const char *const residency[] = {"auto", "release", "keep"};
     pipeline_paths *p = &a->paths;
-    pipeline_job *j = &a->job;
     const char *v = NULL;
-    long n;
     double d;
     int r;
 #define STR(s, l, dst)                                                                             \
     if ((r = cli_opt(argc, argv, i, s, l, &v))) return r < 0 ? -1 : ((dst) = v, 1)
-#define INT(s, l, lo, hi, dst)                                                                     \
-    if ((r = cli_opt(argc, argv, i, s, l, &v)))                                                    \
-    return r < 0 || !cli_int(l, v, lo, hi, &n) ? -1 : ((dst) = (int)n, 1)
     STR("-m", "--model", p->model_dir);
     STR(NULL, "--diffusion-model", p->diffusion_model);
     STR(NULL, "--vae", p->vae);
     STR(NULL, "--clip_l", p->clip_l);
     STR(NULL, "--clip_g", p->clip_g);
     STR(NULL, "--clip-g-tokenizer", p->clip_g_tokenizer);
-    STR("-n", "--negative-prompt", j->negative);
     STR(NULL, "--t5xxl", p->t5xxl);
     STR(NULL, "--clip-tokenizer", p->clip_tokenizer);
     STR(NULL, "--t5-tokenizer", p->t5_tokenizer);
-    STR("-p", "--prompt", j->prompt);
     STR("-o", "--output", a->out);
-    INT("-W", "--width", 16, 8192, j->width);
-    INT("-H", "--height", 16, 8192, j->height);
-    INT(NULL, "--steps", 1, 1000, j->steps);
-    INT(NULL, "--max-sequence-length", 2, 512, j->max_seq);
-    INT("-b", "--batch-count", 1, 10000, j->batch_count);
 #undef STR
-#undef INT
-    if ((r = cli_opt(argc, argv, i, "-s", "--seed", &v))) {
-        char *end;
-        unsigned long long s = strtoull(v, &end, 10);
-        if (r < 0 || !*v || *end || *v == '-') {
-            if (r > 0)
-                fprintf(stderr, "df11: --seed: expected a non-negative integer, got \"%s\"\n", v);
-            return -1;
-        }
-        j->seed = s;
-        return 1;
-    }
-    if ((r = cli_opt(argc, argv, i, NULL, "--guidance", &v)))
-        return r < 0 || !gen_parse_float("--guidance", v, 0, 100, &d) ? -1
-                                                                      : (j->guidance = (float)d, 1);
-    if ((r = cli_opt(argc, argv, i, NULL, "--cfg-scale", &v)))
-        return r < 0 || !gen_parse_float("--cfg-scale", v, 0, 100, &d)
-                   ? -1
-                   : (j->cfg_scale = (float)d, 1);
-    if ((r = cli_opt(argc, argv, i, NULL, "--slg-scale", &v)))
-        return r < 0 || !gen_parse_float("--slg-scale", v, 0, 100, &d)
-                   ? -1
-                   : (j->slg_scale = (float)d, 1);
-    if ((r = cli_opt(argc, argv, i, NULL, "--skip-layer-start", &v)))
-        return r < 0 || !gen_parse_float("--skip-layer-start", v, 0, 1, &j->slg_start) ? -1 : 1;
-    if ((r = cli_opt(argc, argv, i, NULL, "--skip-layer-end", &v)))
-        return r < 0 || !gen_parse_float("--skip-layer-end", v, 0, 1, &j->slg_end) ? -1 : 1;
-    if ((r = cli_opt(argc, argv, i, NULL, "--skip-layers", &v)))
-        return r < 0 || !parse_layers(v, j) ? -1 : 1;
+    if ((r = job_opt(argc, argv, i, a))) return r;
     if ((r = cli_opt(argc, argv, i, NULL, "--vram-budget", &v)))
         return r < 0 || !gen_parse_float("--vram-budget", v, 0.5, 1e4, &d)
                    ? -1
-                   : (j->vram_budget_gb = d, 1);
-    if ((r = cli_opt(argc, argv, i, NULL, "--noise-dtype", &v))) {
-        if (r > 0 && parse_noise(v, &j->noise_dtype)) return 1;
+                   : (a->opt.vram_budget_gb = d, 1);
+    if ((r = cli_opt(argc, argv, i, NULL, "--residency", &v))) {
+        for (int k = 0; r > 0 && k < 3; k++)
+            if (!strcmp(v, residency[k])) return a->opt.residency = (pipeline_residency)k, 1;
         if (r > 0)
-            fprintf(stderr,
-                    "df11: --noise-dtype: expected f32, bf16, f16, f32-scalar, bf16-f32 or "
-                    "f16-f32, got \"%s\"\n",
-                    v);
+            fprintf(stderr, "df11: --residency: expected auto, release or keep, got \"%s\"\n", v);
         return -1;
     }
-    if (cli_opt(argc, argv, i, NULL, "--cpu", NULL)) return j->cpu = 1, 1;
+    if (cli_opt(argc, argv, i, NULL, "--cpu", NULL)) return a->opt.cpu = 1, 1;
     if (cli_opt(argc, argv, i, "-f", "--force", NULL)) return a->force = 1, 1;
     return 0;
 }
@@ -338,55 +225,152 @@ int gen_check_dir(const char *name) {
     return 1;
 }
 
-int cmd_generate(int argc, char **argv, const cli_common *c) {
-    gen_args a;
-    memset(&a, 0, sizeof a);
-    pipeline_job_init(&a.job);
-    a.out = "output.png";
-    a.quiet = c->quiet;
-    for (int i = 0; i < argc; i++) {
-        int r = gen_opt(argc, argv, &i, &a);
-        if (r < 0) return CLI_EXIT_USAGE;
-        if (r == 0)
-            return cli_usage_error("generate",
-                                   argv[i][0] == '-' ? "unknown option \"%s\""
-                                                     : "unexpected argument \"%s\"",
-                                   argv[i]);
-    }
-    if (!a.job.prompt) return cli_usage_error("generate", "no prompt: pass -p \"...\"");
-    if (!gen_has_model("generate", &a)) return CLI_EXIT_USAGE;
+/* -o's pattern and every output name, checked before any model is loaded: 0, or the exit
+ * status (message printed) */
+static int check_outputs(const gen_args *a) {
     int conv;
-    if (!pattern_ok(a.out, &conv))
+    if (!pattern_ok(a->out, &conv))
         return cli_usage_error("generate",
                                "-o \"%s\": at most one integer conversion (%%d, %%03d, ...) is "
                                "allowed, and %%%% for a percent sign",
-                               a.out);
-    if (a.job.batch_count > 1 && conv == 0)
+                               a->out);
+    if (a->job.batch_count > 1 && conv == 0)
         LOG_INFO("%d images: writing them as %s with _0, _1, ... before the extension",
-                 a.job.batch_count, a.out);
+                 a->job.batch_count, a->out);
     /* every output name, checked before any model is loaded */
-    for (int i = 0; i < a.job.batch_count; i++) {
+    for (int i = 0; i < a->job.batch_count; i++) {
         char name[4096];
         struct stat st;
-        out_name(&a, i, name, sizeof name);
+        out_name(a, i, name, sizeof name);
         for (int k = 0; k < i; k++) {
             char prev[4096];
-            out_name(&a, k, prev, sizeof prev);
+            out_name(a, k, prev, sizeof prev);
             if (!strcmp(prev, name))
                 return cli_usage_error("generate", "-o \"%s\" names images %d and %d the same",
-                                       a.out, k, i);
+                                       a->out, k, i);
         }
         /* the folder must exist and be writable now, not after minutes of rendering */
         if (!gen_check_dir(name)) return CLI_EXIT_FAIL;
-        if (!a.force && stat(name, &st) == 0) {
+        if (!a->force && stat(name, &st) == 0) {
             fprintf(stderr, "df11: error: %s exists (pass -f to replace it)\n", name);
             return CLI_EXIT_FAIL;
         }
     }
-    gen_state g = {.a = &a, .steps = {.label = "denoise", .quiet = a.quiet}};
-    pipeline_callbacks cb = {
-        .ctx = &g, .on_step = on_step, .on_info = on_info, .on_image = on_image};
-    err e = pipeline_run(&a.paths, &a.job, &cb);
-    progress_steps_close(&g.steps);
-    return e ? cli_fail() : 0;
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv, const cli_common *c) {
+    gen_args a;
+    gen_args_init(&a);
+    a.out = "output.png";
+    a.quiet = c->quiet;
+    int rc = 0;
+    for (int i = 0; !rc && i < argc; i++) {
+        int r = gen_opt(argc, argv, &i, &a);
+        if (r < 0) rc = CLI_EXIT_USAGE;
+        if (r == 0)
+            rc = cli_usage_error("generate",
+                                 argv[i][0] == '-' ? "unknown option \"%s\""
+                                                   : "unexpected argument \"%s\"",
+                                 argv[i]);
+    }
+    if (!rc && !a.job.prompt) rc = cli_usage_error("generate", "no prompt: pass -p \"...\"");
+    if (!rc && !gen_has_model("generate", &a)) rc = CLI_EXIT_USAGE;
+    if (!rc) rc = check_outputs(&a);
+    pipeline_session *s = NULL;
+    if (!rc && !gen_open(&a, &s)) rc = CLI_EXIT_FAIL;
+    if (!rc) {
+        gen_state g = {.a = &a, .steps = {.label = "denoise", .quiet = a.quiet}};
+        pipeline_callbacks cb = {
+            .ctx = &g, .on_step = on_step, .on_info = on_info, .on_image = on_image};
+        err e = pipeline_run(s, &a.job, 1, &cb);
+        progress_steps_close(&g.steps);
+        if (e) rc = cli_fail();
+    }
+    pipeline_close(s);
+    gen_args_free(&a);
+    return rc;
+}
+
+/* ---- the help ---- */
+
+/* text wrapped at 92 columns, its lines after the first indented by 27 */
+static void wrap(FILE *f, const char *text, int col) {
+    const int width = 92, indent = 27;
+    while (*text) {
+        const int room = width - col;
+        int n = (int)strlen(text), cut = n;
+        if (n > room) {
+            cut = room;
+            while (cut > 0 && text[cut] != ' ')
+                cut--;
+            if (cut == 0) cut = room;
+        }
+        fprintf(f, "%.*s\n", cut, text);
+        text += cut;
+        while (*text == ' ')
+            text++;
+        if (*text) fprintf(f, "%*s", indent, ""), col = indent;
+    }
+}
+
+void gen_help_job(FILE *f) {
+    for (int k = 0; k < JOB_N_KEYS; k++) {
+        const job_param *p = &job_params[k];
+        if (!p->flag) continue;
+        char head[64], d[400], text[1200];
+        snprintf(head, sizeof head, "  %s%s%s %s", p->shrt ? p->shrt : "    ", p->shrt ? ", " : "",
+                 p->flag, p->metavar);
+        pipeline_default_text((job_key)k, d, sizeof d);
+        snprintf(text, sizeof text, "%s%s%s%s", p->help, d[0] ? " (default: " : "", d,
+                 d[0] ? ")" : "");
+        const int n = (int)strlen(head);
+        fprintf(f, "%s%*s", head, n < 27 ? 27 - n : 1, "");
+        wrap(f, text, n < 27 ? 27 : n + 1);
+    }
+}
+
+void gen_help(FILE *f) {
+    fputs("usage: df11 generate -m MODEL -p PROMPT [options]\n"
+          "Renders PNGs with FLUX.1 (dev, schnell) or Stable Diffusion 3.5 (Large, Large\n"
+          "Turbo, Medium), the model found from the weights, as diffusers' FluxPipeline and\n"
+          "StableDiffusion3Pipeline do. Weights may be BF16, F16, F32 or DF11 (df11\n"
+          "compress); a DF11 run writes the same bytes as the BF16 run of the same job.\n"
+          "model:\n"
+          "  -m, --model DIR|FILE     a diffusers folder (model_index.json, transformer/,\n"
+          "                           vae/, text_encoder*/, tokenizer*/, ...) or a checkpoint\n"
+          "                           file (sd3.5_large.safetensors: the parts it holds)\n"
+          "      --diffusion-model F  the transformer on its own (flux1-dev.safetensors,\n"
+          "                           sd3.5_medium.safetensors, or a transformer/ folder)\n"
+          "      --vae F              the VAE (ae.safetensors or a vae/ folder)\n"
+          "      --clip_l F           CLIP-L (clip_l.safetensors or a text_encoder/ folder)\n"
+          "      --clip_g F           SD3.5's CLIP-G (clip_g.safetensors or text_encoder_2/)\n"
+          "      --t5xxl F            T5-XXL (t5xxl_fp16.safetensors, ... or a folder); SD3.5\n"
+          "                           runs without it (zeros, as diffusers)\n"
+          "      --clip-tokenizer DIR vocab.json + merges.txt, or tokenizer.json\n"
+          "      --clip-g-tokenizer DIR  SD3.5's tokenizer_2 (default: the CLIP tokenizer,\n"
+          "                           padding with \"!\" as tokenizer_2 does)\n"
+          "      --t5-tokenizer DIR   tokenizer.json or spiece.model\n"
+          "                           (parts given on their own win over -m's)\n"
+          "job (a model refuses what it does not take; batch lines and the PNG's df11 JSON use\n"
+          "the same names with _ for -, e.g. \"cfg_scale\", \"max_sequence_length\"):\n",
+          f);
+    gen_help_job(f);
+    fputs("output:\n"
+          "  -o, --output PATTERN     output file (default output.png); may hold one %d\n"
+          "                           (or %03d) for the image index; else several images\n"
+          "                           get _0, _1, ... before the extension\n"
+          "  -f, --force              replace existing outputs\n"
+          "run:\n"
+          "      --cpu                the CPU reference backend (fp32; slow, for checking)\n"
+          "      --vram-budget GB     stream DF11 transformer blocks from host memory so the\n"
+          "                           weights take at most GB of device memory; models are\n"
+          "                           kept loaded between stages only within it\n"
+          "      --residency R        what stays loaded between stages and jobs: auto (default:\n"
+          "                           what fits the free device memory or the budget), release\n"
+          "                           (each model after its stage: the lowest peak), keep (all)\n"
+          "The PNG holds the parameters (A1111 \"parameters\" text and \"df11\" JSON) and a\n"
+          "hash of the original weights; no time, path or weight format. stdout lists the\n"
+          "files written.\n",
+          f);
 }

@@ -1,6 +1,6 @@
 /* cmd_regress: `df11 regress DIR -m MODEL`, reference-image regression checks. Every PNG in DIR
  * that carries df11's parameters (or every line of a manifest naming a PNG in DIR) is rendered
- * again with the model given, through pipeline_run_many with each model loaded once a group,
+ * again with the model given, through one pipeline session a backend,
  * and compared with the reference: the PNG's bytes by default (the same job writes the same
  * bytes), or its pixels within a tolerance (PSNR, largest difference) when asked. A table on
  * stdout, JUnit XML or JSON reports for CI systems, an .actual.png and a .diff.png for each
@@ -50,8 +50,8 @@ typedef enum reg_status { REG_PASS, REG_DIFF, REG_ERROR } reg_status;
 typedef struct reg_item {
     char ref[4096];   /* the reference PNG */
     const char *name; /* its file name, within ref */
-    gen_line g;       /* the job (its prompt and negative owned) */
-    int has_job;
+    gen_line g;       /* the job */
+    int has_job, cpu; /* cpu: it renders on the CPU backend */
     char want_hash[17], want_model[64], want_backend[8];
     pipeline_info info; /* as rendered */
     reg_status st;
@@ -69,12 +69,6 @@ typedef struct reg_state {
     progress_steps steps;
 } reg_state;
 
-static char *copy_str(const char *s) {
-    char *d = malloc(strlen(s) + 1);
-    CHECK(d);
-    return strcpy(d, s);
-}
-
 static void item_error(reg_item *t, const char *fmt, const char *a) {
     t->st = REG_ERROR;
     snprintf(t->note, sizeof t->note, fmt, a);
@@ -87,51 +81,31 @@ static const char *json_str(const cJSON *o, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static int json_num(const cJSON *o, const char *k, double *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v)) return 0;
-    *out = v->valuedouble;
-    return 1;
-}
-
-/* The job df11's JSON describes (as cmd_generate.c writes it); 0 with a note if it lacks a
- * needed key. The seed is read from the text, exact beyond 2^53. */
-static int job_from_json(reg_item *t, const char *text, const pipeline_job *base) {
+/* The job df11's JSON describes, read through the job schema (every value checked as a flag's
+ * would be); 0 with a note if it is not one. The model and backend it names are kept to
+ * compare with. */
+static int job_from_png(reg_item *t, const char *text, const gen_args *a) {
     cJSON *o = cJSON_Parse(text);
-    pipeline_job *j = &t->g.job;
-    *j = *base;
-    const char *prompt = json_str(o, "prompt"), *seed = strstr(text, "\"seed\":");
-    double w, h, steps, x;
-    if (!cJSON_IsObject(o) || !prompt || !seed || !json_num(o, "width", &w) ||
-        !json_num(o, "height", &h) || !json_num(o, "steps", &steps)) {
+    int ok = cJSON_IsObject(o);
+    for (const char *const *k = (const char *const[]){"prompt", "seed", "width", "height",
+                                                      "steps", NULL};
+         ok && *k; k++)
+        ok = cJSON_GetObjectItemCaseSensitive(o, *k) != NULL;
+    if (!ok) {
         cJSON_Delete(o);
         item_error(t, "%s: its df11 parameters lack the prompt, seed, size or steps", t->name);
         return 0;
     }
-    t->g.prompt = copy_str(prompt);
-    j->prompt = t->g.prompt;
-    j->seed = strtoull(seed + 7, NULL, 10);
-    j->width = (int)w, j->height = (int)h, j->steps = (int)steps;
-    const char *neg = json_str(o, "negative_prompt");
-    if (neg) j->negative = t->g.negative = copy_str(neg);
-    if (json_num(o, "guidance", &x)) j->guidance = (float)x;
-    if (json_num(o, "cfg_scale", &x)) j->cfg_scale = (float)x;
-    if (json_num(o, "slg_scale", &x)) j->slg_scale = (float)x;
-    if (json_num(o, "slg_start", &x)) j->slg_start = x;
-    if (json_num(o, "slg_end", &x)) j->slg_end = x;
-    if (json_num(o, "max_sequence_length", &x)) j->max_seq = (int)x;
-    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(o, "skip_layers");
-    j->n_skip = 0;
-    for (const cJSON *l = cJSON_IsArray(layers) ? layers->child : NULL;
-         l && j->n_skip < PIPELINE_MAX_SKIP; l = l->next)
-        j->skip_layers[j->n_skip++] = (int)l->valuedouble;
-    const char *noise = json_str(o, "noise_dtype"), *backend = json_str(o, "backend");
-    for (int k = NOISE_F32; noise && k <= NOISE_F16_F32; k++)
-        if (!strcmp(noise, sampler_noise_name((noise_kind)k))) j->noise_dtype = k;
-    if (backend) {
-        snprintf(t->want_backend, sizeof t->want_backend, "%s", backend);
-        if (!base->cpu) j->cpu = !strcmp(backend, "cpu");
+    err e = job_copy(&t->g.job, &a->job);
+    if (!e) e = job_from_json(&t->g.job, o, text, t->name, NULL);
+    if (e) {
+        cJSON_Delete(o);
+        item_error(t, "%s", err_msg());
+        return 0;
     }
+    const char *backend = json_str(o, "backend");
+    snprintf(t->want_backend, sizeof t->want_backend, "%s", backend ? backend : "");
+    t->cpu = a->opt.cpu || (backend && !strcmp(backend, "cpu"));
     snprintf(t->want_hash, sizeof t->want_hash, "%s", json_str(o, "model_hash") ?: "");
     snprintf(t->want_model, sizeof t->want_model, "%s", json_str(o, "model") ?: "");
     cJSON_Delete(o);
@@ -139,7 +113,7 @@ static int job_from_json(reg_item *t, const char *text, const pipeline_job *base
 }
 
 /* A PNG of DIR: its job from the df11 chunk, or an error item saying what it lacks */
-static void item_from_png(reg_item *t, const pipeline_job *base) {
+static void item_from_png(reg_item *t, const gen_args *a) {
     png_text_list tl = {0};
     if (png_read_texts(t->ref, &tl)) {
         item_error(t, "%s", err_msg());
@@ -154,7 +128,7 @@ static void item_from_png(reg_item *t, const pipeline_job *base) {
                          : "%s: no parameters (not made by df11 generate or batch)",
                    t->name);
     else
-        t->has_job = job_from_json(t, tl.texts[k], base);
+        t->has_job = job_from_png(t, tl.texts[k], a);
     png_text_list_free(&tl);
 }
 
@@ -163,7 +137,7 @@ static int by_ref(const void *a, const void *b) {
 }
 
 /* The PNGs at DIR's top level, sorted by name; -1 if DIR cannot be read */
-static int scan_dir(const char *dir, const pipeline_job *base, reg_item **out) {
+static int scan_dir(const char *dir, const gen_args *a, reg_item **out) {
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "df11: error: %s: %s\n", dir, strerror(errno));
@@ -187,7 +161,7 @@ static int scan_dir(const char *dir, const pipeline_job *base, reg_item **out) {
     if (n) qsort(it, (size_t)n, sizeof *it, by_ref);
     for (int k = 0; k < n; k++) {
         it[k].name = strrchr(it[k].ref, '/') + 1;
-        item_from_png(&it[k], base);
+        item_from_png(&it[k], a);
     }
     *out = it;
     return n;
@@ -195,7 +169,7 @@ static int scan_dir(const char *dir, const pipeline_job *base, reg_item **out) {
 
 /* The manifest's lines (df11 batch's format; "output" names the reference in DIR); -1 if it
  * cannot be read or a line is bad (reported by number) */
-static int read_manifest(const char *file, const char *dir, const pipeline_job *base,
+static int read_manifest(const char *file, const char *dir, const gen_args *a,
                          reg_item **out) {
     FILE *f = fopen(file, "r");
     if (!f) {
@@ -215,7 +189,8 @@ static int read_manifest(const char *file, const char *dir, const pipeline_job *
         reg_item *t = &it[n];
         memset(t, 0, sizeof *t);
         t->g.line = ++line;
-        const int r = gen_line_parse(file, buf, base, &t->g);
+        const int r = gen_line_parse(file, buf, &a->job, &t->g);
+        t->cpu = a->opt.cpu;
         if (r < 0) bad++;
         if (r <= 0) continue;
         if (!t->g.output) {
@@ -341,7 +316,7 @@ static void on_info(void *ctx, int job, const pipeline_info *in) {
     reg_state *s = ctx;
     reg_item *t = &s->it[job];
     t->info = *in;
-    s->steps.total += (uint64_t)in->steps;
+    s->steps.total += (uint64_t)in->job.steps;
 }
 
 static void on_skip(void *ctx, int job, const char *msg) {
@@ -367,7 +342,7 @@ static err on_image(void *ctx, int job, int image, uint64_t seed, const uint8_t 
              t->name);
     t->done = 1;
     t->same_model = !t->want_hash[0] || !strcmp(t->want_hash, t->info.model_hash);
-    if (gen_write_png(actual, &t->info, t->g.prompt, seed, rgb, w, h)) {
+    if (gen_write_png(actual, &t->info, seed, rgb, w, h)) {
         item_error(t, "%s", err_msg());
         return ERR_OK;
     }
@@ -545,16 +520,56 @@ static int json_report(const char *path, const reg_item *it, int n) {
 
 /* ---- the command ---- */
 
-/* The jobs a pipeline_run_many call can take together: one backend, T5 length and noise */
-static int same_run(const pipeline_job *a, const pipeline_job *b) {
-    return a->cpu == b->cpu && a->max_seq == b->max_seq && a->noise_dtype == b->noise_dtype;
+/* One group of items through a session: rendered, compared, timed. */
+static void render_group(pipeline_session *ses, reg_state *s, reg_item *it, const int *idx,
+                         int k) {
+    pipeline_job *jobs = malloc(sizeof *jobs * (size_t)k);
+    reg_item *grp = malloc(sizeof *grp * (size_t)k);
+    CHECK(jobs && grp);
+    for (int q = 0; q < k; q++)
+        grp[q] = it[idx[q]], jobs[q] = grp[q].g.job;
+    s->it = grp, s->steps.done = s->steps.total = 0;
+    const double tg = progress_now();
+    pipeline_callbacks cb = {
+        .ctx = s, .on_step = on_step, .on_info = on_info, .on_skip = on_skip, .on_image = on_image};
+    const err er = ses ? pipeline_run(ses, jobs, k, &cb) : ERR_ARG;
+    progress_steps_close(&s->steps);
+    /* its images go through each stage together: a group's time, shared among the images it
+       rendered */
+    int rendered = 0;
+    for (int q = 0; q < k; q++)
+        rendered += grp[q].done;
+    for (int q = 0; q < k; q++) {
+        if (grp[q].done) grp[q].secs = (progress_now() - tg) / rendered;
+        if (er && !grp[q].done && grp[q].st != REG_ERROR) item_error(&grp[q], "%s", err_msg());
+        it[idx[q]] = grp[q];
+    }
+    free(jobs);
+    free(grp);
 }
 
-int cmd_regress(int argc, char **argv, const cli_common *c) {
-    gen_args a;
-    memset(&a, 0, sizeof a);
-    pipeline_job_init(&a.job);
-    a.quiet = c->quiet;
+/* Every item that has a job: one session a backend (the models load once for all its
+ * images where the residency policy keeps them), groups of `group` images. */
+static void render_all(const gen_args *a, reg_state *s, reg_item *it, int n, long group) {
+    int *idx = malloc(sizeof *idx * (size_t)(n + 1));
+    CHECK(idx);
+    for (int cpu = 0; cpu < 2; cpu++) {
+        int m = 0;
+        for (int k = 0; k < n; k++)
+            if (it[k].has_job && it[k].st != REG_ERROR && it[k].cpu == cpu) idx[m++] = k;
+        if (!m) continue;
+        pipeline_options o = a->opt;
+        o.cpu = cpu;
+        pipeline_session *ses = NULL;
+        if (pipeline_open(&a->paths, &o, &ses)) ses = NULL; /* each item says why */
+        for (int g = 0; g < m; g += (int)group)
+            render_group(ses, s, it, idx + g, m - g < group ? m - g : (int)group);
+        pipeline_close(ses);
+    }
+    free(idx);
+}
+
+static int regress(int argc, char **argv, gen_args *a) {
     const char *dir = NULL, *manifest = NULL, *junit_path = NULL, *json_path = NULL;
     const char *diff_dir = NULL;
     long group = 16, max_diff = -1;
@@ -580,7 +595,7 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
             if (r < 0 || !cli_int("--max-diff", v, 0, 255, &max_diff)) return CLI_EXIT_USAGE;
         } else if ((r = cli_opt(argc, argv, &i, NULL, "--group", &v))) {
             if (r < 0 || !cli_int("--group", v, 1, 4096, &group)) return CLI_EXIT_USAGE;
-        } else if ((r = gen_opt(argc, argv, &i, &a))) {
+        } else if ((r = gen_opt(argc, argv, &i, a))) {
             if (r < 0) return CLI_EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return cli_usage_error("regress", "unknown option \"%s\"", argv[i]);
@@ -591,8 +606,8 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
         }
     }
     if (!dir) return cli_usage_error("regress", "no folder: df11 regress DIR -m MODEL");
-    if (!gen_has_model("regress", &a)) return CLI_EXIT_USAGE;
-    if (a.job.prompt || a.out || a.job.batch_count != 1)
+    if (!gen_has_model("regress", a)) return CLI_EXIT_USAGE;
+    if (a->job.prompt || a->out || a->job.batch_count != 1)
         return cli_usage_error("regress", "-p, -o and -b: the jobs come from the reference "
                                           "images (--diff-dir names where mismatches go)");
     char dd[4200];
@@ -600,7 +615,7 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
     if (!diff_dir) strncat(dd, "/regress-diff", sizeof dd - strlen(dd) - 1);
 
     reg_item *it = NULL;
-    const int n = manifest ? read_manifest(manifest, dir, &a.job, &it) : scan_dir(dir, &a.job, &it);
+    const int n = manifest ? read_manifest(manifest, dir, a, &it) : scan_dir(dir, a, &it);
     if (n < 0) return CLI_EXIT_FAIL;
     if (!n) {
         fprintf(stderr, "df11: regress: %s: no PNG to check%s\n", manifest ? manifest : dir,
@@ -617,62 +632,19 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
         return CLI_EXIT_FAIL;
     }
 
-    /* runs of jobs that can share a model load: sorted by backend, T5 length and noise */
-    int *order = malloc(sizeof *order * (size_t)n), m = 0;
-    CHECK(order);
-    for (int k = 0; k < n; k++) {
-        if (!it[k].has_job || it[k].st == REG_ERROR) continue;
-        int dup = 0;
-        for (int q = 0; q < m && !dup; q++)
-            dup = same_run(&it[order[q]].g.job, &it[k].g.job);
-        if (dup) continue;
-        for (int q = k; q < n; q++)
-            if (it[q].has_job && it[q].st != REG_ERROR && same_run(&it[q].g.job, &it[k].g.job))
-                order[m++] = q;
-    }
+    int m = 0;
+    for (int k = 0; k < n; k++)
+        m += it[k].has_job && it[k].st != REG_ERROR;
     const double t0 = progress_now();
     reg_state s = {.diff_dir = dd,
                    .psnr_min = psnr,
                    .max_diff = (int)max_diff,
                    .tolerance = psnr > 0 || max_diff >= 0,
-                   .steps = {.label = "regress", .quiet = a.quiet}};
-    if (!a.quiet)
+                   .steps = {.label = "regress", .quiet = a->quiet}};
+    if (!a->quiet)
         fprintf(stderr, "df11: regress: %d images, %d to render (%s)\n", n, m,
                 s.tolerance ? "pixels within the tolerance" : "exact bytes");
-    for (int g = 0; g < m;) {
-        int e = g + 1;
-        while (e < m && e - g < group && same_run(&it[order[e]].g.job, &it[order[g]].g.job))
-            e++;
-        const int k = e - g;
-        pipeline_job *jobs = malloc(sizeof *jobs * (size_t)k);
-        reg_item *grp = malloc(sizeof *grp * (size_t)k);
-        CHECK(jobs && grp);
-        for (int q = 0; q < k; q++)
-            grp[q] = it[order[g + q]], jobs[q] = grp[q].g.job;
-        s.it = grp, s.steps.done = s.steps.total = 0;
-        const double tg = progress_now();
-        pipeline_callbacks cb = {.ctx = &s,
-                                 .on_step = on_step,
-                                 .on_info = on_info,
-                                 .on_skip = on_skip,
-                                 .on_image = on_image};
-        const err er = pipeline_run_many(&a.paths, jobs, k, &cb);
-        progress_steps_close(&s.steps);
-        /* the models load once a group and its images go through each stage together: a
-           group's time, shared among the images it rendered */
-        int rendered = 0;
-        for (int q = 0; q < k; q++)
-            rendered += grp[q].done;
-        for (int q = 0; q < k; q++) {
-            if (grp[q].done) grp[q].secs = (progress_now() - tg) / rendered;
-            if (er && !grp[q].done && grp[q].st != REG_ERROR) item_error(&grp[q], "%s", err_msg());
-            it[order[g + q]] = grp[q];
-        }
-        free(jobs);
-        free(grp);
-        g = e;
-    }
-    free(order);
+    render_all(a, &s, it, n, group);
     const double secs = progress_now() - t0;
 
     int pass = 0, diff = 0, error = 0;
@@ -689,10 +661,19 @@ int cmd_regress(int argc, char **argv, const cli_common *c) {
     int ok = 1;
     if (junit_path) ok &= junit(junit_path, it, n, secs);
     if (json_path) ok &= json_report(json_path, it, n);
-    if (diff && !a.quiet) fprintf(stderr, "df11: regress: mismatches and their diffs in %s\n", dd);
+    if (diff && !a->quiet) fprintf(stderr, "df11: regress: mismatches and their diffs in %s\n", dd);
     for (int k = 0; k < n; k++)
         gen_line_free(&it[k].g);
     free(it);
     if (made) rmdir(dd); /* when nothing differed */
     return pass == n && ok ? 0 : CLI_EXIT_FAIL;
+}
+
+int cmd_regress(int argc, char **argv, const cli_common *c) {
+    gen_args a;
+    gen_args_init(&a);
+    a.quiet = c->quiet;
+    const int rc = regress(argc, argv, &a);
+    gen_args_free(&a);
+    return rc;
 }

@@ -73,83 +73,10 @@ int cmd_window(int argc, char **argv, const cli_common *c) {
 #define WIN_W 1100 /* the window's first size */
 #define WIN_H 720
 
-typedef struct win_entry { /* a finished image of this session */
-    char *prompt, *negative;
-    pipeline_info info; /* its negative points at ours */
-    uint64_t seed;
-    uint8_t *rgb;
-    int w, h;
-    double secs;
-    char *saved; /* where Save wrote it */
-} win_entry;
+#include "app/window_internal.h"
 
-typedef enum win_stage { ST_START, ST_LOAD, ST_DENOISE, ST_DECODE } win_stage;
 
-/* What the worker and the UI share, under mu. */
-typedef struct win_shared {
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* wakes a held worker */
-    win_stage stage;
-    int step, n_steps, preview_step;
-    double t_start, t_step1, t_step; /* the run's start, step 1's end, the last step's end */
-    uint8_t *preview;                /* the latest preview, pw x ph RGB */
-    int pw, ph;
-    unsigned preview_seq;
-    pipeline_info info;
-    uint8_t *rgb; /* the final image, iw x ih */
-    int iw, ih;
-    err result;
-    char msg[1024];
-    int hold_step, quitting; /* the script's hold; quitting ends any hold */
-    volatile int cancel;
-} win_shared;
-
-typedef enum wait_kind { SW_NONE, SW_STEP, SW_DONE, SW_SLEEP, SW_SIZE } wait_kind;
-
-typedef struct win_script {
-    const char *path;
-    char *text, **lines;
-    int n, next, line, ended;
-    wait_kind wait;
-    int arg, arg2;
-    double deadline, timeout;
-} win_script;
-
-typedef struct win {
-    gen_args a;
-    const char *outdir, *geometry;
-    pipeline_info desc; /* the model, as described before any run */
-    preview_proj proj;
-    int have_proj;
-    ui u;
-    ui_edit f[UI_FIRST_BUTTON];
-    int shown[UI_FIRST_BUTTON], focus;
-    uint64_t rng;
-    /* the run */
-    pthread_t thread;
-    int running;
-    pipeline_job job;
-    char *prompt, *negative;
-    win_shared sh;
-    Uint32 ev; /* the worker's wake-up event */
-    /* the session's images; view: the one shown, -1 the run's preview */
-    win_entry *hist;
-    int n_hist, cap_hist, view;
-    SDL_Texture *ptex, *etex; /* the preview's, the shown entry's */
-    int ptex_w, ptex_h, etex_entry;
-    unsigned ptex_seq;
-    /* what the last frame showed */
-    int drawn_step, drawn_pstep, drawn_nsteps;
-    char progress[256], status[1400], history[64], details[256];
-    enum { LAST_NONE, LAST_DONE, LAST_STOPPED } last; /* how the last run ended */
-    char model[96];                                   /* "FLUX.1-dev · CPU" */
-    int status_error, dirty, quit, quit_asked, exit_code;
-    double last_frame;
-    win_script sc;
-} win;
-
-static void status(win *w, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void status(win *w, int error, const char *fmt, ...) {
+void win_status(win *w, int error, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(w->status, sizeof w->status, fmt, ap);
@@ -175,7 +102,7 @@ static void on_info(void *ctx, int job, const pipeline_info *in) {
     win *w = ctx;
     pthread_mutex_lock(&w->sh.mu);
     w->sh.info = *in;
-    w->sh.n_steps = in->steps;
+    w->sh.n_steps = in->job.steps;
     w->sh.stage = ST_LOAD;
     pthread_mutex_unlock(&w->sh.mu);
     wake(w, WAKE_PROGRESS);
@@ -235,7 +162,7 @@ static void *worker(void *arg) {
                                    .on_preview = on_preview,
                                    .on_image = on_image,
                                    .cancel = &w->sh.cancel};
-    const err e = pipeline_run(&w->a.paths, &w->job, &cb);
+    const err e = pipeline_run(w->ses, &w->job, 1, &cb);
     pthread_mutex_lock(&w->sh.mu);
     w->sh.result = e;
     snprintf(w->sh.msg, sizeof w->sh.msg, "%s", e ? err_msg() : "");
@@ -258,86 +185,68 @@ static char *dup_str(const char *s) {
     return d;
 }
 
-/* Field id as a whole number in lo..hi, a multiple of mult; 0 (the field marked, the status
- * saying why) if it is not one. */
-static int field_int(win *w, int id, const char *name, unsigned long long lo, unsigned long long hi,
-                     unsigned mult, unsigned long long *out) {
-    const char *s = w->f[id].s + strspn(w->f[id].s, " ");
-    char *end;
-    errno = 0;
-    const unsigned long long x = strtoull(s, &end, 10);
-    if (*s < '0' || *s > '9' || end[strspn(end, " ")] || errno)
-        status(w, 1, "%s: \"%s\" is not a whole number", name, w->f[id].s);
-    else if (x < lo || x > hi)
-        status(w, 1, "%s: %llu is not in %llu..%llu", name, x, lo, hi);
-    else if (x % mult)
-        status(w, 1, "%s: %llu is not a multiple of %u", name, x, mult);
-    else
-        return *out = x, 1;
+/* The job parameter field id edits for this model (the schema's window field), or -1. */
+static int field_param(const win *w, int id) {
+    for (int k = 0; k < JOB_N_KEYS; k++)
+        if (job_params[k].window && !strcmp(job_params[k].window, ui_names[id]) &&
+            w->desc.accepts & JOB_BIT(k))
+            return k;
+    return -1;
+}
+
+/* Field id's text into the job through the schema (the window asks sizes in the multiples the
+ * row names); 0 (the field marked, focused, the status saying why) if it is not a value. */
+static int field_set(win *w, int id) {
+    const int k = field_param(w, id);
+    const job_param *p = &job_params[k];
+    err e = job_set_text(&w->job, (job_key)k, w->f[id].s, p->label);
+    if (!e && p->mult && (w->job.width % p->mult || w->job.height % p->mult))
+        e = err_set(ERR_ARG, "%s: %s is not a multiple of %d", p->label, w->f[id].s, p->mult);
+    if (!e) return 1;
+    win_status(w, 1, "%s", err_msg());
     w->f[id].invalid = 1;
     set_focus(w, id); /* its text selected, to be typed over */
     return 0;
-}
-
-static int field_float(win *w, int id, const char *name, double *out) {
-    char *end;
-    const double x = strtod(w->f[id].s, &end);
-    while (*end == ' ')
-        end++;
-    if (end == w->f[id].s || *end || !(x >= 0 && x <= 100)) {
-        status(w, 1, "%s: \"%s\" is not a number in 0..100", name, w->f[id].s);
-        w->f[id].invalid = 1;
-        set_focus(w, id);
-        return 0;
-    }
-    *out = x;
-    return 1;
 }
 
 static void run_start(win *w) {
     if (w->running) return;
     for (int i = 0; i < UI_FIRST_BUTTON; i++)
         w->f[i].invalid = 0;
-    unsigned long long iw, ih, steps, seed = 0;
-    double g = 0;
-    const int sd3 = w->desc.family == PIPELINE_SD3;
-    if (!field_int(w, UI_WIDTH, "Width", 16, 8192, 16, &iw) ||
-        !field_int(w, UI_HEIGHT, "Height", 16, 8192, 16, &ih) ||
-        !field_int(w, UI_STEPS, "Steps", 1, 1000, 1, &steps) ||
-        (w->shown[UI_GUIDANCE] &&
-         !field_float(w, UI_GUIDANCE, sd3 ? "CFG scale" : "Guidance", &g)) ||
-        !field_int(w, UI_SEED, "Seed", 0, ~0ull, 1, &seed))
+    job_free(&w->job);
+    if (job_copy(&w->job, &w->a.job)) {
+        win_status(w, 1, "%s", err_msg());
         return;
-    w->job = w->a.job;
-    w->prompt = dup_str(w->f[UI_PROMPT].s);
-    w->negative = sd3 && w->f[UI_NEGATIVE].len ? dup_str(w->f[UI_NEGATIVE].s) : NULL;
-    w->job.prompt = w->prompt, w->job.negative = w->negative;
-    w->job.width = (int)iw, w->job.height = (int)ih, w->job.steps = (int)steps;
-    w->job.seed = seed, w->job.batch_count = 1;
-    if (w->shown[UI_GUIDANCE] && sd3) w->job.cfg_scale = (float)g;
-    if (w->shown[UI_GUIDANCE] && !sd3) w->job.guidance = (float)g;
+    }
+    /* the fields in their order; an empty negative prompt is the default one */
+    for (int i = 0; i < UI_FIRST_BUTTON; i++)
+        if (w->shown[i] && !(i == UI_NEGATIVE && !w->f[i].len) && !field_set(w, i)) return;
+    pipeline_info in;
+    if (pipeline_resolve(w->ses, &w->job, &in)) {
+        win_status(w, 1, "%s", err_msg());
+        return;
+    }
+    const int steps = in.job.steps;
     pthread_mutex_lock(&w->sh.mu);
     w->sh.stage = ST_START;
-    w->sh.step = w->sh.preview_step = 0, w->sh.n_steps = (int)steps;
+    w->sh.step = w->sh.preview_step = 0, w->sh.n_steps = steps;
     w->sh.t_start = progress_now(), w->sh.t_step1 = w->sh.t_step = 0;
     w->sh.cancel = 0, w->sh.result = ERR_OK, w->sh.msg[0] = 0;
     free(w->sh.rgb);
     w->sh.rgb = NULL;
     pthread_mutex_unlock(&w->sh.mu);
     if (pthread_create(&w->thread, NULL, worker, w) != 0) {
-        free(w->prompt), free(w->negative);
-        w->prompt = w->negative = NULL;
-        status(w, 1, "cannot start the worker thread");
+        win_status(w, 1, "cannot start the worker thread");
         return;
     }
     w->running = 1, w->view = -1;
-    status(w, 0, "generating image %d", w->n_hist + 1);
+    win_status(w, 0, "generating image %d", w->n_hist + 1);
 }
 
 static void run_cancel(win *w) {
     if (!w->running) return;
     w->sh.cancel = 1;
-    status(w, 0, "cancelling (after the current step)");
+    win_status(w, 0, "cancelling (after the current step)");
 }
 
 /* The worker's DONE: joined; its image becomes the newest entry, or the status says why not. */
@@ -364,20 +273,15 @@ static void run_finish(win *w) {
             CHECK(w->hist);
         }
         win_entry *en = &w->hist[w->n_hist++];
-        *en = (win_entry){.prompt = w->prompt,
-                          .info = info,
-                          .seed = w->job.seed,
-                          .rgb = rgb,
-                          .w = iw,
-                          .h = ih,
+        *en = (win_entry){.info = info, .seed = info.job.seed, .rgb = rgb, .w = iw, .h = ih,
                           .secs = secs};
-        en->negative = dup_str(info.negative);
-        en->info.negative = en->negative;
-        w->prompt = NULL;
+        /* the entry's own copies of the strings its info points at */
+        en->prompt = dup_str(info.job.prompt), en->negative = dup_str(info.job.negative);
+        en->info.job.prompt = en->prompt, en->info.job.negative = en->negative;
         w->view = w->n_hist - 1, w->last = LAST_DONE;
         snprintf(w->progress, sizeof w->progress, "done \xc2\xb7 %d steps%s%s%s \xc2\xb7 %.1f s", n,
                  r[0] ? " (" : "", r, r[0] ? ")" : "", secs);
-        status(w, 0, "image %d: seed %llu, %dx%d, %.1f s", w->n_hist, (unsigned long long)en->seed,
+        win_status(w, 0, "image %d: seed %llu, %dx%d, %.1f s", w->n_hist, (unsigned long long)en->seed,
                iw, ih, secs);
     } else {
         free(rgb);
@@ -385,17 +289,15 @@ static void run_finish(win *w) {
         snprintf(w->progress, sizeof w->progress, "%s at step %d/%d \xc2\xb7 %.1f s",
                  e == ERR_CANCELLED ? "cancelled" : "failed", step, n, secs);
         if (e == ERR_CANCELLED)
-            status(w, 0, "cancelled at step %d of %d; no image added", step, n);
+            win_status(w, 0, "cancelled at step %d of %d; no image added", step, n);
         else
-            status(w, 1, "error: %s", e ? msg : "the run gave no image");
+            win_status(w, 1, "error: %s", e ? msg : "the run gave no image");
     }
-    free(w->prompt), free(w->negative);
-    w->prompt = w->negative = NULL;
     w->drawn_step = w->drawn_pstep = step, w->drawn_nsteps = n;
     if (w->quit_asked) w->quit = 1;
 }
 
-static void ask_quit(win *w) {
+void win_ask_quit(win *w) {
     if (!w->running) {
         w->quit = 1;
         return;
@@ -406,7 +308,7 @@ static void ask_quit(win *w) {
     w->sh.quitting = 1; /* a held worker goes on to its cancellation */
     pthread_cond_broadcast(&w->sh.cv);
     pthread_mutex_unlock(&w->sh.mu);
-    status(w, 0, "closing: waiting for the current step to end");
+    win_status(w, 0, "closing: waiting for the current step to end");
 }
 
 /* ---- the session's images ---- */
@@ -415,12 +317,12 @@ static void ask_quit(win *w) {
  * nothing is overwritten; the bytes are generate's for the job. */
 static void save(win *w) {
     if (w->view < 0) {
-        status(w, 1, w->running ? "the image is not finished yet" : "no image to save yet");
+        win_status(w, 1, w->running ? "the image is not finished yet" : "no image to save yet");
         return;
     }
     win_entry *en = &w->hist[w->view];
     if (fio_mkdirs(w->outdir)) {
-        status(w, 1, "cannot save: %s", err_msg());
+        win_status(w, 1, "cannot save: %s", err_msg());
         return;
     }
     int next = 1, k;
@@ -436,13 +338,13 @@ static void save(win *w) {
         snprintf(name, sizeof name, "%s/df11-%05d-%llu.png", w->outdir, next++,
                  (unsigned long long)en->seed);
     while (fio_exists(name));
-    if (gen_write_png(name, &en->info, en->prompt, en->seed, en->rgb, en->w, en->h)) {
-        status(w, 1, "cannot save: %s", err_msg());
+    if (gen_write_png(name, &en->info, en->seed, en->rgb, en->w, en->h)) {
+        win_status(w, 1, "cannot save: %s", err_msg());
         return;
     }
     free(en->saved);
     en->saved = dup_str(name);
-    status(w, 0, "saved %s", name);
+    win_status(w, 0, "saved %s", name);
 }
 
 static void flip(win *w, int dir) {
@@ -464,7 +366,7 @@ static void reroll(win *w) {
     ui_edit_select_all(&w->f[UI_SEED]);
     ui_edit_insert(&w->f[UI_SEED], s);
     w->f[UI_SEED].invalid = 0;
-    status(w, 0, "seed %s", s);
+    win_status(w, 0, "seed %s", s);
 }
 
 /* ---- events ---- */
@@ -545,7 +447,7 @@ static void on_event(win *w, const SDL_Event *e) {
         return;
     }
     switch (e->type) {
-    case SDL_QUIT: ask_quit(w); break;
+    case SDL_QUIT: win_ask_quit(w); break;
     case SDL_WINDOWEVENT: w->dirty = 1; break;
     case SDL_TEXTINPUT:
         if (w->focus >= 0) {
@@ -565,12 +467,13 @@ static void on_event(win *w, const SDL_Event *e) {
 
 static void entry_details(const win_entry *en, char *buf, size_t n) {
     char g[48] = "";
-    if (en->info.family == PIPELINE_SD3)
-        snprintf(g, sizeof g, " \xc2\xb7 CFG %g", en->info.cfg_scale);
-    else if (en->info.guidance > 0)
-        snprintf(g, sizeof g, " \xc2\xb7 guidance %g", en->info.guidance);
+    const pipeline_info *in = &en->info;
+    if (in->active & JOB_BIT(JOB_CFG_SCALE))
+        snprintf(g, sizeof g, " \xc2\xb7 CFG %g", in->job.cfg_scale);
+    else if (in->accepts & JOB_BIT(JOB_GUIDANCE))
+        snprintf(g, sizeof g, " \xc2\xb7 guidance %g", in->job.guidance);
     snprintf(buf, n, "seed %llu \xc2\xb7 %dx%d \xc2\xb7 %d steps%s \xc2\xb7 %.1f s",
-             (unsigned long long)en->seed, en->w, en->h, en->info.steps, g, en->secs);
+             (unsigned long long)en->seed, en->w, en->h, in->job.steps, g, en->secs);
 }
 
 /* The running job's progress line and bar from the shared state (mu held). */
@@ -605,7 +508,8 @@ static void view_build(win *w, ui_view *v) {
     v->model = w->model;
     for (int i = 0; i < UI_FIRST_BUTTON; i++)
         v->edit[i] = w->shown[i] ? &w->f[i] : NULL;
-    v->guidance = w->desc.family == PIPELINE_SD3 ? "CFG scale" : "Guidance";
+    const int gk = field_param(w, UI_GUIDANCE);
+    v->guidance = gk >= 0 ? job_params[gk].label : "Guidance";
     v->focus = w->focus, v->running = w->running;
     v->status = w->status, v->status_error = w->status_error;
     v->progress = w->progress, v->history = w->history, v->details = w->details;
@@ -660,185 +564,13 @@ static void view_build(win *w, ui_view *v) {
 }
 
 /* Draws a frame; with shot, also writes it as a PNG. */
-static err frame(win *w, const char *shot) {
+err win_frame(win *w, const char *shot) {
     ui_view v;
     view_build(w, &v);
     ui_draw(&w->u, &v);
     w->dirty = 0;
     w->last_frame = progress_now();
     return ui_present(&w->u, shot);
-}
-
-/* The widgets' rectangles and the state, for tests that look at screenshots. */
-static err geometry(win *w, const char *path) {
-    cJSON *o = cJSON_CreateObject(), *fl = cJSON_CreateObject();
-    ui_geometry(&w->u, o);
-    cJSON_AddStringToObject(o, "image_kind",
-                            !w->u.drawn.w ? "none"
-                            : w->view < 0 ? "preview"
-                                          : "image");
-    cJSON_AddNumberToObject(o, "history_count", w->n_hist);
-    cJSON_AddNumberToObject(o, "history_index", w->view + 1);
-    cJSON_AddBoolToObject(o, "running", w->running);
-    cJSON_AddNumberToObject(o, "step", w->drawn_step);
-    cJSON_AddNumberToObject(o, "n_steps", w->drawn_nsteps);
-    cJSON_AddStringToObject(o, "history", w->history);
-    cJSON_AddStringToObject(o, "progress", w->progress);
-    cJSON_AddStringToObject(o, "status", w->status);
-    cJSON_AddBoolToObject(o, "status_error", w->status_error);
-    for (int i = 0; i < UI_FIRST_BUTTON; i++)
-        if (w->shown[i]) cJSON_AddStringToObject(fl, ui_names[i], w->f[i].s);
-    cJSON_AddItemToObject(o, "fields", fl);
-    cJSON_AddStringToObject(o, "focus", w->focus >= 0 ? ui_names[w->focus] : "");
-    if (w->view >= 0 && w->hist[w->view].saved)
-        cJSON_AddStringToObject(o, "saved", w->hist[w->view].saved);
-    char *js = cJSON_Print(o);
-    cJSON_Delete(o);
-    FAIL_IF(!js, ERR_NOMEM, "out of memory");
-    const err e = fio_write_file(path, js, strlen(js));
-    free(js);
-    return e;
-}
-
-/* ---- scripts ---- */
-
-static int script_load(win_script *sc, const char *path) {
-    fio_map m;
-    if (fio_map_open(path, &m)) {
-        fprintf(stderr, "df11: window: --script: %s\n", err_msg());
-        return 0;
-    }
-    char *t = malloc(m.size + 1); /* a line at most a byte */
-    sc->lines = t ? malloc(sizeof *sc->lines * (m.size + 1)) : NULL;
-    CHECK(sc->lines);
-    if (m.size) memcpy(t, m.data, m.size);
-    t[m.size] = 0;
-    fio_map_close(&m);
-    for (char *l = t; l; sc->n++) {
-        sc->lines[sc->n] = l;
-        l = strchr(l, '\n');
-        if (l) *l++ = 0;
-        sc->lines[sc->n][strcspn(sc->lines[sc->n], "\r")] = 0;
-    }
-    sc->text = t, sc->path = path, sc->timeout = 120;
-    return 1;
-}
-
-static void script_fail(win *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void script_fail(win *w, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "df11: window: %s:%d: ", w->sc.path, w->sc.line);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    w->exit_code = CLI_EXIT_FAIL;
-    w->sc.ended = 1, w->sc.wait = SW_NONE;
-    ask_quit(w);
-}
-
-/* 1 when what the script waits for is drawn; past the deadline the script fails */
-static int script_waited(win *w) {
-    win_script *sc = &w->sc;
-    static const char *const names[] = {"", "wait-step", "wait-done", "sleep", "resize"};
-    int met = 0;
-    switch (sc->wait) {
-    case SW_NONE: return 1;
-    case SW_STEP:
-        met = w->drawn_step >= sc->arg && w->drawn_pstep >= sc->arg && !w->dirty;
-        if (!met && !w->running)
-            return script_fail(w, "wait-step %d: the run ended at step %d (%s)", sc->arg,
-                               w->drawn_step, w->status),
-                   0;
-        break;
-    case SW_DONE: met = !w->running && !w->dirty; break;
-    case SW_SLEEP: met = progress_now() >= sc->deadline; break;
-    case SW_SIZE:
-        met = w->u.w == (int)(sc->arg * w->u.scale) && w->u.h == (int)(sc->arg2 * w->u.scale) &&
-              !w->dirty;
-        break;
-    }
-    if (met) sc->wait = SW_NONE;
-    if (!met && progress_now() > sc->deadline)
-        script_fail(w, "%s: nothing after %g s (status: %s)", names[sc->wait], sc->timeout,
-                    w->status);
-    return met;
-}
-
-static void hold(win *w, int step) {
-    pthread_mutex_lock(&w->sh.mu);
-    w->sh.hold_step = step;
-    pthread_cond_broadcast(&w->sh.cv);
-    pthread_mutex_unlock(&w->sh.mu);
-}
-
-/* One command: 0 go on, 1 yield to the event loop (its events pushed, or a wait set). */
-static int script_cmd(win *w, char *l) {
-    win_script *sc = &w->sc;
-    while (*l == ' ' || *l == '\t')
-        l++;
-    if (!*l || *l == '#') return 0;
-    char *arg = l + strcspn(l, " \t");
-    if (*arg) *arg++ = 0;
-    int a1 = 0, a2 = 0, id, yield = 1;
-    err e = ERR_OK;
-    const int n1 = sscanf(arg, "%d %d", &a1, &a2);
-    sc->deadline = progress_now() + sc->timeout;
-    if (!strcmp(l, "type")) {
-        ui_push_text(&w->u, arg);
-    } else if (!strcmp(l, "key")) {
-        if (!ui_push_key(&w->u, arg)) return script_fail(w, "key: unknown key \"%s\"", arg), 1;
-    } else if (!strcmp(l, "click")) {
-        if ((id = ui_find(arg)) < 0 || id == UI_PROGRESS || id == UI_STATUS)
-            return script_fail(w, "click: no widget \"%s\"", arg), 1;
-        if (!w->u.r[id].w) return script_fail(w, "click: %s is not shown", arg), 1;
-        ui_push_click(&w->u, id);
-    } else if (!strcmp(l, "hold-at-step") && n1 == 1 && a1 > 0) {
-        hold(w, a1);
-        return 0;
-    } else if (!strcmp(l, "release")) {
-        hold(w, 0);
-    } else if (!strcmp(l, "wait-step") && n1 == 1) {
-        sc->wait = SW_STEP, sc->arg = a1;
-    } else if (!strcmp(l, "wait-done")) {
-        sc->wait = SW_DONE;
-    } else if (!strcmp(l, "sleep") && n1 == 1 && a1 >= 0) {
-        sc->wait = SW_SLEEP, sc->deadline = progress_now() + a1 / 1e3;
-    } else if (!strcmp(l, "timeout") && n1 == 1 && a1 > 0) {
-        sc->timeout = a1;
-        return 0;
-    } else if (!strcmp(l, "resize") && n1 == 2 && a1 > 0 && a2 > 0) {
-        SDL_SetWindowSize(w->u.win, a1, a2);
-        sc->wait = SW_SIZE, sc->arg = a1, sc->arg2 = a2;
-    } else if (!strcmp(l, "screenshot") && *arg) {
-        e = frame(w, arg), yield = 0;
-    } else if (!strcmp(l, "geometry") && *arg) {
-        e = geometry(w, arg), yield = 0;
-    } else if (!strcmp(l, "expect-status")) {
-        if (!strstr(w->status, arg))
-            return script_fail(w, "expect-status: the status is \"%s\"", w->status), 1;
-        return 0;
-    } else if (!strcmp(l, "quit")) {
-        SDL_Event q = {.type = SDL_QUIT};
-        SDL_PushEvent(&q);
-        sc->ended = 1;
-    } else {
-        return script_fail(w, "unknown command or bad arguments: \"%s%s%s\"", l, *arg ? " " : "",
-                           arg),
-               1;
-    }
-    if (e) return script_fail(w, "%s", err_msg()), 1;
-    return yield;
-}
-
-static void script_step(win *w) {
-    win_script *sc = &w->sc;
-    if (sc->ended || !script_waited(w)) return;
-    while (sc->next < sc->n && !sc->ended) {
-        sc->line = sc->next + 1;
-        if (script_cmd(w, sc->lines[sc->next++])) return;
-    }
-    if (!sc->ended) sc->ended = 1, ask_quit(w); /* the end of the script closes the window */
 }
 
 /* ---- the command ---- */
@@ -848,42 +580,34 @@ static int startup(win *w) {
     w->rng = (uint64_t)time(NULL) ^ SDL_GetPerformanceCounter() ^ ((uint64_t)getpid() << 32);
     w->have_proj = preview_proj_get(w->desc.family, &w->proj) == ERR_OK;
     const pipeline_info *d = &w->desc;
-    char b[5][40];
-    snprintf(b[0], sizeof b[0], "%d", d->width);
-    snprintf(b[1], sizeof b[1], "%d", d->height);
-    snprintf(b[2], sizeof b[2], "%d", d->steps);
-    snprintf(b[3], sizeof b[3], "%g", d->family == PIPELINE_SD3 ? d->cfg_scale : d->guidance);
-    snprintf(b[4], sizeof b[4], "%llu", (unsigned long long)w->a.job.seed);
-    ui_edit_init(&w->f[UI_PROMPT], 1, w->a.job.prompt);
-    ui_edit_init(&w->f[UI_NEGATIVE], 1, w->a.job.negative);
-    ui_edit_init(&w->f[UI_WIDTH], 0, b[0]);
-    ui_edit_init(&w->f[UI_HEIGHT], 0, b[1]);
-    ui_edit_init(&w->f[UI_STEPS], 0, b[2]);
-    ui_edit_init(&w->f[UI_GUIDANCE], 0, b[3]);
-    ui_edit_init(&w->f[UI_SEED], 0, b[4]);
+    /* each field the model takes, filled with the flags' values or the model's defaults (the
+       seed, a prompt: what the flags gave) */
+    for (int i = 0; i < UI_FIRST_BUTTON; i++) {
+        const int k = field_param(w, i);
+        char b[64] = "";
+        if (k >= 0 && job_params[k].type != JOB_T_TEXT)
+            job_value_text(k == JOB_SEED ? &w->a.job : &d->job, (job_key)k, b, sizeof b);
+        const char *text = k == JOB_PROMPT ? w->a.job.prompt : k == JOB_NEGATIVE ? w->a.job.negative : b;
+        ui_edit_init(&w->f[i], k >= 0 && job_params[k].type == JOB_T_TEXT, text);
+        w->shown[i] = k >= 0;
+    }
     w->f[UI_PROMPT].cur = w->f[UI_PROMPT].anchor = w->f[UI_PROMPT].len;
-    for (int i = 0; i < UI_FIRST_BUTTON; i++)
-        w->shown[i] = 1;
-    /* SD3.5 takes a negative prompt and a CFG scale, FLUX.1-dev its distilled guidance,
-       schnell neither */
-    w->shown[UI_NEGATIVE] = d->family == PIPELINE_SD3;
-    w->shown[UI_GUIDANCE] = d->family == PIPELINE_SD3 || d->guidance > 0;
     snprintf(w->model, sizeof w->model, "%s \xc2\xb7 %s", d->model_name,
-             w->a.job.cpu ? "CPU" : "CUDA");
+             w->a.opt.cpu ? "CPU" : "CUDA");
     snprintf(w->progress, sizeof w->progress, "ready");
     w->ev = SDL_RegisterEvents(1);
     if (w->ev == (Uint32)-1) return 0;
-    status(w, 0, "%s from %s; images are saved to %s", d->model_name,
+    win_status(w, 0, "%s from %s; images are saved to %s", d->model_name,
            w->a.paths.model_dir ? w->a.paths.model_dir : w->a.paths.diffusion_model, w->outdir);
     return 1;
 }
 
 static void shutdown_win(win *w) {
     if (w->running) { /* the loop waits for the worker; this is for the paths that do not */
-        ask_quit(w);
+        win_ask_quit(w);
         pthread_join(w->thread, NULL);
-        free(w->prompt), free(w->negative);
     }
+    job_free(&w->job);
     for (int i = 0; i < w->n_hist; i++) {
         win_entry *en = &w->hist[i];
         free(en->prompt), free(en->negative), free(en->rgb), free(en->saved);
@@ -908,8 +632,8 @@ static void loop(win *w) {
                 on_event(w, &e);
         }
         if (w->running && progress_now() - w->last_frame > 0.25) w->dirty = 1;
-        if (w->dirty && !w->quit) frame(w, NULL);
-        if (w->sc.path && !w->quit) script_step(w);
+        if (w->dirty && !w->quit) win_frame(w, NULL);
+        if (w->sc.path && !w->quit) win_script_step(w);
     }
 }
 
@@ -994,7 +718,7 @@ static int window(win *w, const char *font_flag) {
             SDL_StartTextInput();
             loop(w);
             rc = w->exit_code;
-            if (w->geometry && geometry(w, w->geometry)) rc = cli_fail();
+            if (w->geometry && win_geometry(w, w->geometry)) rc = cli_fail();
         }
         shutdown_win(w);
         TTF_Quit();
@@ -1007,16 +731,21 @@ int cmd_window(int argc, char **argv, const cli_common *c) {
     (void)c;
     win *w = calloc(1, sizeof *w);
     CHECK(w);
-    pipeline_job_init(&w->a.job);
+    gen_args_init(&w->a);
+    job_init(&w->job);
     pthread_mutex_init(&w->sh.mu, NULL);
     pthread_cond_init(&w->sh.cv, NULL);
     const char *font_flag = NULL, *script = NULL;
     int rc = parse_args(argc, argv, w, &font_flag, &script);
-    /* the model is resolved before any window opens: a wrong path is a plain error */
-    if (!rc && pipeline_describe(&w->a.paths, &w->a.job, &w->desc) != ERR_OK) rc = cli_fail();
-    if (!rc && script && !script_load(&w->sc, script)) rc = CLI_EXIT_FAIL;
+    /* the model is opened (once, for every Generate) and the flags resolved against it
+       before any window opens: a wrong path is a plain error */
+    if (!rc && !gen_open(&w->a, &w->ses)) rc = CLI_EXIT_FAIL;
+    if (!rc && pipeline_resolve(w->ses, &w->a.job, &w->desc) != ERR_OK) rc = cli_fail();
+    if (!rc && script && !win_script_load(&w->sc, script)) rc = CLI_EXIT_FAIL;
     if (!rc) rc = window(w, font_flag);
     free(w->sc.text), free(w->sc.lines);
+    pipeline_close(w->ses);
+    gen_args_free(&w->a);
     pthread_mutex_destroy(&w->sh.mu);
     pthread_cond_destroy(&w->sh.cv);
     free(w);

@@ -81,67 +81,6 @@ static const char *help_for(const char *cmd) {
                "      --json   one JSON object a file (JSON Lines for several): file, width,\n"
                "               height, parameters, df11 (the parsed JSON), texts (the others)\n"
                "Exit status 1 when a file cannot be read or carries no parameters.\n";
-    if (!strcmp(cmd, "generate"))
-        return "usage: df11 generate -m MODEL -p PROMPT [options]\n"
-               "Renders PNGs with FLUX.1 (dev, schnell) or Stable Diffusion 3.5 (Large, Large\n"
-               "Turbo, Medium), the model found from the weights, as diffusers' FluxPipeline and\n"
-               "StableDiffusion3Pipeline do. Weights may be BF16, F16, F32 or DF11 (df11\n"
-               "compress); a DF11 run writes the same bytes as the BF16 run of the same job.\n"
-               "model:\n"
-               "  -m, --model DIR|FILE     a diffusers folder (model_index.json, transformer/,\n"
-               "                           vae/, text_encoder*/, tokenizer*/, ...) or a "
-               "checkpoint\n"
-               "                           file (sd3.5_large.safetensors: the parts it holds)\n"
-               "      --diffusion-model F  the transformer on its own (flux1-dev.safetensors,\n"
-               "                           sd3.5_medium.safetensors, or a transformer/ folder)\n"
-               "      --vae F              the VAE (ae.safetensors or a vae/ folder)\n"
-               "      --clip_l F           CLIP-L (clip_l.safetensors or a text_encoder/ folder)\n"
-               "      --clip_g F           SD3.5's CLIP-G (clip_g.safetensors or text_encoder_2/)\n"
-               "      --t5xxl F            T5-XXL (t5xxl_fp16.safetensors, ... or a folder); "
-               "SD3.5\n"
-               "                           runs without it (zeros, as diffusers)\n"
-               "      --clip-tokenizer DIR vocab.json + merges.txt, or tokenizer.json\n"
-               "      --clip-g-tokenizer DIR  SD3.5's tokenizer_2 (default: the CLIP tokenizer,\n"
-               "                           padding with \"!\" as tokenizer_2 does)\n"
-               "      --t5-tokenizer DIR   tokenizer.json or spiece.model\n"
-               "                           (parts given on their own win over -m's)\n"
-               "image:\n"
-               "  -p, --prompt TEXT        the prompt (CLIP sees 75 tokens, T5 the sequence "
-               "length)\n"
-               "  -n, --negative-prompt T  SD3.5 with CFG: what to steer away from (default "
-               "empty)\n"
-               "  -s, --seed N             seed of the initial noise (default 0; torch.randn on a\n"
-               "                           CPU generator, as diffusers and ComfyUI draw it)\n"
-               "  -W, --width N, -H, --height N   size in pixels, multiples of 16 (default 1024)\n"
-               "      --steps N            denoising steps (default: FLUX dev 28, schnell 4;\n"
-               "                           SD3.5 Large 28, Large Turbo 4, Medium 40)\n"
-               "      --guidance X         FLUX dev's distilled guidance (default 3.5)\n"
-               "      --cfg-scale X        SD3.5's classifier-free guidance, 1 or less for none\n"
-               "                           (default: Large 3.5, Large Turbo 0, Medium 4.5)\n"
-               "      --slg-scale X        SD3.5 skip-layer guidance (default 0: off; Medium's\n"
-               "                           card suggests 2.8)\n"
-               "      --skip-layers L      the blocks it skips (default 7,8,9)\n"
-               "      --skip-layer-start X, --skip-layer-end X   the fraction of the steps it\n"
-               "                           runs in (default 0.01, 0.2)\n"
-               "      --max-sequence-length N   T5 tokens, 2..512 (default FLUX 512, SD3.5 256)\n"
-               "  -b, --batch-count N      N images, seeds seed, seed+1, ... (models loaded once)\n"
-               "  -o, --output PATTERN     output file (default output.png); may hold one %d\n"
-               "                           (or %03d) for the image index; else several images\n"
-               "                           get _0, _1, ... before the extension\n"
-               "  -f, --force              replace existing outputs\n"
-               "run:\n"
-               "      --cpu                the CPU reference backend (fp32; slow, for checking)\n"
-               "      --noise-dtype T      the dtype torch.randn draws the noise in: f32, bf16, "
-               "f16\n"
-               "                           (torch <= 2.11's arithmetic), bf16-f32, f16-f32 (newer\n"
-               "                           torch), f32-scalar (torch without SIMD). Default: as\n"
-               "                           diffusers' matching pipeline, bf16 on the GPU, f32 on\n"
-               "                           the CPU\n"
-               "      --vram-budget GB     stream DF11 transformer blocks from host memory so the\n"
-               "                           weights take at most GB of device memory\n"
-               "The PNG holds the parameters (A1111 \"parameters\" text and \"df11\" JSON) and a\n"
-               "hash of the original weights; no time, path or weight format. stdout lists the\n"
-               "files written.\n";
     if (!strcmp(cmd, "decompress"))
         return "usage: df11 decompress IN OUT [-f] [-j N]\n"
                "  -f, --force         replace OUT if it exists\n"
@@ -216,6 +155,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        if (argc > 2 && !strcmp(argv[2], "generate")) return gen_help(stdout), 0;
         const char *h = argc > 2 ? help_for(argv[2]) : NULL;
         fputs(h ? h : usage, stdout);
         return 0;
@@ -231,7 +171,10 @@ int main(int argc, char **argv) {
         char **rest = malloc(sizeof *rest * (size_t)argc);
         for (int i = 2; i < argc; i++) {
             if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-                fputs(help_for(cmd), stdout);
+                if (!strcmp(cmd, "generate"))
+                    gen_help(stdout);
+                else
+                    fputs(help_for(cmd), stdout);
                 free(rest);
                 return 0;
             }

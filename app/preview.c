@@ -7,8 +7,7 @@
 
 extern const char df11_preview_json[];
 
-err preview_proj_get(pipeline_family family, preview_proj *out) {
-    const char *name = family == PIPELINE_FLUX ? "flux" : "sd3";
+err preview_proj_get(const char *name, preview_proj *out) {
     cJSON *js = cJSON_Parse(df11_preview_json);
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, name);
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factors");

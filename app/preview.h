@@ -6,7 +6,6 @@
 
 #include <stdint.h>
 
-#include "app/pipeline.h"
 #include "core/err.h"
 
 typedef struct preview_proj {
@@ -14,8 +13,9 @@ typedef struct preview_proj {
     float bias[3];
 } preview_proj;
 
-/* The family's projection from assets/preview.json (built into the program). */
-err preview_proj_get(pipeline_family family, preview_proj *out);
+/* The projection of a model family (pipeline_info.family: "flux", "sd3") from
+ * assets/preview.json (built into the program). */
+err preview_proj_get(const char *family, preview_proj *out);
 /* lat [16, h, w] (the diffusion model's latent space) to rgb [h, w, 3]: each value
  * (sum_c lat[c] * factors[c][k] + bias[k] + 1) / 2 clamped to [0, 1], times 255, truncated (in
  * float32, channels summed in order). */

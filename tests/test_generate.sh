@@ -207,7 +207,7 @@ $P
 {"prompt": "a dog", "negative_prompt": "blurry"}
 EOF2
 expect 1 "$DF11" batch "$B/p.txt" -m "$DEV" -o "$B/out" "${small[@]}" --cpu
-for s in "p.txt:5: \"seed\" must be a non-negative integer" "p.txt:6: unknown key \"sampler\"" \
+for s in "p.txt:5: \"seed\": expected a non-negative integer" "p.txt:6: \"sampler\": df11 has one sampler" \
   "p.txt:7: not a JSON object" "line 8: a negative prompt" "2 images written, 0 already there, 4 failed" \
   "failed lines: 8"; do says "$s"; done
 cat1="$B/out/0002-a-cat-holding-a-sign-that-says-hello-wor.png"

@@ -115,7 +115,7 @@ prints "^nope.png +ERROR .*no such reference image"
 printf '%s\n' '{"prompt": "x"}' '{"prompt": "y", "sampler": "dpm", "output": "a"}' >"$T/m2.jsonl"
 expect 1 "$DF11" regress "$P" --manifest "$T/m2.jsonl" -m "$DEV" "${small[@]}"
 says "m2.jsonl:1: no \"output\""
-says "m2.jsonl:2: unknown key \"sampler\""
+says "m2.jsonl:2: \"sampler\": df11 has one sampler"
 
 # PNGs that cannot be checked: no parameters, A1111's only, not a PNG
 N=$T/nop
