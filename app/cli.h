@@ -27,6 +27,8 @@ extern const char cli_help_regress[], cli_help_window[];
 /* generate's help: its flags, the job's from the schema (pipeline/job.h) */
 #include <stdio.h>
 void gen_help(FILE *f);
+/* batch's help: the keys of a line, from the schema */
+void batch_help(FILE *f);
 
 /* Decodes every compressed tensor of one file on the GPU and compares with the CPU decoder. */
 #include "core/err.h"

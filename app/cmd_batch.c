@@ -306,3 +306,38 @@ int cmd_batch(int argc, char **argv, const cli_common *c) {
     gen_args_free(&a);
     return rc;
 }
+
+void batch_help(FILE *f) {
+    fputs("usage: df11 batch FILE -m MODEL -o OUTDIR [generate's options]\n"
+          "Renders one image a line of FILE (\"-\": standard input) with the model opened once.\n"
+          "A line is a prompt, or a JSON object (JSON Lines) with its own parameters over the\n"
+          "command line's, under the job schema's keys (df11 help generate says what each does):\n ",
+          f);
+    int col = 1;
+    for (int k = 0; k < JOB_N_KEYS; k++) {
+        const job_param *p = &job_params[k];
+        if (p->flags & JOB_F_NOT_JSON || p->type == JOB_T_INFO) continue;
+        const int n = (int)strlen(p->key) + 2;
+        if (col + n > 88) fputs("\n ", f), col = 1;
+        col += fprintf(f, " %s,", p->key);
+    }
+    fputs(col > 50 ? "\n  and \"output\" (the file name), e.g.\n"
+                   : " and \"output\" (the file name), e.g.\n",
+          f);
+    fputs("  {\"prompt\": \"a cat\", \"negative_prompt\": \"blurry\", \"seed\": 7, \"width\": 1024,\n"
+          "   \"height\": 768, \"steps\": 28, \"cfg_scale\": 4.5, \"output\": \"cat.png\"}\n"
+          "A PNG's df11 JSON (df11 info --json) is such a line: it renders the same bytes.\n"
+          "Blank lines and lines starting with # are skipped. Each image is OUTDIR/NNNN-slug.png\n"
+          "(NNNN the line number, slug the prompt's first words) or OUTDIR/<output>, with its\n"
+          "parameters in the PNG as generate writes them. An image already there is skipped,\n"
+          "so a batch that was cut off resumes (-f renders it again). A bad line is reported\n"
+          "with its number and the others run; the summary gives the images written, the\n"
+          "seconds per image and the failed lines; the exit status is 1 if any failed.\n"
+          "      --group N   lines a run (default 16): a run's prompts go through the text\n"
+          "                  encoders together, then its images through the transformer, then\n"
+          "                  the VAE, which writes them; the models stay loaded between runs\n"
+          "                  as --residency allows\n"
+          "All of generate's model, part, image and backend options apply (df11 help\n"
+          "generate) except -p and -b.\n",
+          f);
+}

@@ -52,27 +52,6 @@ static const char *help_for(const char *cmd) {
                "  -j, --threads N     encoder threads (default: all cores)\n"
                "      --table-log N   tANS table size 2^N, 5..12 (default 12)\n"
                "      --steps N       steps per segment, 1..65536 (default 512: 64 Ki weights)\n";
-    if (!strcmp(cmd, "batch"))
-        return "usage: df11 batch FILE -m MODEL -o OUTDIR [generate's options]\n"
-               "Renders one image a line of FILE (\"-\": standard input) with the models loaded\n"
-               "once a group of lines. A line is a prompt, or a JSON object (JSON Lines) with\n"
-               "its own parameters over the command line's:\n"
-               "  {\"prompt\": \"...\", \"negative_prompt\": \"...\", \"seed\": 7, \"width\": "
-               "1024,\n"
-               "   \"height\": 768, \"steps\": 28, \"guidance\": 3.5, \"cfg_scale\": 4.5,\n"
-               "   \"output\": \"name.png\"}\n"
-               "Blank lines and lines starting with # are skipped. Each image is "
-               "OUTDIR/NNNN-slug.png\n"
-               "(NNNN the line number, slug the prompt's first words) or OUTDIR/<output>, with "
-               "its\n"
-               "parameters in the PNG as generate writes them. An image already there is skipped,\n"
-               "so a batch that was cut off resumes (-f renders it again). A bad line is reported\n"
-               "with its number and the others run; the summary gives the images written, the\n"
-               "seconds per image and the failed lines; the exit status is 1 if any failed.\n"
-               "      --group N   lines a group (default 16): each model loads once a group, and\n"
-               "                  a group's images are written when its VAE stage runs\n"
-               "All of generate's model, part, image and backend options apply (df11 help\n"
-               "generate) except -p and -b.\n";
     if (!strcmp(cmd, "info"))
         return "usage: df11 info [--json] FILE.png...\n"
                "Prints the parameters a PNG carries: the A1111-style \"parameters\" text (df11\n"
@@ -156,6 +135,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         if (argc > 2 && !strcmp(argv[2], "generate")) return gen_help(stdout), 0;
+        if (argc > 2 && !strcmp(argv[2], "batch")) return batch_help(stdout), 0;
         const char *h = argc > 2 ? help_for(argv[2]) : NULL;
         fputs(h ? h : usage, stdout);
         return 0;
@@ -173,6 +153,8 @@ int main(int argc, char **argv) {
             if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
                 if (!strcmp(cmd, "generate"))
                     gen_help(stdout);
+                else if (!strcmp(cmd, "batch"))
+                    batch_help(stdout);
                 else
                     fputs(help_for(cmd), stdout);
                 free(rest);

@@ -211,6 +211,7 @@ static void state_shape(int64_t lh, int64_t lw, int64_t shape[4], int *ndim) {
 
 const pl_family pl_family_flux = {
     .key = "flux",
+    .name = "FLUX.1",
     .marks = marks,
     .variants = variants,
     .n_variants = 2,

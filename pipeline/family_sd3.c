@@ -369,6 +369,7 @@ static err predict(pl_run *run, pl_job *jb, tensor x, int i, tensor *vout) {
 
 const pl_family pl_family_sd3 = {
     .key = "sd3",
+    .name = "SD3.5",
     .marks = marks,
     .variants = variants,
     .n_variants = 4,

@@ -78,6 +78,7 @@ typedef enum pl_comp { PL_CLIP_L, PL_CLIP_G, PL_T5, PL_DIT, PL_VAE, PL_N_COMP } 
 
 typedef struct pl_family {
     const char *key;        /* "flux", "sd3": pipeline_info.family, the preview's projection */
+    const char *name;       /* "FLUX.1", "SD3.5": for people */
     const char *const *marks; /* the transformer's tensors that show the family */
     const pl_variant *variants;
     int n_variants;

@@ -87,7 +87,7 @@ typedef struct job_param {
     const char *metavar; /* for the help: "N" */
     const char *label;   /* for people: "Seed", "CFG scale" (the window's field label) */
     const char *a1111;   /* the label in A1111's parameters text, or NULL */
-    int a1111_at;        /* its place there (1, 2, ...), 0: not written */
+    int a1111_at;        /* its place there (10, 20, ...: room between), 0: not written */
     const char *window;  /* the window field that edits it (app/window_ui.h names), or NULL */
     const char *help;    /* what it does */
     const char *def;     /* the default, as a value's text (NULL: none, or JOB_F_VARIANT) */

@@ -47,6 +47,7 @@ typedef struct pipeline_info {
     const char *backend;    /* "cuda" or "cpu" */
     /* every parameter in effect set; its strings are the caller's job's (valid while it is) */
     pipeline_job job;
+    uint32_t given;   /* JOB_BIT(k): the job gave parameter k */
     uint32_t accepts; /* JOB_BIT(k): the model takes parameter k */
     uint32_t active;  /* JOB_BIT(k): k is in effect for this job (what a PNG records) */
 } pipeline_info;

@@ -18,7 +18,7 @@
 #include "text_encoder/t5.h"
 #include "vae/vae.h"
 
-static const pl_family *const families[] = {&pl_family_sd3, &pl_family_flux};
+static const pl_family *const families[] = {&pl_family_flux, &pl_family_sd3};
 #define N_FAMILIES (sizeof families / sizeof *families)
 
 /* A loaded component and what is known of its needs. */
@@ -483,7 +483,7 @@ static err resolve(pipeline_session *s, const pipeline_job *j, pipeline_info *in
     in->family = f->key, in->model_name = v->name, in->backend = s->opt.cpu ? "cpu" : "cuda";
     if (s->hashed) snprintf(in->model_hash, sizeof in->model_hash, "%016llx",
                             (unsigned long long)s->hash);
-    in->accepts = f->accepts;
+    in->accepts = f->accepts, in->given = j->set;
     FAIL_IF(!j->prompt, ERR_ARG, "no prompt (-p)");
     FAIL_IF(j->batch_count < 1, ERR_ARG, "batch count %d: at least 1", j->batch_count);
     for (int k = 0; k < JOB_N_KEYS; k++)
@@ -521,15 +521,21 @@ const char *pipeline_default_text(job_key k, char *buf, size_t n) {
     const job_param *p = &job_params[k];
     size_t m = 0;
     buf[0] = 0;
-    if (k == JOB_NOISE) return snprintf(buf, n, "bf16 on the GPU, f32 on the CPU"), buf;
+    if (k == JOB_NOISE)
+        return snprintf(buf, n, "as diffusers' pipeline on the backend: bf16 on the GPU, f32 on "
+                                "the CPU"),
+               buf;
     if (!(p->flags & JOB_F_VARIANT)) return snprintf(buf, n, "%s", p->def ? p->def : ""), buf;
     for (size_t f = 0; f < N_FAMILIES; f++) {
-        if (!(families[f]->accepts & JOB_BIT(k))) continue;
-        for (int i = 0; i < families[f]->n_variants && m < n; i++) {
-            const pl_variant *v = &families[f]->variants[i];
-            m += (size_t)snprintf(buf + m, n - m, "%s%s %g", m ? ", " : "", v->name,
-                                  variant_default(v, k));
-        }
+        const pl_family *fam = families[f];
+        if (!(fam->accepts & JOB_BIT(k))) continue;
+        int same = 1; /* one value for the whole family: said once */
+        for (int i = 1; i < fam->n_variants; i++)
+            same &= variant_default(&fam->variants[i], k) == variant_default(fam->variants, k);
+        for (int i = 0; i < (same ? 1 : fam->n_variants) && m < n; i++)
+            m += (size_t)snprintf(buf + m, n - m, "%s%s %g", m ? ", " : "",
+                                  same ? fam->name : fam->variants[i].name,
+                                  variant_default(&fam->variants[i], k));
     }
     return buf;
 }

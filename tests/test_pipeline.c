@@ -509,19 +509,7 @@ static void check_preview_cancel(const char *fixtures, const run_case *rc, int g
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
-        fprintf(stderr, "usage: test_pipeline --cpu|--gpu FIXTURES_DIR\n");
-        return 2;
-    }
-    const int gpu = !strcmp(argv[1], "--gpu");
-    if (gpu) {
-        op_ctx *c;
-        if (op_ctx_create(TENSOR_CUDA, &c)) {
-            printf("skipped: %s\n", err_msg());
-            return 77;
-        }
-        op_ctx_free(c);
-    }
+    const int gpu = backend_arg(argc, argv, "test_pipeline");
     char path[4096];
     st_file *ref[2];
     for (int f = 0; f < 2; f++) {

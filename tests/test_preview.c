@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
             continue;
         }
         preview_proj p;
-        if (preview_proj_get(k ? PIPELINE_SD3 : PIPELINE_FLUX, &p)) {
+        if (preview_proj_get(fam[k], &p)) {
             printf("FAIL %s\n", err_msg());
             fails++;
             continue;

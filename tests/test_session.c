@@ -147,19 +147,7 @@ static void check_resolve(const char *fixtures, int gpu) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
-        fprintf(stderr, "usage: test_session --cpu|--gpu FIXTURES_DIR\n");
-        return 2;
-    }
-    const int gpu = !strcmp(argv[1], "--gpu");
-    if (gpu) {
-        op_ctx *c;
-        if (op_ctx_create(TENSOR_CUDA, &c)) {
-            printf("skipped: %s\n", err_msg());
-            return 77;
-        }
-        op_ctx_free(c);
-    }
+    const int gpu = backend_arg(argc, argv, "test_session");
     check_session(argv[2], "flux_tiny/dev", 0, gpu);
     check_session(argv[2], "sd3_tiny/large", 1, gpu);
     check_resolve(argv[2], gpu);

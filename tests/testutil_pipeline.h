@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ops.h"
 #include "pipeline/pipeline.h"
 
 static int fails;
@@ -109,6 +110,23 @@ static inline int same_capture(const capture *a, const capture *b) {
            a->h == b->h && a->w == b->w &&
            !memcmp(a->lat, b->lat, sizeof *a->lat * (size_t)(16 * a->lh * a->lw)) &&
            !memcmp(a->rgb, b->rgb, (size_t)(3 * a->h * a->w));
+}
+
+/* argv: --cpu|--gpu FIXTURES_DIR; 1 for --gpu. Exits 2 on bad usage, 77 (skipped) when a GPU
+ * is asked for and there is none. */
+static inline int backend_arg(int argc, char **argv, const char *name) {
+    if (argc != 3 || (strcmp(argv[1], "--cpu") && strcmp(argv[1], "--gpu"))) {
+        fprintf(stderr, "usage: %s --cpu|--gpu FIXTURES_DIR\n", name);
+        exit(2);
+    }
+    op_ctx *c;
+    if (!strcmp(argv[1], "--cpu")) return 0;
+    if (op_ctx_create(TENSOR_CUDA, &c)) {
+        printf("skipped: %s\n", err_msg());
+        exit(77);
+    }
+    op_ctx_free(c);
+    return 1;
 }
 
 #endif
