@@ -216,8 +216,9 @@ const pl_family pl_family_flux = {
     .variants = variants,
     .n_variants = 2,
     .accepts = PL_ACCEPTS_ALL | JOB_BIT(JOB_GUIDANCE),
-    .refusal = "a negative prompt, --cfg-scale and skip-layer guidance are SD3.5's; FLUX.1-dev "
-               "is guidance-distilled (--guidance) and schnell takes no guidance",
+    .refusal = "a negative prompt, --cfg-scale, skip-layer guidance and --flow-shift are "
+               "SD3.5's; FLUX.1-dev is guidance-distilled (--guidance) and schnell takes no "
+               "guidance",
     .floor16 = 1, /* FluxPipeline floors sizes to the VAE factor x 2 */
     .parts =
         {

@@ -103,6 +103,8 @@ static err resolve(const pl_variant *v, pipeline_info *in) {
     if (j->slg_scale > 0 && !do_cfg)
         LOG_WARN("skip-layer guidance runs only with CFG (scale > 1); it is off");
     j->negative = do_cfg ? (j->negative ? j->negative : "") : NULL;
+    /* a shift given replaces the scheduler's (recorded then; the config's is the model's) */
+    if (in->given & JOB_BIT(JOB_SHIFT)) in->active |= JOB_BIT(JOB_SHIFT);
     if (do_cfg) in->active |= JOB_BIT(JOB_NEGATIVE);
     if (j->slg_scale > 0 && do_cfg)
         in->active |= JOB_BIT(JOB_SLG_SCALE) | JOB_BIT(JOB_SKIP_LAYERS) | JOB_BIT(JOB_SLG_START) |
@@ -375,7 +377,7 @@ const pl_family pl_family_sd3 = {
     .n_variants = 4,
     .accepts = PL_ACCEPTS_ALL | JOB_BIT(JOB_NEGATIVE) | JOB_BIT(JOB_CFG_SCALE) |
                JOB_BIT(JOB_SLG_SCALE) | JOB_BIT(JOB_SKIP_LAYERS) | JOB_BIT(JOB_SLG_START) |
-               JOB_BIT(JOB_SLG_END),
+               JOB_BIT(JOB_SLG_END) | JOB_BIT(JOB_SHIFT),
     .refusal = "--guidance is FLUX.1-dev's distilled guidance; SD3.5 takes --cfg-scale",
     .floor16 = 0, /* StableDiffusion3Pipeline.check_inputs refuses other sizes */
     .vae_scaling = 1.5305f,

@@ -53,6 +53,12 @@ const job_param job_params[JOB_N_KEYS] = {
     [JOB_SLG_END] = {"slg_end", 0, JOB_T_DOUBLE, F(slg_end), 0, 1, 0, NULL, "--skip-layer-end",
                      "X", "SLG end", "SLG end", 90, NULL,
                      "the fraction of the steps where skip-layer guidance ends", "0.2"},
+    [JOB_SHIFT] = {"shift", 0, JOB_T_DOUBLE, F(shift), 0.01, 100, 0, NULL, "--flow-shift", "X",
+                   "Shift", "Shift", 95, NULL,
+                   "the shift of the flow-matching schedule, sigma' = shift sigma / (1 + (shift - "
+                   "1) sigma), as ComfyUI's ModelSamplingSD3 sets it (SD3.5; default: the model's "
+                   "scheduler_config.json, 3.0)",
+                   NULL},
     [JOB_GUIDANCE] = {"guidance", JOB_F_VARIANT, JOB_T_FLOAT, F(guidance), 0, 100, 0, NULL, "--guidance", "X",
                       "Guidance", "Distilled CFG Scale", 50, "guidance",
                       "FLUX.1-dev's distilled guidance", NULL},

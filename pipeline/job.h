@@ -33,6 +33,7 @@ typedef enum job_key {
     JOB_SKIP_LAYERS,
     JOB_SLG_START,
     JOB_SLG_END,
+    JOB_SHIFT,
     JOB_GUIDANCE,
     JOB_MAX_SEQ,
     JOB_INFO_SAMPLER,
@@ -54,6 +55,7 @@ typedef struct pipeline_job {
     float guidance, cfg_scale, slg_scale;
     int skip_layers[JOB_MAX_SKIP], n_skip;
     double slg_start, slg_end;
+    double shift; /* the flow-matching schedule's (diffusers computes it in float64) */
     int max_seq, batch_count;
     int noise; /* noise_kind (unet_dit/sampler.h) */
     uint32_t set;

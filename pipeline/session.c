@@ -585,8 +585,10 @@ static err resolve_all(pl_run *run, const pipeline_job *jobs, int n) {
             cb->on_skip(cb->ctx, k, err_msg());
             continue;
         }
-        run->fam->sigmas(&run->s->sc, S, jb->lh, jb->lw, jb->sig);
-        sampler_timesteps(&run->s->sc, S, jb->sig, jb->sig + S + 1);
+        sampler_config sc = run->s->sc;
+        if (jb->info.active & JOB_BIT(JOB_SHIFT)) sc.shift = jb->info.job.shift;
+        run->fam->sigmas(&sc, S, jb->lh, jb->lw, jb->sig);
+        sampler_timesteps(&sc, S, jb->sig, jb->sig + S + 1);
         if (cb->on_info) cb->on_info(cb->ctx, k, &jb->info);
         run->n++;
     }

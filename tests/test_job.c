@@ -25,6 +25,7 @@ static const char *const sample[JOB_N_KEYS] = {
     [JOB_SKIP_LAYERS] = "[7, 8, 9, 12]",
     [JOB_SLG_START] = "0.05",
     [JOB_SLG_END] = "0.3",
+    [JOB_SHIFT] = "2.5",
     [JOB_GUIDANCE] = "3.7",
     [JOB_MAX_SEQ] = "77",
     [JOB_NOISE] = "bf16-f32",
@@ -67,7 +68,7 @@ static void round_trip(void) {
     char *t = job_png_text(&r);
     const char *order[] = {"Steps: 37", "Sampler: Euler", "Schedule type: Simple", "CFG scale: 4.25",
                            "Distilled CFG Scale: 3.7", "SLG scale: 2.8", "Skip layers: 7,8,9,12",
-                           "SLG start: 0.05", "SLG end: 0.3", "Seed: 18446744073709551615",
+                           "SLG start: 0.05", "SLG end: 0.3", "Shift: 2.5", "Seed: 18446744073709551615",
                            "Size: 1360x768", "Model hash: 0123456789", "Model: M",
                            "Max sequence length: 77", "Noise: bf16-f32", "Backend: cpu",
                            "Version: df11 test"};
@@ -121,6 +122,7 @@ static void refusals(void) {
     refused(JOB_MAX_SEQ, "100000", "513", "an integer in 2..512");
     refused(JOB_CFG_SCALE, "-1", "nan", "a number in 0..100");
     refused(JOB_SLG_END, "1.5", "1.5", "a number in 0..1");
+    refused(JOB_SHIFT, "0", "0", "a number in 0.01..100");
     refused(JOB_SEED, "-1", "-1", "a non-negative integer");
     refused(JOB_SEED, "18446744073709551616", "18446744073709551616", "a non-negative integer");
     refused(JOB_SEED, "1e30", " -1", "a non-negative integer");

@@ -5,6 +5,7 @@
  * second, so a kept T5 must be planned again, and the shorter after it). The stage reports
  * say what the policy did: keep loads each model once for the session, release loads every
  * stage again. A job the model refuses fails through pipeline_resolve as it does in a run.
+ * The flow shift takes effect where it is given.
  * usage: test_session --cpu|--gpu FIXTURES_DIR */
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,11 +147,50 @@ static void check_resolve(const char *fixtures, int gpu) {
     pipeline_close(s);
 }
 
+/* The flow shift (a job parameter added after the schema existed): the scheduler config's own
+ * value given explicitly renders the default's latents; another one moves them; FLUX.1 refuses
+ * it. The sigmas for any shift are test_sampler's. */
+static void check_shift(const char *fixtures, int gpu) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/sd3_tiny/large", fixtures);
+    pipeline_job j[3];
+    capture c[3];
+    memset(c, 0, sizeof c);
+    for (int k = 0; k < 3; k++) {
+        job_init(&j[k]);
+        jset(&j[k], JOB_PROMPT, "a lighthouse");
+        jnum(&j[k], JOB_WIDTH, 32);
+        jnum(&j[k], JOB_HEIGHT, 32);
+        jnum(&j[k], JOB_STEPS, 2);
+        jnum(&j[k], JOB_MAX_SEQ, 16);
+        if (k) jnum(&j[k], JOB_SHIFT, k == 1 ? 3.0 : 1.5); /* the fixture's config: 3.0 */
+        const err e = render(dir, gpu, &j[k], &c[k]);
+        expect(!e, "shift: render %d (%s)", k, e ? err_msg() : "");
+    }
+    expect(c[0].lat && c[1].lat && c[2].lat &&
+               !memcmp(c[0].lat, c[1].lat, sizeof *c[0].lat * (size_t)(16 * c[0].lh * c[0].lw)),
+           "shift: --flow-shift 3 (the config's) gives the default's latents");
+    expect(c[0].lat && c[2].lat &&
+               memcmp(c[0].lat, c[2].lat, sizeof *c[0].lat * (size_t)(16 * c[0].lh * c[0].lw)),
+           "shift: --flow-shift 1.5 moves them");
+    for (int k = 0; k < 3; k++)
+        capture_free(&c[k]);
+    snprintf(dir, sizeof dir, "%s/flux_tiny/dev", fixtures);
+    capture f = {0};
+    const err e = render(dir, gpu, &j[2], &f);
+    expect(e == ERR_ARG && strstr(err_msg(), "--flow-shift"), "shift: FLUX.1 refuses it (%s)",
+           err_msg());
+    capture_free(&f);
+    for (int k = 0; k < 3; k++)
+        job_free(&j[k]);
+}
+
 int main(int argc, char **argv) {
     const int gpu = backend_arg(argc, argv, "test_session");
     check_session(argv[2], "flux_tiny/dev", 0, gpu);
     check_session(argv[2], "sd3_tiny/large", 1, gpu);
     check_resolve(argv[2], gpu);
+    check_shift(argv[2], gpu);
     printf("%s\n", fails ? "FAILED" : "all passed");
     return fails != 0;
 }
