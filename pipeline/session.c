@@ -27,6 +27,7 @@ typedef struct pl_slot {
     wt_source *src;
     size_t bytes;  /* device bytes the model holds */
     size_t need;   /* device bytes its stage took last time (0: not run yet) */
+    size_t est;    /* the estimate before it ran (0: not made yet) */
     int t5_len;    /* T5: the tokens it was planned for */
     double t_used; /* when its stage last began, to free the oldest first */
     double t_load; /* the load's seconds in the stage running */
@@ -118,18 +119,21 @@ static err find_dit(pipeline_session *s) {
 }
 
 static err detect(pipeline_session *s) {
-    for (size_t f = 0; f < N_FAMILIES; f++)
-        for (const char *const *m = families[f]->marks; *m; m++)
+    char tried[1024];
+    size_t n = 0;
+    for (size_t f = 0; f < N_FAMILIES; f++) {
+        n += (size_t)snprintf(tried + n, sizeof tried - n, "%s%s:", f ? "; " : "", families[f]->name);
+        for (const char *const *m = families[f]->marks; *m && n < sizeof tried; m++) {
             if (wt_find(s->dit, *m)) {
                 s->fam = families[f];
                 s->variant = s->fam->variant(s->dit, s->dit_path);
                 return ERR_OK;
             }
-    FAIL(ERR_FORMAT,
-         "%s: neither a FLUX.1 nor an SD3.5 transformer (found no tensor named pos_embed.pos_embed, "
-         "pos_embed, single_transformer_blocks.0.proj_out.weight or single_blocks.0.linear2.weight, "
-         "with or without model.diffusion_model.)",
-         s->dit_path);
+            n += (size_t)snprintf(tried + n, sizeof tried - n, " %s", *m);
+        }
+    }
+    FAIL(ERR_FORMAT, "%s: not a transformer of a family df11 knows (no tensor named %s)",
+         s->dit_path, tried);
 }
 
 /* The parts given on their own (by their flags), from the folder, or in the checkpoint file. */
@@ -274,9 +278,10 @@ static size_t free_now(const pl_run *run) {
 /* What a component's stage needs on the device before it ran once: its weights as the
  * loader will hold them (BF16, or DF11 as stored for the transformer's DF11 modes), a tenth
  * more and 256 MB for activations. */
-static size_t estimate(const pipeline_session *s, pl_comp c) {
+static size_t estimate(pipeline_session *s, pl_comp c) {
     const char *path = c == PL_DIT ? s->dit_path : s->part[comp_part[c]];
     wt_source *w = NULL;
+    if (s->slot[c].est) return s->slot[c].est;
     if (!path || wt_open(path, &w)) return 0;
     const int df11_mode = c == PL_DIT && wt_is_df11(w) && s->opt.mode != WP_RESIDENT;
     size_t b = 0;
@@ -285,7 +290,7 @@ static size_t estimate(const pipeline_session *s, pl_comp c) {
         b += df11_mode ? t->stored_bytes : t->numel * 2;
     }
     wt_close(w);
-    return b + b / 10 + ((size_t)256 << 20);
+    return s->slot[c].est = b + b / 10 + ((size_t)256 << 20);
 }
 
 static size_t budget_left(const pl_run *run) {
@@ -296,7 +301,7 @@ static size_t budget_left(const pl_run *run) {
 }
 
 /* AUTO: the largest need of a stage whose model is not loaded, other than c's. */
-static size_t others_need(const pipeline_session *s, pl_comp c) {
+static size_t others_need(pipeline_session *s, pl_comp c) {
     size_t m = 0;
     for (int k = 0; k < PL_N_COMP; k++) {
         if (k == (int)c || s->slot[k].model || (k == PL_CLIP_G && !s->part[PL_PART_CLIP_G]) ||
@@ -420,7 +425,7 @@ err pl_wrap(pl_run *run, pl_comp c, err e) {
 
 /* Whether the policy keeps c's model after its stage. */
 static int keep(pl_run *run, pl_comp c) {
-    const pipeline_session *s = run->s;
+    pipeline_session *s = run->s;
     if (s->opt.residency == PIPELINE_KEEP_ALL) return 1;
     if (s->opt.residency == PIPELINE_KEEP_NONE) return 0;
     if (!run->cuda) return 1; /* mmapped host memory: nothing to gain by closing */
