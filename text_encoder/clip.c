@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/log.h"
 
 #define CLIP_HEAD_DIM 64 /* every CLIP text model (L, G) has 64-wide heads */

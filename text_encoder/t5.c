@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/half.h"
 #include "core/log.h"
 
@@ -71,7 +70,8 @@ struct t5_model {
     tensor q, k, v, att; /* [L,inner] */
     tensor t;            /* [L,d] sublayer output */
     tensor a, b, g;      /* [L,d_ff] wi_0, wi_1 outputs and the gated product */
-    /* the position bias [H,n,n] F32 for the length last used (bias_len; 0: none yet) */
+    /* the position bias [H,n,n] F32 for the length last used (bias_len; 0: none yet), built
+     * in bias_host and copied to bias_mem on the ctx's device */
     void *bias_mem;
     float *bias_host;
     int bias_len;
@@ -222,26 +222,21 @@ static err make_blocks(t5_model *m, wt_source *src, const wt_blocks_config *bc) 
  * the device. */
 static err read_rel_table(t5_model *m) {
     const int64_t n = m->cfg.buckets * m->cfg.heads;
-    m->rel = malloc((size_t)n * sizeof *m->rel);
-    uint16_t *tmp = malloc((size_t)n * sizeof *tmp);
-    err e = !m->rel || !tmp ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
     tensor g[E_N];
     wt_blocks_acquire(m->w, 0, g);
     const tensor r = g[E_REL];
-    if (!e && r.dev == TENSOR_CUDA) {
-        e = op_ctx_sync(m->ctx);
-        if (!e) e = gpu_download(tmp, r.data, (size_t)n * 2);
-        for (int64_t i = 0; !e && i < n; i++)
-            m->rel[i] = bf16_to_f32(tmp[i]);
-    } else if (!e) {
-        for (int64_t i = 0; i < n; i++) {
-            if (r.dt == DTYPE_F32)
-                m->rel[i] = ((const float *)r.data)[i];
-            else if (r.dt == DTYPE_F16)
-                m->rel[i] = f16_to_f32(((const uint16_t *)r.data)[i]);
-            else
-                m->rel[i] = bf16_to_f32(((const uint16_t *)r.data)[i]);
-        }
+    const size_t bytes = (size_t)tensor_nbytes(&r);
+    m->rel = malloc((size_t)n * sizeof *m->rel);
+    void *tmp = malloc(bytes);
+    err e = !m->rel || !tmp ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
+    if (!e) e = op_mem_download(m->ctx, tmp, r.data, bytes);
+    for (int64_t i = 0; !e && i < n; i++) {
+        if (r.dt == DTYPE_F32)
+            m->rel[i] = ((const float *)tmp)[i];
+        else if (r.dt == DTYPE_F16)
+            m->rel[i] = f16_to_f32(((const uint16_t *)tmp)[i]);
+        else
+            m->rel[i] = bf16_to_f32(((const uint16_t *)tmp)[i]);
     }
     wt_blocks_release(m->w, 0);
     free(tmp);
@@ -268,13 +263,9 @@ static err plan_activations(t5_model *m) {
     FAIL_IF(!m->bias_host, ERR_NOMEM, "T5 position bias: out of memory (%zu bytes)", bias_bytes);
     err e = op_mem_alloc(m->ctx, total, &m->act_mem);
     if (e) return err_wrap(e, "T5 activations");
-    if (dev == TENSOR_CPU) {
-        m->bias_mem = m->bias_host;
-    } else {
-        TRY(gpu_alloc(&m->bias_mem, bias_bytes));
-        total += bias_bytes;
-    }
-    m->act_bytes = total;
+    e = op_mem_alloc(m->ctx, bias_bytes, &m->bias_mem);
+    if (e) return err_wrap(e, "T5 position bias");
+    m->act_bytes = total + bias_bytes;
     for (int i = 0; i < NS; i++)
         *slots[i] = tensor_2d((char *)m->act_mem + off[i], dt, dev, L, widths[i]);
     return ERR_OK;
@@ -326,11 +317,9 @@ static void set_bias(t5_model *m, int n) {
             for (int64_t h = 0; h < H; h++)
                 m->bias_host[(h * n + i) * n + j] = m->rel[bk * H + h];
         }
-    if (op_ctx_dev(m->ctx) == TENSOR_CUDA) {
-        /* the previous length's bias may still be read by enqueued attention */
-        CHECK(op_ctx_sync(m->ctx) == ERR_OK);
-        CHECK(gpu_upload(m->bias_mem, m->bias_host, (size_t)(H * n * n) * sizeof(float)) == ERR_OK);
-    }
+    /* the copy waits for the enqueued attention that may still read the previous length's */
+    const err e = op_mem_upload(m->ctx, m->bias_mem, m->bias_host, (size_t)(H * n * n) * 4);
+    CHECK(e == ERR_OK);
     m->bias_len = n;
 }
 
@@ -389,7 +378,7 @@ void t5_free(t5_model *m) {
     if (!m) return;
     wt_blocks_free(m->w);
     op_mem_free(m->ctx, m->act_mem);
-    if (op_ctx_dev(m->ctx) == TENSOR_CUDA) gpu_free(m->bias_mem);
+    op_mem_free(m->ctx, m->bias_mem);
     free(m->bias_host);
     free(m->rel);
     free(m);

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/half.h"
 #include "core/log.h"
 #include "weights/wbind.h"
@@ -446,16 +445,14 @@ err flux_plan(flux_model *m, int64_t h2, int64_t w2, int64_t T) {
     m->mem_bytes = bytes;
     cv = (op_carver){.base = m->mem, .dev = m->dev};
     carve_all(m, &cv);
+    /* the tables are built on the host, then copied to where the model runs */
     const size_t tb = (size_t)m->L * (size_t)m->cfg.head_dim * sizeof(float);
-    float *cs = m->dev == TENSOR_CPU ? m->cos.data : malloc(tb);
-    float *sn = m->dev == TENSOR_CPU ? m->sin.data : malloc(tb);
+    float *cs = malloc(tb), *sn = malloc(tb);
     err e = cs && sn ? ERR_OK : err_set(ERR_NOMEM, "flux: out of memory for the RoPE tables");
     if (!e) rope_tables(m, cs, sn);
-    if (!e && m->dev == TENSOR_CUDA) {
-        e = gpu_upload(m->cos.data, cs, tb);
-        if (!e) e = gpu_upload(m->sin.data, sn, tb);
-    }
-    if (m->dev == TENSOR_CUDA) free(cs), free(sn);
+    if (!e) e = op_mem_upload(m->ctx, m->cos.data, cs, tb);
+    if (!e) e = op_mem_upload(m->ctx, m->sin.data, sn, tb);
+    free(cs), free(sn);
     if (e) {
         free_plan(m);
         return e;

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/log.h"
 #include "weights/wbind.h"
 

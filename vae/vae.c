@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/log.h"
 
 #define VAE_EPS 1e-6f /* GroupNorm eps everywhere in the decoder */
