@@ -47,6 +47,12 @@ void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_
     wbind_one(v, b, leaf(n, sizeof n, name, ".bias"), 1, (int64_t[]){rows});
 }
 
+void wbind_affine(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t n) {
+    char nm[160];
+    wbind_one(v, w, leaf(nm, sizeof nm, name, ".weight"), 1, (int64_t[]){n});
+    wbind_one(v, b, leaf(nm, sizeof nm, name, ".bias"), 1, (int64_t[]){n});
+}
+
 void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
                  const char *name, int64_t cols) {
     char n[160];

@@ -45,6 +45,8 @@ void wbind_rows(wbind_visit *v, tensor *const *fields, const int64_t *rows, int 
 /* name.weight [rows, cols] to w and name.bias [rows] to b. */
 void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
                   int64_t cols);
+/* name.weight [n] and name.bias [n] to w and b (a norm's affine). */
+void wbind_affine(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t n);
 /* A fused linear: name.weight [sum rows, cols] and name.bias, bound as row ranges of rows[i]
  * rows to ws[i] and bs[i]. */
 void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
