@@ -1,5 +1,5 @@
-/* ops.c: the op context and its memory, the shape checks every backend relies on, and the dispatch to the
- * CPU reference (ops_cpu.c) or the CUDA launchers (core/cuda/). */
+/* ops.c: the op context and its memory, the shape checks every backend relies on, and the
+ * dispatch to the CPU reference (ops_cpu.c) or the CUDA launchers (core/cuda/). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
