@@ -356,8 +356,7 @@ static err load(clip_model *m, wt_source *src, const char *prefix) {
     wt_set_prefix(src, ""); /* names below are full names */
     TRY(set_prefixes(m, src, prefix));
     TRY(read_config(m, src, &m->cfg));
-    const wt_blocks_config bc = {
-        .dev = op_ctx_dev(m->ctx), .mode = WP_RESIDENT, .compute = op_ctx_stream(m->ctx)};
+    const wt_blocks_config bc = {.ctx = m->ctx, .mode = WP_RESIDENT};
     TRY(wbind_load(src, m, (int)m->cfg.layers + 2, CLIP_MAX_W, wv_block, &bc, &m->w));
     return plan_activations(m);
 }

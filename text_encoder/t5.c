@@ -287,8 +287,7 @@ static err load(t5_model *m, wt_source *src) {
     wt_set_prefix(src, ""); /* names below are full names */
     TRY(find_prefix(src, m->prefix));
     TRY(read_config(m, src));
-    const wt_blocks_config bc = {
-        .dev = op_ctx_dev(m->ctx), .mode = WP_RESIDENT, .compute = op_ctx_stream(m->ctx)};
+    const wt_blocks_config bc = {.ctx = m->ctx, .mode = WP_RESIDENT};
     TRY(wbind_load(src, m, (int)m->cfg.layers + 2, T5_MAX_W, wv_block, &bc, &m->w));
     TRY(read_rel_table(m));
     return plan_activations(m);

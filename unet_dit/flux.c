@@ -341,10 +341,8 @@ err flux_load(wt_source *src, op_ctx *ctx, const flux_load_opts *o, flux_model *
     m->ctx = ctx;
     m->dev = op_ctx_dev(ctx);
     m->act = m->dev == TENSOR_CPU ? DTYPE_F32 : DTYPE_BF16;
-    wt_blocks_config bc = {.dev = m->dev,
-                           .mode = o ? o->mode : WP_RESIDENT,
-                           .budget = o ? o->budget : 0,
-                           .compute = op_ctx_stream(ctx)};
+    wt_blocks_config bc = {
+        .ctx = ctx, .mode = o ? o->mode : WP_RESIDENT, .budget = o ? o->budget : 0};
     err e = wbind_load_held(src, &m->cfg, FLUX_MAX_W, wv_globals_block, &bc, &m->globals, &m->g);
     if (!e)
         e = wbind_load(src, &m->cfg, (int)(cfg.n_double + cfg.n_single), FLUX_MAX_W, wv_block, &bc,

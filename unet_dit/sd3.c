@@ -386,10 +386,8 @@ err sd3_load(wt_source *src, op_ctx *ctx, const sd3_load_opts *o, sd3_model **ou
     for (int i = 0; i < cfg.layers; i++)
         ndual += cfg.dual[i];
     m->any_dual = ndual > 0;
-    wt_blocks_config bc = {.dev = m->dev,
-                           .mode = o ? o->mode : WP_RESIDENT,
-                           .budget = o ? o->budget : 0,
-                           .compute = op_ctx_stream(ctx)};
+    wt_blocks_config bc = {
+        .ctx = ctx, .mode = o ? o->mode : WP_RESIDENT, .budget = o ? o->budget : 0};
     err e = wbind_load_held(src, &m->cfg, SD3_MAX_W, wv_globals_block, &bc, &m->globals, &m->g);
     if (!e) e = wbind_load(src, &m->cfg, (int)cfg.layers, SD3_MAX_W, wv_block, &bc, &m->blocks);
     if (e) {

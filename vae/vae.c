@@ -326,7 +326,7 @@ static void wv_block(wvisit *v, int i) {
 
 /* The blocks through wbind (GPU: resident BF16). */
 static err load_weights(vae_model *m, wt_source *src) {
-    const wt_blocks_config bc = {op_ctx_dev(m->ctx), WP_RESIDENT, 0, op_ctx_stream(m->ctx)};
+    const wt_blocks_config bc = {.ctx = m->ctx, .mode = WP_RESIDENT};
     TRY(wbind_load(src, m, m->cfg.n_levels + 2, VAE_MAX_W, wv_block, &bc, &m->wb));
     m->n_params = wt_blocks_numel(m->wb.blocks);
     return ERR_OK;

@@ -303,6 +303,7 @@ err wt_hash(wt_source *s, uint64_t *hash) {
 
 struct wt_blocks {
     wt_blocks_config cfg;
+    tensor_dev dev; /* op_ctx_dev(cfg.ctx) */
     int n_blocks;
     int *count;   /* tensors per block */
     int *first;   /* index of block i's first tensor in host[] / spec_shape[] */
@@ -483,11 +484,11 @@ static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) 
             const wt_spec *sp = &specs[i][j];
             const df11_tensor *t = wt_find(s, sp->name);
             tensor *h = &b->host[k];
-            *h = tensor_make(NULL, DTYPE_BF16, b->cfg.dev, sp->ndim, sp->shape);
+            *h = tensor_make(NULL, DTYPE_BF16, b->dev, sp->ndim, sp->shape);
             if (!t && sp->optional) continue;
             TRY(check_tensor(s, sp, t));
             b->numel += (int64_t)t->numel;
-            if (b->cfg.dev == TENSOR_CPU) {
+            if (b->dev == TENSOR_CPU) {
                 TRY(bind_cpu(b, s, t, sp->transposed, h));
                 continue;
             }
@@ -498,11 +499,11 @@ static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) 
             b->present[k] = 1;
             present++;
         }
-        if (b->cfg.dev == TENSOR_CUDA) b->blk[i] = (wp_block){present, &b->src[kp - present]};
+        if (b->dev == TENSOR_CUDA) b->blk[i] = (wp_block){present, &b->src[kp - present]};
     }
-    if (b->cfg.dev == TENSOR_CPU) return ERR_OK;
+    if (b->dev == TENSOR_CPU) return ERR_OK;
     wp_config pc = {b->cfg.mode, b->cfg.budget};
-    return wp_create(&pc, b->blk, b->n_blocks, b->cfg.compute, &b->wp);
+    return wp_create(&pc, b->blk, b->n_blocks, op_ctx_stream(b->cfg.ctx), &b->wp);
 }
 
 err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spec *const *specs,
@@ -511,6 +512,7 @@ err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spe
     wt_blocks *b = calloc(1, sizeof *b);
     FAIL_IF(!b, ERR_NOMEM, "out of memory");
     b->cfg = *cfg;
+    b->dev = op_ctx_dev(cfg->ctx);
     b->n_blocks = n_blocks;
     int total = 0;
     for (int i = 0; i < n_blocks; i++)
@@ -554,7 +556,7 @@ void wt_blocks_free(wt_blocks *b) {
 void wt_blocks_acquire(wt_blocks *b, int i, tensor *w) {
     CHECK(i >= 0 && i < b->n_blocks);
     const tensor *h = &b->host[b->first[i]];
-    if (b->cfg.dev == TENSOR_CPU) {
+    if (b->dev == TENSOR_CPU) {
         memcpy(w, h, sizeof *w * (size_t)b->count[i]);
         return;
     }
@@ -565,7 +567,7 @@ void wt_blocks_acquire(wt_blocks *b, int i, tensor *w) {
 }
 
 void wt_blocks_release(wt_blocks *b, int i) {
-    if (b->cfg.dev == TENSOR_CUDA) wp_release(b->wp, i);
+    if (b->dev == TENSOR_CUDA) wp_release(b->wp, i);
 }
 
 size_t wt_blocks_device_bytes(const wt_blocks *b) { return b->wp ? wp_device_bytes(b->wp) : 0; }

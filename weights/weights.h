@@ -12,11 +12,11 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/ops.h"
 #include "core/tensor.h"
 #include "df11/container.h"
 #include "weights/provider.h"
 
-struct CUstream_st;
 struct cJSON;
 
 typedef struct wt_source wt_source;
@@ -76,11 +76,11 @@ typedef struct wt_spec {
 #define WT_TRANSPOSED 2 /* wt_spec.transposed */
 
 typedef struct wt_blocks_config {
-    tensor_dev dev;
+    op_ctx *ctx;   /* the model's (borrowed): the weights go to its device, the ops that read
+                      them run on its stream, and so do a patch's (wt_patch) */
     wp_mode mode;  /* GPU: how the provider holds the weights (WP_DF11, WP_STREAM need DF11 or
                       encode the few tensors stored raw) */
     size_t budget; /* WP_STREAM */
-    struct CUstream_st *compute; /* GPU: the stream the ops run on */
 } wt_blocks_config;
 
 /* A component's weights, in blocks (block i has counts[i] tensors described by specs[i]). */
