@@ -242,14 +242,7 @@ static err read_rel_table(t5_model *m) {
     void *tmp = malloc(bytes);
     err e = !m->rel || !tmp ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
     if (!e) e = op_mem_download(m->ctx, tmp, r.data, bytes);
-    for (int64_t i = 0; !e && i < n; i++) {
-        if (r.dt == DTYPE_F32)
-            m->rel[i] = ((const float *)tmp)[i];
-        else if (r.dt == DTYPE_F16)
-            m->rel[i] = f16_to_f32(((const uint16_t *)tmp)[i]);
-        else
-            m->rel[i] = bf16_to_f32(((const uint16_t *)tmp)[i]);
-    }
+    if (!e) half_widen(r.dt, tmp, n, m->rel);
     wbind_release(&m->w, 0);
     free(tmp);
     return e;
