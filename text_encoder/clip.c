@@ -265,9 +265,9 @@ static void wv_embed(wvisit *v, clip_embed_w *e) {
     const int oc = c->openclip;
     v->base = e;
     wv_prefix(v, MODEL(v)->inner, NULL, -1);
-    wbind_one(v, &e->tok, oc ? "token_embedding.weight" : hf_key, 2, (int64_t[]){c->vocab, c->dim});
-    wbind_one(v, &e->pos, oc ? "positional_embedding" : "embeddings.position_embedding.weight", 2,
-              (int64_t[]){c->positions, c->dim});
+    wbind_mat(v, &e->tok, oc ? "token_embedding.weight" : hf_key, c->vocab, c->dim);
+    wbind_mat(v, &e->pos, oc ? "positional_embedding" : "embeddings.position_embedding.weight",
+              c->positions, c->dim);
 }
 
 static void wv_layer(wvisit *v, int i, clip_layer_w *l) {

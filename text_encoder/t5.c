@@ -184,17 +184,12 @@ static err read_config(t5_model *m, wt_source *src) {
 typedef wbind_visit wvisit;
 #define MODEL(v) ((const t5_model *)(v)->cfg)
 
-/* a weight [rows, cols], or [rows] when cols is 0 */
-static void wv_one(wvisit *v, tensor *field, const char *name, int64_t rows, int64_t cols) {
-    wbind_one(v, field, name, cols ? 2 : 1, (int64_t[]){rows, cols});
-}
-
 static void wv_embed(wvisit *v, t5_embed_w *e) {
     const t5_config *c = &MODEL(v)->cfg;
     v->base = e;
-    wv_one(v, &e->emb, MODEL(v)->emb_name, c->vocab, c->d_model);
-    wv_one(v, &e->rel, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-           c->buckets, c->heads);
+    wbind_mat(v, &e->emb, MODEL(v)->emb_name, c->vocab, c->d_model);
+    wbind_mat(v, &e->rel, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+              c->buckets, c->heads);
 }
 
 static void wv_layer(wvisit *v, int i, t5_layer_w *l) {
@@ -203,15 +198,15 @@ static void wv_layer(wvisit *v, int i, t5_layer_w *l) {
     const int n = snprintf(v->prefix, sizeof v->prefix, "%sencoder.block.%d.", MODEL(v)->prefix, i);
     CHECK(n < (int)sizeof v->prefix);
     v->base = l;
-    wv_one(v, &l->ln0, "layer.0.layer_norm.weight", d, 0);
-    wv_one(v, &l->q, "layer.0.SelfAttention.q.weight", E, d);
-    wv_one(v, &l->k, "layer.0.SelfAttention.k.weight", E, d);
-    wv_one(v, &l->v, "layer.0.SelfAttention.v.weight", E, d);
-    wv_one(v, &l->o, "layer.0.SelfAttention.o.weight", d, E);
-    wv_one(v, &l->ln1, "layer.1.layer_norm.weight", d, 0);
-    wv_one(v, &l->wi0, "layer.1.DenseReluDense.wi_0.weight", F, d);
-    wv_one(v, &l->wi1, "layer.1.DenseReluDense.wi_1.weight", F, d);
-    wv_one(v, &l->wo, "layer.1.DenseReluDense.wo.weight", d, F);
+    wbind_vec(v, &l->ln0, "layer.0.layer_norm.weight", d);
+    wbind_mat(v, &l->q, "layer.0.SelfAttention.q.weight", E, d);
+    wbind_mat(v, &l->k, "layer.0.SelfAttention.k.weight", E, d);
+    wbind_mat(v, &l->v, "layer.0.SelfAttention.v.weight", E, d);
+    wbind_mat(v, &l->o, "layer.0.SelfAttention.o.weight", d, E);
+    wbind_vec(v, &l->ln1, "layer.1.layer_norm.weight", d);
+    wbind_mat(v, &l->wi0, "layer.1.DenseReluDense.wi_0.weight", F, d);
+    wbind_mat(v, &l->wi1, "layer.1.DenseReluDense.wi_1.weight", F, d);
+    wbind_mat(v, &l->wo, "layer.1.DenseReluDense.wo.weight", d, F);
 }
 
 /* visits block i (the blocks above); the structs only give the fields' offsets */
@@ -226,7 +221,7 @@ static void wv_block(wvisit *v, int i) {
         wv_layer(v, i - 1, &l);
     } else {
         v->base = &f;
-        wv_one(v, &f.ln, "encoder.final_layer_norm.weight", MODEL(v)->cfg.d_model, 0);
+        wbind_vec(v, &f.ln, "encoder.final_layer_norm.weight", MODEL(v)->cfg.d_model);
     }
 }
 

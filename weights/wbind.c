@@ -23,6 +23,14 @@ void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const 
     wbind_tensor(v, field, 0, name, ndim, shape);
 }
 
+void wbind_vec(wbind_visit *v, tensor *field, const char *name, int64_t n) {
+    wbind_one(v, field, name, 1, (int64_t[]){n});
+}
+
+void wbind_mat(wbind_visit *v, tensor *field, const char *name, int64_t rows, int64_t cols) {
+    wbind_one(v, field, name, 2, (int64_t[]){rows, cols});
+}
+
 void wbind_rows(wbind_visit *v, tensor *const *fields, const int64_t *rows, int nf,
                 const char *name, int64_t cols) {
     int64_t total = 0, r = 0;
@@ -43,14 +51,14 @@ static const char *leaf(char *buf, size_t n, const char *name, const char *suffi
 void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
                   int64_t cols) {
     char n[160];
-    wbind_one(v, w, leaf(n, sizeof n, name, ".weight"), 2, (int64_t[]){rows, cols});
-    wbind_one(v, b, leaf(n, sizeof n, name, ".bias"), 1, (int64_t[]){rows});
+    wbind_mat(v, w, leaf(n, sizeof n, name, ".weight"), rows, cols);
+    wbind_vec(v, b, leaf(n, sizeof n, name, ".bias"), rows);
 }
 
 void wbind_affine(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t n) {
     char nm[160];
-    wbind_one(v, w, leaf(nm, sizeof nm, name, ".weight"), 1, (int64_t[]){n});
-    wbind_one(v, b, leaf(nm, sizeof nm, name, ".bias"), 1, (int64_t[]){n});
+    wbind_vec(v, w, leaf(nm, sizeof nm, name, ".weight"), n);
+    wbind_vec(v, b, leaf(nm, sizeof nm, name, ".bias"), n);
 }
 
 void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,

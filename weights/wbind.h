@@ -34,7 +34,11 @@ typedef struct wbind_visit {
 
 /* One tensor prefix + name of the given shape, bound whole to field (NULL: bound by caller). */
 void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const int64_t *shape);
-/* The same with wt_layout_add's flags: WT_OPTIONAL (absent, field gets data NULL),
+/* One vector prefix + name [n] (a norm's scale), bound to field. */
+void wbind_vec(wbind_visit *v, tensor *field, const char *name, int64_t n);
+/* One matrix prefix + name [rows, cols] (a linear's weight without bias), bound to field. */
+void wbind_mat(wbind_visit *v, tensor *field, const char *name, int64_t rows, int64_t cols);
+/* The same as wbind_one with wt_layout_add's flags: WT_OPTIONAL (absent, field gets data NULL),
  * WT_TRANSPOSED (stored [shape[1], shape[0]], bound as its [shape[0], shape[1]] transpose). */
 void wbind_tensor(wbind_visit *v, tensor *field, int flags, const char *name, int ndim,
                   const int64_t *shape);
