@@ -22,7 +22,7 @@ typedef struct wbind {
 
 /* The listing state a model's visitors write through. */
 typedef struct wbind_visit {
-    const void *cfg;   /* the model's config, for its visitors */
+    const void *cfg;   /* the model (or its config), for its visitors */
     char prefix[256];  /* put before every name listed (a text encoder's inside a single file
                           can be long) */
     const void *base;  /* the block struct the fields belong to (set by the visitor) */

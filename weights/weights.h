@@ -82,14 +82,15 @@ typedef struct wt_spec {
 typedef struct wt_patch {
     void *ctx;
     /* 1 if the tensor with this full name (prefix included, as in the file) is patched; asked
-     * once per tensor found when a wt_blocks is created */
+     * once for each tensor the model lists and the file holds, when a wt_blocks is created */
     int (*wants)(void *ctx, const char *name);
-    /* Changes w (in the shape the model asked for) in place with ops on c: a BF16 device
-     * tensor on the GPU, an F32 host tensor on the CPU (a patched tensor is copied to F32
-     * there, which the CPU ops take as they take any weight). Must be a pure function of w's
-     * values and the patch's own data: resident weights (WP_RESIDENT, the CPU) are patched
-     * once at creation, weights decoded per block (WP_DF11, WP_STREAM) after every decode, on
-     * c's stream before the forward's ops, and the two must give the same bits. */
+    /* Changes w (contiguous, in the shape the model asked for) in place with ops on c: a BF16
+     * device tensor on the GPU, an F32 host tensor on the CPU (a patched tensor is copied to
+     * F32 there, which the CPU ops take as they take any weight). Must be a pure function of
+     * w's values and the patch's own data: resident weights (WP_RESIDENT, the CPU) are
+     * patched once at creation, weights decoded per block (WP_DF11, WP_STREAM) after every
+     * decode (wp_acquire's flag: never twice the same decode), on c's stream before the
+     * forward's ops, and the two must give the same bits. w is valid only during the call. */
     void (*apply)(void *ctx, op_ctx *c, const char *name, tensor w);
 } wt_patch;
 
