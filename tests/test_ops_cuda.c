@@ -544,7 +544,7 @@ static void test_mem(void) {
     pair x = MK(1.0, N), y = OUT(N);
     uint16_t *got = hown(malloc(N * 2)), *pat = hown(malloc(N * 2));
     float *pf = hown(malloc(N * 4)), *gf = hown(malloc(N * 4));
-    op_scale_shift(gpu, y.d, x.d, 2.0f, 0.0f);
+    op_scale_shift(gpu, y.d, x.d, 2.0f, -0.0f); /* + -0 keeps a -0 */
     CHECK(!op_mem_download(gpu, got, y.d.data, N * 2));
     int bad = 0;
     for (int i = 0; i < N; i++) /* twice a BF16 value is exact */
@@ -552,7 +552,7 @@ static void test_mem(void) {
     EXPECT(bad == 0, "op_mem_download: %d of %d values not the op's output", bad, N);
     for (int i = 0; i < N; i++)
         pat[i] = (uint16_t)(tu_next(&rng) & 0x7f7f), pf[i] = (float)i;
-    op_scale_shift(gpu, y.d, x.d, 2.0f, 0.0f);
+    op_scale_shift(gpu, y.d, x.d, 2.0f, -0.0f);
     CHECK(!op_mem_upload(gpu, y.d.data, pat, N * 2));
     CHECK(!op_mem_download(gpu, got, y.d.data, N * 2));
     EXPECT(!memcmp(got, pat, N * 2), "op_mem_upload: the op's output overwrote the upload");
