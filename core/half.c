@@ -1,6 +1,8 @@
 /* half.c: IEEE binary16 conversions (half.h). */
 #include "core/half.h"
 
+#include "core/err.h"
+
 float f16_to_f32(uint16_t h) {
     uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu, u;
     if (e == 0x1F) u = s | 0x7F800000u | m << 13; /* inf, NaN */
@@ -35,4 +37,20 @@ uint16_t f32_to_f16(float f) {
     uint32_t r = a - 0x38000000u; /* rebias 127 -> 15, in place */
     r = (r + 0xFFFu + ((r >> 13) & 1u)) >> 13;
     return (uint16_t)(s | r);
+}
+
+void half_widen(dtype dt, const void *src, int64_t n, float *dst) {
+    const uint16_t *h = src;
+    switch (dt) {
+    case DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = bf16_to_f32(h[i]);
+        break;
+    case DTYPE_F16:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = f16_to_f32(h[i]);
+        break;
+    default: CHECK(!"half_widen: not a float type");
+    }
 }

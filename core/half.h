@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/dtype.h"
+
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -25,5 +27,8 @@ static inline float bf16_round(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+
+/* The n values of type dt (BF16, F16 or F32, which is copied) at src as floats in dst. */
+void half_widen(dtype dt, const void *src, int64_t n, float *dst);
 
 #endif

@@ -1,5 +1,5 @@
-/* ops.c: the op context, the shape checks every backend relies on, and the dispatch to the
- * CPU reference (ops_cpu.c) or the CUDA launchers (core/cuda/). */
+/* ops.c: the op context and its memory, the shape checks every backend relies on, and the
+ * dispatch to the CPU reference (ops_cpu.c) or the CUDA launchers (core/cuda/). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +55,18 @@ void op_mem_free(op_ctx *c, void *p) {
         gpu_free(p);
     else
         free(p);
+}
+
+err op_mem_upload(op_ctx *c, void *dst, const void *src, size_t bytes) {
+    if (c->dev == TENSOR_CUDA) return opcu_mem_upload(c->cu, dst, src, bytes);
+    memcpy(dst, src, bytes);
+    return ERR_OK;
+}
+
+err op_mem_download(op_ctx *c, void *dst, const void *src, size_t bytes) {
+    if (c->dev == TENSOR_CUDA) return opcu_mem_download(c->cu, dst, src, bytes);
+    memcpy(dst, src, bytes);
+    return ERR_OK;
 }
 
 tensor op_carve(op_carver *cv, dtype dt, int ndim, const int64_t *shape) {

@@ -32,6 +32,11 @@ err op_ctx_sync(op_ctx *c);
  * 256-byte aligned. ERR_NOMEM (naming the size) when it cannot be had. */
 err op_mem_alloc(op_ctx *c, size_t bytes, void **p);
 void op_mem_free(op_ctx *c, void *p); /* accepts NULL */
+/* Copies bytes from the host to memory on c's device (op_mem_alloc's, or a weight handed out
+ * for c), and back: a memcpy on the CPU; on CUDA the copy follows the work enqueued on c's
+ * stream so far (which it waits for) and is complete when the call returns. */
+err op_mem_upload(op_ctx *c, void *dst, const void *src, size_t bytes);
+err op_mem_download(op_ctx *c, void *dst, const void *src, size_t bytes);
 /* Lays a model's activations out in one buffer, 256-byte aligned: a pass with base NULL counts
  * the bytes (off), a second pass over the allocation makes the views. */
 typedef struct op_carver {

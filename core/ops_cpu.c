@@ -11,18 +11,7 @@
 
 /* n elements of t starting at element offset off, as floats */
 static void load_f32(const tensor *t, int64_t off, int64_t n, float *dst) {
-    switch (t->dt) {
-    case DTYPE_F32: memcpy(dst, (const float *)t->data + off, (size_t)n * 4); break;
-    case DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = bf16_to_f32(((const uint16_t *)t->data)[off + i]);
-        break;
-    case DTYPE_F16:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = f16_to_f32(((const uint16_t *)t->data)[off + i]);
-        break;
-    default: CHECK(!"ops_cpu: unsupported dtype");
-    }
+    half_widen(t->dt, (const char *)t->data + off * (dtype_bits(t->dt) / 8), n, dst);
 }
 
 static float *f32(const tensor *t) {

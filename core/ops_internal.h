@@ -54,6 +54,9 @@ void opcu_free(struct opcu_state *s);
 void opcu_set_stream(struct opcu_state *s, struct CUstream_st *stream);
 struct CUstream_st *opcu_stream(const struct opcu_state *s);
 err opcu_sync(struct opcu_state *s);
+/* op_mem_upload / op_mem_download on CUDA: the stream synchronized, then a blocking copy. */
+err opcu_mem_upload(struct opcu_state *s, void *dst, const void *src, size_t bytes);
+err opcu_mem_download(struct opcu_state *s, void *dst, const void *src, size_t bytes);
 /* Per-op GPU times (core/cuda/profile.cu), when DF11_PROFILE_OPS is set: ops.c brackets each
  * op with begin and end, naming it (and its shape, for GEMMs and attention) and its FLOPs. */
 int opcu_profiling(const struct opcu_state *s);

@@ -20,6 +20,7 @@
 #include "df11/tree.h"
 #include "tests/testutil.h"
 #include "tests/testutil_dit.h"
+#include "tests/testutil_flux.h"
 #include "unet_dit/flux.h"
 
 /* Bounds, with the reasoning:
@@ -45,36 +46,10 @@
 static char tmp[] = "/tmp/df11_test_flux_XXXXXX";
 static tu_dit dit; /* defined with its functions below */
 
-/* one variant's reference tensors (F32, host) */
-typedef struct variant {
-    const char *name; /* "dev", "schnell" */
-    const st_tensor *x, *ts, *g, *out, *t5, *pooled;
-    int64_t h2, w2;
-} variant;
-
-/* Plans m for the variant, sets its text, runs one forward (tau, gs as given when use_tau,
- * else the pipeline's chain from t = 1000 timestep and g) into r. */
-static err run_model(flux_model *m, const variant *p, int use_tau, float tau, float gs,
-                     tu_result *r) {
-    TRY(flux_plan(m, p->h2, p->w2, p->t5->shape[1]));
-    tensor x = tu_to_dev(p->x, dit.gpu), t5 = tu_to_dev(p->t5, dit.gpu),
-           pooled = tu_to_dev(p->pooled, dit.gpu);
-    tensor out = tu_dev_alloc(x.ndim, x.shape, dit.gpu);
-    flux_set_text(m, t5, pooled);
-    const float t = 1000.0f * ((const float *)p->ts->data)[0];
-    const float g = p->g ? ((const float *)p->g->data)[0] : 0.0f;
-    if (use_tau)
-        flux_forward_tau(m, out, x, tau, gs);
-    else
-        flux_forward(m, out, x, t, g);
-    const err e = tu_collect(dit.ctx, out, dit.gpu, r);
-    tu_dev_free(x, dit.gpu), tu_dev_free(t5, dit.gpu), tu_dev_free(pooled, dit.gpu),
-        tu_dev_free(out, dit.gpu);
-    return e;
-}
-
 /* the tu_dit table (testutil_dit.h): a run is the pipeline chain's forward */
-static err dit_run(void *m, const void *p, tu_result *r) { return run_model(m, p, 0, 0, 0, r); }
+static err dit_run(void *m, const void *p, tu_result *r) {
+    return tu_flux_run(&dit, m, p, 0, 0, 0, r);
+}
 /* huge: 2^26 image tokens, ~200 GB of activations */
 static err dit_plan(void *m, int huge) {
     return flux_plan(m, huge ? 1 << 13 : 8, huge ? 1 << 13 : 8, 64);
@@ -82,7 +57,7 @@ static err dit_plan(void *m, int huge) {
 TU_DIT_DEFINE(flux, tmp, dit_run, dit_plan);
 
 /* the fixture's model: config, the reference, and the same call twice */
-static void test_reference(const char *dir, const variant *p, tu_result *base) {
+static void test_reference(const char *dir, const tu_flux_variant *p, tu_result *base) {
     flux_config c;
     if (tu_dit_run_path(&dit, dir, WP_RESIDENT, 0, p, base, &c)) {
         EXPECT(0, "%s: running the fixture transformer failed", p->name);
@@ -111,12 +86,12 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
     tu_result a = {0}, b = {0}, f = {0};
     err e = wt_open(dir, &src);
     if (!e) e = flux_load(src, dit.ctx, NULL, &m);
-    if (!e) e = run_model(m, p, 0, 0, 0, &a);
-    if (!e) e = run_model(m, p, 0, 0, 0, &b);
+    if (!e) e = tu_flux_run(&dit, m, p, 0, 0, 0, &a);
+    if (!e) e = tu_flux_run(&dit, m, p, 0, 0, 0, &b);
     float tau, gs;
     flux_time_inputs(TENSOR_CPU, 1000.0f * ((const float *)p->ts->data)[0],
                      p->g ? ((const float *)p->g->data)[0] : 0.0f, &tau, &gs);
-    if (!e && dit.gpu) e = run_model(m, p, 1, tau, gs, &f);
+    if (!e && dit.gpu) e = tu_flux_run(&dit, m, p, 1, tau, gs, &f);
     EXPECT(!e, "%s: %s", p->name, err_msg());
     if (!e) tu_expect_repeat(p->name, &a, &b, base);
     if (!e && dit.gpu) {
@@ -223,7 +198,7 @@ static err write_bfl(const char *dir, const flux_config *c, const char *prefix, 
  * ops with the same shapes (the fused tensors are bound as row ranges, each a [D, D] weight;
  * the final layer's swap only exchanges which half is scale), so nothing in the arithmetic
  * can differ. */
-static void test_bfl(const char *dir, const variant *p, const tu_result *base, const char *prefix) {
+static void test_bfl(const char *dir, const tu_flux_variant *p, const tu_result *base, const char *prefix) {
     char out[300];
     snprintf(out, sizeof out, "%s/%s_bfl.safetensors", tmp, p->name);
     flux_config c = {0};
@@ -282,24 +257,10 @@ int main(int argc, char **argv) {
     char path[600];
     printf("test_flux (%s):\n", dit.gpu ? "GPU, BF16" : "CPU, F32");
     test_time_inputs();
-    const char *hs = st_meta(dit.ref, "height"), *ws = st_meta(dit.ref, "width");
     static const char *const names[] = {"dev", "schnell"};
     for (int k = 0; k < 2; k++) {
-        variant p = {.name = names[k]};
-        char n[64];
-        snprintf(n, sizeof n, "%s.fwd.x", p.name), p.x = tu_ref_f32(dit.ref, n);
-        snprintf(n, sizeof n, "%s.fwd.timestep", p.name), p.ts = tu_ref_f32(dit.ref, n);
-        snprintf(n, sizeof n, "%s.fwd.out", p.name), p.out = tu_ref_f32(dit.ref, n);
-        snprintf(n, sizeof n, "%s.fwd.guidance", p.name), p.g = k ? NULL : tu_ref_f32(dit.ref, n);
-        p.t5 = tu_ref_f32(dit.ref, "t5.hidden");
-        p.pooled = tu_ref_f32(dit.ref, "clip.pooled");
-        /* the packed grid: pixels / 16 each way (VAE factor 8, 2x2 packing) */
-        p.h2 = hs ? atoi(hs) / 16 : 0, p.w2 = ws ? atoi(ws) / 16 : 0;
-        if (!p.x || !p.ts || !p.out || (!k && !p.g) || !p.t5 || !p.pooled ||
-            p.h2 * p.w2 != p.x->shape[1]) {
-            EXPECT(0, "%s: reference tensors or height/width metadata missing", p.name);
-            continue;
-        }
+        tu_flux_variant p;
+        if (!tu_flux_variant_read(dit.ref, names[k], &p)) continue;
         snprintf(path, sizeof path, "%s/flux_tiny/%s/transformer", argv[2], p.name);
         tu_result base = {0};
         test_reference(path, &p, &base);

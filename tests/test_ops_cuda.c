@@ -1,6 +1,7 @@
 /* test_ops_cuda: every op on the CUDA backend against the CPU reference on random inputs of
  * odd shapes (strided views where the op allows them), then the same run again, which must
- * give the same bits (determinism). Exits 77 (skipped) without a GPU.
+ * give the same bits (determinism); and the host copies (op_mem_upload, op_mem_download) keep
+ * the stream's order. Exits 77 (skipped) without a GPU.
  *
  * Both backends see the same inputs: random values rounded to BF16, given to the CPU as F32
  * and to the GPU as BF16. An element passes when
@@ -536,6 +537,29 @@ static void test_timestep(void) {
     check("timestep_embedding BF16 (shift 1)", ob, (tol){0x1p-8, 6e-4});
 }
 
+/* op_mem_download reads an enqueued op's output without a sync before it, and op_mem_upload
+ * over a buffer an enqueued op writes lands after it (on both backends) */
+static void test_mem(void) {
+    enum { N = 1 << 22 }; /* big enough to be still running when the copy is asked for */
+    pair x = MK(1.0, N), y = OUT(N);
+    uint16_t *got = hown(malloc(N * 2)), *pat = hown(malloc(N * 2));
+    float *pf = hown(malloc(N * 4)), *gf = hown(malloc(N * 4));
+    op_scale_shift(gpu, y.d, x.d, 2.0f, -0.0f); /* + -0 keeps a -0 */
+    CHECK(!op_mem_download(gpu, got, y.d.data, N * 2));
+    int bad = 0;
+    for (int i = 0; i < N; i++) /* twice a BF16 value is exact */
+        bad += got[i] != f32_to_bf16(2.0f * ((const float *)x.h.data)[i]);
+    EXPECT(bad == 0, "op_mem_download: %d of %d values not the op's output", bad, N);
+    for (int i = 0; i < N; i++)
+        pat[i] = (uint16_t)(tu_next(&rng) & 0x7f7f), pf[i] = (float)i;
+    op_scale_shift(gpu, y.d, x.d, 2.0f, -0.0f);
+    CHECK(!op_mem_upload(gpu, y.d.data, pat, N * 2));
+    CHECK(!op_mem_download(gpu, got, y.d.data, N * 2));
+    EXPECT(!memcmp(got, pat, N * 2), "op_mem_upload: the op's output overwrote the upload");
+    CHECK(!op_mem_upload(cpu, y.h.data, pf, N * 4) && !op_mem_download(cpu, gf, y.h.data, N * 4));
+    EXPECT(!memcmp(gf, pf, N * 4), "op_mem_upload / op_mem_download on the CPU");
+}
+
 static void free_run(void) {
     for (int i = 0; i < n_host; i++)
         free(host_owned[i]);
@@ -564,6 +588,7 @@ int main(void) {
         test_conv();
         test_moves();
         test_timestep();
+        test_mem();
         free_run();
     }
     for (int i = 0; i < n_results; i++)

@@ -3,8 +3,10 @@
  * BF16 resident (from BF16, and decoded once from DF11), DF11 decoded per block into two slots,
  * and DF11 streamed from pinned host memory under a budget that leaves several blocks on the
  * host. Also: the decoded weights are the source's bits, a budget below the minimum is
- * refused. GPU test: exits 77 without one. */
+ * refused, wp_acquire tells new weights from ones it handed out before. GPU test: exits 77
+ * without one. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/cuda/gpu.h"
 #include "core/ops.h"
@@ -89,6 +91,35 @@ static void check_weights(op_ctx *c, weight_provider *p, const char *what) {
     EXPECT(bad == 0, "%s: %d weights differ from their source", what, bad);
 }
 
+/* wp_acquire says when the weights are new in their buffer: a resident block once; a decode
+ * once, so a slot that still holds what it handed out (two blocks or fewer in cyclic order)
+ * does not count again. want: the flags of acquiring blocks 0..n-1 cyclically. */
+static void check_fresh(op_ctx *c) {
+    static const struct {
+        wp_mode mode;
+        int n;
+        const char *want;
+    } cases[] = {{WP_RESIDENT, 3, "111000"},
+                 {WP_DF11, 1, "100"},
+                 {WP_DF11, 2, "110000"},
+                 {WP_DF11, 3, "111111111"}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        weight_provider *p;
+        const wp_config cfg = {cases[k].mode, 0};
+        CHECK(!wp_create(&cfg, blocks, cases[k].n, op_ctx_stream(c), &p));
+        char got[16] = "";
+        for (size_t j = 0; j < strlen(cases[k].want); j++) {
+            tensor w[WEIGHTS];
+            const int i = (int)j % cases[k].n;
+            got[j] = (char)('0' + wp_acquire(p, i, w));
+            wp_release(p, i);
+        }
+        EXPECT(!strcmp(got, cases[k].want), "mode %d, %d blocks: acquires new %s, want %s",
+               (int)cases[k].mode, cases[k].n, got, cases[k].want);
+        wp_free(p);
+    }
+}
+
 int main(void) {
     op_ctx *c;
     if (op_ctx_create(TENSOR_CUDA, &c)) {
@@ -161,6 +192,7 @@ int main(void) {
         }
         wp_free(p);
     }
+    check_fresh(c);
     wp_config tight = {WP_STREAM, 2 * slot};
     weight_provider *p = NULL;
     EXPECT(wp_create(&tight, blocks, BLOCKS, op_ctx_stream(c), &p) == ERR_NOMEM,

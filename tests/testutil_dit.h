@@ -231,6 +231,7 @@ typedef struct tu_dit {
     void (*config)(const void *m, void *out);               /* copies the model's config */
     err (*run)(void *m, const void *variant, tu_result *r); /* plans, one forward into r */
     err (*plan)(void *m, int huge); /* huge: a plan no device holds; else a small one */
+    const wt_patch *patch; /* set on the sources tu_dit_run_path opens (NULL: none) */
 } tu_dit;
 
 /* Defines the test's `static tu_dit dit` (scratch folder tmp) for a model P with
@@ -290,13 +291,14 @@ static inline int tu_dit_end(tu_dit *d, const char *name) {
     return tu_finish(name);
 }
 
-/* Opens path, loads with mode (budget for WP_STREAM), copies the config into cfg (if not NULL),
- * runs the variant into r; prints the error and returns it on failure. */
+/* Opens path (with d's patch), loads with mode (budget for WP_STREAM), copies the config into
+ * cfg (if not NULL), runs the variant into r; prints the error and returns it on failure. */
 static inline err tu_dit_run_path(const tu_dit *d, const char *path, wp_mode mode, size_t budget,
                                   const void *variant, tu_result *r, void *cfg) {
     wt_source *src = NULL;
     void *m = NULL;
     err e = wt_open(path, &src);
+    if (!e) wt_set_patch(src, d->patch);
     if (!e) e = d->load(src, d->ctx, mode, budget, &m);
     if (!e && cfg) d->config(m, cfg);
     if (!e) e = d->run(m, variant, r);

@@ -2,7 +2,7 @@
  * models/clip/modeling_clip.py (CLIPTextTransformer.forward, CLIPEncoderLayer.forward,
  * CLIPAttention, CLIPMLP, CLIPTextModelWithProjection.forward). MODEL-SPEC.md §4.1. Weights in
  * HF names, or in raw OpenCLIP names (open_clip transformer.py: TextTransformer,
- * ResidualAttentionBlock over nn.MultiheadAttention) mapped onto the same tensors. */
+ * ResidualAttentionBlock over nn.MultiheadAttention) bound to the same fields (wbind.h). */
 #include "text_encoder/clip.h"
 
 #include <cjson/cJSON.h>
@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/log.h"
+#include "weights/wbind.h"
 
 #define CLIP_HEAD_DIM 64 /* every CLIP text model (L, G) has 64-wide heads */
 #define CLIP_PREFIX_MAX 128
@@ -20,56 +20,34 @@
 #define CLIP_ALIGN 256
 
 /* Blocks in the order the forward uses them (so any provider mode could serve them): 0 the
- * embeddings, 1 + i layer i, layers + 1 the final norm and projection. Indices into each
- * block's tensors, with their shapes (D hidden, I intermediate, V vocab, T positions, P
- * projection). */
-enum {
-    E_TOK, /* embeddings.token_embedding.weight [V,D] */
-    E_POS, /* embeddings.position_embedding.weight [T,D] */
-    E_N
-};
-enum {
-    F_LN_W, /* final_layer_norm.weight [D] */
-    F_LN_B, /* final_layer_norm.bias [D] */
-    F_PROJ, /* text_projection.weight [P,D], optional (outside text_model.) */
-    F_N
-};
-/* A layer in raw OpenCLIP names (transformer.resblocks.i.*), as listed; acquire_layer maps
- * them onto the L_ indices below. */
-enum {
-    O_LN1_W,  /* ln_1.weight [D] */
-    O_LN1_B,  /* ln_1.bias [D] */
-    O_IN_W,   /* attn.in_proj_weight [3D,D]: rows q, k, v */
-    O_IN_B,   /* attn.in_proj_bias [3D] */
-    O_OUT_W,  /* attn.out_proj.weight [D,D] */
-    O_OUT_B,  /* attn.out_proj.bias [D] */
-    O_LN2_W,  /* ln_2.weight [D] */
-    O_LN2_B,  /* ln_2.bias [D] */
-    O_FC_W,   /* mlp.c_fc.weight [I,D] */
-    O_FC_B,   /* mlp.c_fc.bias [I] */
-    O_PROJ_W, /* mlp.c_proj.weight [D,I] */
-    O_PROJ_B, /* mlp.c_proj.bias [D] */
-    O_N
-};
-enum {
-    L_LN1_W, /* layer_norm1.weight [D] */
-    L_LN1_B, /* layer_norm1.bias [D] */
-    L_Q_W,   /* self_attn.q_proj.weight [D,D] */
-    L_Q_B,   /* self_attn.q_proj.bias [D] */
-    L_K_W,   /* self_attn.k_proj.weight [D,D] */
-    L_K_B,   /* self_attn.k_proj.bias [D] */
-    L_V_W,   /* self_attn.v_proj.weight [D,D] */
-    L_V_B,   /* self_attn.v_proj.bias [D] */
-    L_O_W,   /* self_attn.out_proj.weight [D,D] */
-    L_O_B,   /* self_attn.out_proj.bias [D] */
-    L_LN2_W, /* layer_norm2.weight [D] */
-    L_LN2_B, /* layer_norm2.bias [D] */
-    L_FC1_W, /* mlp.fc1.weight [I,D] */
-    L_FC1_B, /* mlp.fc1.bias [I] */
-    L_FC2_W, /* mlp.fc2.weight [D,I] */
-    L_FC2_B, /* mlp.fc2.bias [D] */
-    L_N
-};
+ * embeddings, 1 + i layer i, layers + 1 the final norm and projection. Shapes: D hidden, I
+ * intermediate, V vocab, T positions, P projection; HF names, OpenCLIP's in brackets. */
+typedef struct clip_embed_w {
+    tensor tok; /* embeddings.token_embedding.weight [V, D] (token_embedding.weight) */
+    tensor pos; /* embeddings.position_embedding.weight [T, D] (positional_embedding) */
+} clip_embed_w;
+
+/* encoder.layers.i (transformer.resblocks.i, whose nn.MultiheadAttention keeps q, k, v as the
+ * row thirds of one in_proj) */
+typedef struct clip_layer_w {
+    tensor ln1_w, ln1_b; /* layer_norm1 [D], [D] (ln_1) */
+    tensor q_w, q_b;     /* self_attn.q_proj [D, D], [D] (attn.in_proj_weight [3D, D] rows
+                            [0, D), attn.in_proj_bias [3D] the same rows) */
+    tensor k_w, k_b;     /* self_attn.k_proj [D, D], [D] (in_proj rows [D, 2D)) */
+    tensor v_w, v_b;     /* self_attn.v_proj [D, D], [D] (in_proj rows [2D, 3D)) */
+    tensor o_w, o_b;     /* self_attn.out_proj [D, D], [D] (attn.out_proj) */
+    tensor ln2_w, ln2_b; /* layer_norm2 [D], [D] (ln_2) */
+    tensor fc1_w, fc1_b; /* mlp.fc1 [I, D], [I] (mlp.c_fc) */
+    tensor fc2_w, fc2_b; /* mlp.fc2 [D, I], [D] (mlp.c_proj) */
+} clip_layer_w;
+
+typedef struct clip_final_w {
+    tensor ln_w, ln_b; /* final_layer_norm [D], [D] (ln_final) */
+    tensor proj;       /* text_projection.weight [P, D], optional, outside "text_model."
+                          (text_projection, stored [D, P] for x·P: bound transposed) */
+} clip_final_w;
+
+#define CLIP_MAX_W 16 /* tensors in the largest block (a layer in HF names) */
 
 typedef struct clip_config {
     int64_t dim;       /* D, hidden_size */
@@ -88,7 +66,7 @@ typedef struct clip_config {
 struct clip_model {
     clip_config cfg;
     op_ctx *ctx;
-    wt_blocks *w;
+    wbind_table w;               /* the blocks above */
     char outer[CLIP_PREFIX_MAX]; /* text_projection.weight's prefix */
     char inner[CLIP_PREFIX_MAX]; /* the text model's: outer or outer + "text_model." */
     /* activations, one allocation on the ctx's device: [positions, .] each */
@@ -271,105 +249,81 @@ static err read_config(const clip_model *m, wt_source *src, clip_config *c) {
     return ERR_OK;
 }
 
-/* A layer's tensor: name after the layer's prefix, shape [rows, cols] or [rows] (vec), rows and
- * cols in units: 1 D, 3 3D, 0 the intermediate size I. */
-typedef struct clip_lt {
-    const char *suffix;
-    int rows, cols, vec;
-} clip_lt;
+/* ---- weight names: a visitor lists each block's tensors and the field each goes to ---- */
 
-static const clip_lt hf_layer[L_N] = {
-    [L_LN1_W] = {"layer_norm1.weight", 1, 1, 1},
-    [L_LN1_B] = {"layer_norm1.bias", 1, 1, 1},
-    [L_Q_W] = {"self_attn.q_proj.weight", 1, 1, 0},
-    [L_Q_B] = {"self_attn.q_proj.bias", 1, 1, 1},
-    [L_K_W] = {"self_attn.k_proj.weight", 1, 1, 0},
-    [L_K_B] = {"self_attn.k_proj.bias", 1, 1, 1},
-    [L_V_W] = {"self_attn.v_proj.weight", 1, 1, 0},
-    [L_V_B] = {"self_attn.v_proj.bias", 1, 1, 1},
-    [L_O_W] = {"self_attn.out_proj.weight", 1, 1, 0},
-    [L_O_B] = {"self_attn.out_proj.bias", 1, 1, 1},
-    [L_LN2_W] = {"layer_norm2.weight", 1, 1, 1},
-    [L_LN2_B] = {"layer_norm2.bias", 1, 1, 1},
-    [L_FC1_W] = {"mlp.fc1.weight", 0, 1, 0},
-    [L_FC1_B] = {"mlp.fc1.bias", 0, 1, 1},
-    [L_FC2_W] = {"mlp.fc2.weight", 1, 0, 0},
-    [L_FC2_B] = {"mlp.fc2.bias", 1, 1, 1},
-};
+typedef wbind_visit wvisit;
+#define MODEL(v) ((const clip_model *)(v)->cfg)
 
-static const clip_lt oc_layer[O_N] = {
-    [O_LN1_W] = {"ln_1.weight", 1, 1, 1},          [O_LN1_B] = {"ln_1.bias", 1, 1, 1},
-    [O_IN_W] = {"attn.in_proj_weight", 3, 1, 0},   [O_IN_B] = {"attn.in_proj_bias", 3, 1, 1},
-    [O_OUT_W] = {"attn.out_proj.weight", 1, 1, 0}, [O_OUT_B] = {"attn.out_proj.bias", 1, 1, 1},
-    [O_LN2_W] = {"ln_2.weight", 1, 1, 1},          [O_LN2_B] = {"ln_2.bias", 1, 1, 1},
-    [O_FC_W] = {"mlp.c_fc.weight", 0, 1, 0},       [O_FC_B] = {"mlp.c_fc.bias", 0, 1, 1},
-    [O_PROJ_W] = {"mlp.c_proj.weight", 1, 0, 0},   [O_PROJ_B] = {"mlp.c_proj.bias", 1, 1, 1},
-};
-
-/* Where each L_ tensor comes from in the OpenCLIP layer: O_ index, and which D rows of it
- * (-1: all; 0, 1, 2: q, k, v of the fused in_proj, as nn.MultiheadAttention splits it) */
-static const struct {
-    int o, part;
-} oc_map[L_N] = {
-    [L_LN1_W] = {O_LN1_W, -1},  [L_LN1_B] = {O_LN1_B, -1}, [L_Q_W] = {O_IN_W, 0},
-    [L_Q_B] = {O_IN_B, 0},      [L_K_W] = {O_IN_W, 1},     [L_K_B] = {O_IN_B, 1},
-    [L_V_W] = {O_IN_W, 2},      [L_V_B] = {O_IN_B, 2},     [L_O_W] = {O_OUT_W, -1},
-    [L_O_B] = {O_OUT_B, -1},    [L_LN2_W] = {O_LN2_W, -1}, [L_LN2_B] = {O_LN2_B, -1},
-    [L_FC1_W] = {O_FC_W, -1},   [L_FC1_B] = {O_FC_B, -1},  [L_FC2_W] = {O_PROJ_W, -1},
-    [L_FC2_B] = {O_PROJ_B, -1},
-};
-
-/* Block 0 (the embeddings), the layers, the last block (final norm, projection): names and
- * shapes, in the order of the enums above (O_ for the OpenCLIP layers). */
-static err make_blocks(clip_model *m, wt_source *src, const wt_blocks_config *bc) {
-    const clip_config *c = &m->cfg;
-    const int nb = (int)c->layers + 2, oc = c->openclip;
-    const int64_t D = c->dim, I = c->inter, P = c->proj ? c->proj : D;
-    const char *in = m->inner;
-    const clip_lt *lt = oc ? oc_layer : hf_layer;
-    const int nl = oc ? O_N : L_N;
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(nb, &l));
-    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->vocab, D}, "%s%s", in,
-                  oc ? "token_embedding.weight" : hf_key);
-    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->positions, D}, "%s%s", in,
-                  oc ? "positional_embedding" : "embeddings.position_embedding.weight");
-    for (int b = 1; b < nb - 1; b++)
-        for (int j = 0; j < nl; j++) {
-            const int64_t rows = lt[j].rows ? lt[j].rows * D : I, cols = lt[j].cols ? D : I;
-            wt_layout_add(l, b, 0, lt[j].vec ? 1 : 2, (int64_t[]){rows, cols}, "%s%s%d.%s", in,
-                          oc ? "transformer.resblocks." : "encoder.layers.", b - 1, lt[j].suffix);
-        }
-    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%s%s.weight", in,
-                  oc ? "ln_final" : "final_layer_norm");
-    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){D}, "%s%s.bias", in,
-                  oc ? "ln_final" : "final_layer_norm");
-    /* OpenCLIP's [D,P] is handed out transposed, as the [P,D] weight op_linear takes */
-    if (oc)
-        wt_layout_add(l, nb - 1, WT_OPTIONAL | WT_TRANSPOSED, 2, (int64_t[]){P, D},
-                      "%stext_projection", m->outer);
-    else
-        wt_layout_add(l, nb - 1, WT_OPTIONAL, 2, (int64_t[]){P, D}, "%stext_projection.weight",
-                      m->outer);
-    err e = wt_blocks_create_from(src, l, bc, &m->w);
-    wt_layout_free(l);
-    return e;
+static void wv_prefix(wvisit *v, const char *prefix, const char *layers, int i) {
+    const int n = i < 0 ? snprintf(v->prefix, sizeof v->prefix, "%s", prefix)
+                        : snprintf(v->prefix, sizeof v->prefix, "%s%s%d.", prefix, layers, i);
+    CHECK(n < (int)sizeof v->prefix);
 }
 
-/* Layer l's tensors in the L_ order: as acquired (HF), or the OpenCLIP ones mapped, the fused
- * in_proj bound as three row slices. Release with wt_blocks_release(m->w, l + 1). */
-static void acquire_layer(clip_model *m, int64_t l, tensor *w) {
-    if (!m->cfg.openclip) {
-        wt_blocks_acquire(m->w, (int)l + 1, w);
+static void wv_embed(wvisit *v, clip_embed_w *e) {
+    const clip_config *c = &MODEL(v)->cfg;
+    const int oc = c->openclip;
+    v->base = e;
+    wv_prefix(v, MODEL(v)->inner, NULL, -1);
+    wbind_mat(v, &e->tok, oc ? "token_embedding.weight" : hf_key, c->vocab, c->dim);
+    wbind_mat(v, &e->pos, oc ? "positional_embedding" : "embeddings.position_embedding.weight",
+              c->positions, c->dim);
+}
+
+static void wv_layer(wvisit *v, int i, clip_layer_w *l) {
+    const clip_config *c = &MODEL(v)->cfg;
+    const int64_t D = c->dim, I = c->inter;
+    v->base = l;
+    if (!c->openclip) {
+        wv_prefix(v, MODEL(v)->inner, "encoder.layers.", i);
+        wbind_affine(v, &l->ln1_w, &l->ln1_b, "layer_norm1", D);
+        wbind_linear(v, &l->q_w, &l->q_b, "self_attn.q_proj", D, D);
+        wbind_linear(v, &l->k_w, &l->k_b, "self_attn.k_proj", D, D);
+        wbind_linear(v, &l->v_w, &l->v_b, "self_attn.v_proj", D, D);
+        wbind_linear(v, &l->o_w, &l->o_b, "self_attn.out_proj", D, D);
+        wbind_affine(v, &l->ln2_w, &l->ln2_b, "layer_norm2", D);
+        wbind_linear(v, &l->fc1_w, &l->fc1_b, "mlp.fc1", I, D);
+        wbind_linear(v, &l->fc2_w, &l->fc2_b, "mlp.fc2", D, I);
         return;
     }
-    const int64_t D = m->cfg.dim;
-    tensor o[O_N];
-    wt_blocks_acquire(m->w, (int)l + 1, o);
-    for (int j = 0; j < L_N; j++) {
-        w[j] = o[oc_map[j].o];
-        if (oc_map[j].part >= 0) w[j] = tensor_slice(w[j], 0, oc_map[j].part * D, D);
-    }
+    wv_prefix(v, MODEL(v)->inner, "transformer.resblocks.", i);
+    wbind_affine(v, &l->ln1_w, &l->ln1_b, "ln_1", D);
+    wbind_rows(v, (tensor *[]){&l->q_w, &l->k_w, &l->v_w}, (int64_t[]){D, D, D}, 3,
+               "attn.in_proj_weight", D);
+    wbind_rows(v, (tensor *[]){&l->q_b, &l->k_b, &l->v_b}, (int64_t[]){D, D, D}, 3,
+               "attn.in_proj_bias", 0);
+    wbind_linear(v, &l->o_w, &l->o_b, "attn.out_proj", D, D);
+    wbind_affine(v, &l->ln2_w, &l->ln2_b, "ln_2", D);
+    wbind_linear(v, &l->fc1_w, &l->fc1_b, "mlp.c_fc", I, D);
+    wbind_linear(v, &l->fc2_w, &l->fc2_b, "mlp.c_proj", D, I);
+}
+
+static void wv_final(wvisit *v, clip_final_w *f) {
+    const clip_config *c = &MODEL(v)->cfg;
+    const int64_t D = c->dim, P = c->proj ? c->proj : D;
+    v->base = f;
+    wv_prefix(v, MODEL(v)->inner, NULL, -1);
+    wbind_affine(v, &f->ln_w, &f->ln_b, c->openclip ? "ln_final" : "final_layer_norm", D);
+    wv_prefix(v, MODEL(v)->outer, NULL, -1);
+    /* OpenCLIP's [D,P] is handed out transposed, as the [P,D] weight op_linear takes */
+    if (c->openclip)
+        wbind_tensor(v, &f->proj, WT_OPTIONAL | WT_TRANSPOSED, "text_projection", 2,
+                     (int64_t[]){P, D});
+    else
+        wbind_tensor(v, &f->proj, WT_OPTIONAL, "text_projection.weight", 2, (int64_t[]){P, D});
+}
+
+/* visits block i (the blocks above); the structs only give the fields' offsets */
+static void wv_block(wvisit *v, int i) {
+    clip_embed_w e;
+    clip_layer_w l;
+    clip_final_w f;
+    if (i == 0)
+        wv_embed(v, &e);
+    else if (i <= MODEL(v)->cfg.layers)
+        wv_layer(v, i - 1, &l);
+    else
+        wv_final(v, &f);
 }
 
 /* One allocation on the ctx's device, carved into the activation tensors. */
@@ -402,9 +356,8 @@ static err load(clip_model *m, wt_source *src, const char *prefix) {
     wt_set_prefix(src, ""); /* names below are full names */
     TRY(set_prefixes(m, src, prefix));
     TRY(read_config(m, src, &m->cfg));
-    const wt_blocks_config bc = {
-        .dev = op_ctx_dev(m->ctx), .mode = WP_RESIDENT, .compute = op_ctx_stream(m->ctx)};
-    TRY(make_blocks(m, src, &bc));
+    const wt_blocks_config bc = {.ctx = m->ctx, .mode = WP_RESIDENT};
+    TRY(wbind_load(src, m, (int)m->cfg.layers + 2, CLIP_MAX_W, wv_block, &bc, &m->w));
     return plan_activations(m);
 }
 
@@ -477,54 +430,55 @@ void clip_encode(clip_model *m, const int32_t *ids, int n, int project, tensor p
     const float scale = 1.0f / sqrtf((float)(D / H)); /* CLIPAttention.scale = head_dim**-0.5 */
 
     const int last_block = (int)c->layers + 1;
-    tensor e[E_N], fw[F_N];
-    wt_blocks_acquire(m->w, 0, e);
+    clip_embed_w e;
+    wbind_acquire(&m->w, 0, &e);
     /* CLIPTextEmbeddings: token embedding + position embedding (positions 0..n-1) */
-    op_embedding(ctx, h, e[E_TOK], ids);
-    op_embedding(ctx, t, e[E_POS], m->pos_ids);
+    op_embedding(ctx, h, e.tok, ids);
+    op_embedding(ctx, t, e.pos, m->pos_ids);
     op_add(ctx, h, h, t);
-    wt_blocks_release(m->w, 0);
+    wbind_release(&m->w, 0);
     /* hidden_states[-2] is the input of the last layer (the embeddings for a 1-layer model) */
     if (penultimate && c->layers == 1) op_copy(ctx, pen2, h);
     for (int64_t l = 0; l < c->layers; l++) {
-        tensor w[L_N];
-        acquire_layer(m, l, w);
+        clip_layer_w w;
+        wbind_acquire(&m->w, (int)l + 1, &w);
         /* self-attention: causal, no padding mask (the pipelines pass none) */
-        op_layernorm(ctx, x, h, &w[L_LN1_W], &w[L_LN1_B], c->eps);
-        op_linear(ctx, q, x, w[L_Q_W], &w[L_Q_B], OP_ACT_NONE);
-        op_linear(ctx, k, x, w[L_K_W], &w[L_K_B], OP_ACT_NONE);
-        op_linear(ctx, v, x, w[L_V_W], &w[L_V_B], OP_ACT_NONE);
+        op_layernorm(ctx, x, h, &w.ln1_w, &w.ln1_b, c->eps);
+        op_linear(ctx, q, x, w.q_w, &w.q_b, OP_ACT_NONE);
+        op_linear(ctx, k, x, w.k_w, &w.k_b, OP_ACT_NONE);
+        op_linear(ctx, v, x, w.v_w, &w.v_b, OP_ACT_NONE);
         op_attention(ctx, att4, q4, k4, v4, NULL, scale, 1);
-        op_linear(ctx, t, att, w[L_O_W], &w[L_O_B], OP_ACT_NONE);
+        op_linear(ctx, t, att, w.o_w, &w.o_b, OP_ACT_NONE);
         op_add(ctx, h, h, t);
         /* CLIPMLP: fc2(act(fc1(x))) */
-        op_layernorm(ctx, x, h, &w[L_LN2_W], &w[L_LN2_B], c->eps);
-        op_linear(ctx, f, x, w[L_FC1_W], &w[L_FC1_B], c->act);
-        op_linear(ctx, t, f, w[L_FC2_W], &w[L_FC2_B], OP_ACT_NONE);
+        op_layernorm(ctx, x, h, &w.ln2_w, &w.ln2_b, c->eps);
+        op_linear(ctx, f, x, w.fc1_w, &w.fc1_b, c->act);
+        op_linear(ctx, t, f, w.fc2_w, &w.fc2_b, OP_ACT_NONE);
         op_add(ctx, h, h, t);
-        wt_blocks_release(m->w, (int)l + 1);
+        wbind_release(&m->w, (int)l + 1);
         if (penultimate && l == c->layers - 2) op_copy(ctx, pen2, h);
     }
     /* final_layer_norm, then the pooled row (and its projection, a Linear without bias) */
     tensor fin = last ? last2 : x;
-    wt_blocks_acquire(m->w, last_block, fw);
-    op_layernorm(ctx, fin, h, &fw[F_LN_W], &fw[F_LN_B], c->eps);
+    clip_final_w fw;
+    wbind_acquire(&m->w, last_block, &fw);
+    op_layernorm(ctx, fin, h, &fw.ln_w, &fw.ln_b, c->eps);
     tensor row = tensor_slice(fin, 0, pool_row(c, ids, n), 1);
     if (proj)
-        op_linear(ctx, pooled, row, fw[F_PROJ], NULL, OP_ACT_NONE);
+        op_linear(ctx, pooled, row, fw.proj, NULL, OP_ACT_NONE);
     else
         op_copy(ctx, pooled, row);
-    wt_blocks_release(m->w, last_block);
+    wbind_release(&m->w, last_block);
 }
 
 size_t clip_device_bytes(const clip_model *m) {
     if (op_ctx_dev(m->ctx) == TENSOR_CPU) return 0;
-    return (m->w ? wt_blocks_device_bytes(m->w) : 0) + m->act_bytes;
+    return (m->w.blocks ? wt_blocks_device_bytes(m->w.blocks) : 0) + m->act_bytes;
 }
 
 void clip_free(clip_model *m) {
     if (!m) return;
-    wt_blocks_free(m->w);
+    wbind_free(&m->w);
     op_mem_free(m->ctx, m->act_mem);
     free(m->pos_ids);
     free(m);

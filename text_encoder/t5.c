@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/half.h"
 #include "core/log.h"
+#include "weights/wbind.h"
 
 #define T5_PREFIX_MAX 128
 #define T5_NAME_MAX 256
@@ -19,29 +19,27 @@
 
 /* Blocks in the order the forward uses them (so any provider mode could serve them): 0 the
  * embedding and the bias table (read once, at load), 1 + i layer i (encoder.block.i.),
- * layers + 1 the final norm. Indices into each block's tensors, with their shapes (d d_model,
- * F d_ff, V vocab, E = H d_kv, R buckets). */
-enum {
-    E_EMB, /* shared.weight (or encoder.embed_tokens.weight) [V,d] */
-    E_REL, /* encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight [R,H] */
-    E_N
-};
-enum {
-    F_LN, /* encoder.final_layer_norm.weight [d] */
-    F_N
-};
-enum {
-    L_LN0, /* layer.0.layer_norm.weight [d] */
-    L_Q,   /* layer.0.SelfAttention.q.weight [E,d] */
-    L_K,   /* layer.0.SelfAttention.k.weight [E,d] */
-    L_V,   /* layer.0.SelfAttention.v.weight [E,d] */
-    L_O,   /* layer.0.SelfAttention.o.weight [d,E] */
-    L_LN1, /* layer.1.layer_norm.weight [d] */
-    L_WI0, /* layer.1.DenseReluDense.wi_0.weight [F,d] */
-    L_WI1, /* layer.1.DenseReluDense.wi_1.weight [F,d] */
-    L_WO,  /* layer.1.DenseReluDense.wo.weight [d,F] */
-    L_N
-};
+ * layers + 1 the final norm. Shapes: d d_model, F d_ff, V vocab, E = H d_kv, R buckets. */
+typedef struct t5_embed_w {
+    tensor emb; /* shared.weight (or encoder.embed_tokens.weight) [V, d] */
+    tensor rel; /* encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight [R, H] */
+} t5_embed_w;
+
+/* encoder.block.i: no biases anywhere in T5 */
+typedef struct t5_layer_w {
+    tensor ln0;      /* layer.0.layer_norm.weight [d] */
+    tensor q, k, v;  /* layer.0.SelfAttention.q/k/v.weight [E, d] */
+    tensor o;        /* layer.0.SelfAttention.o.weight [d, E] */
+    tensor ln1;      /* layer.1.layer_norm.weight [d] */
+    tensor wi0, wi1; /* layer.1.DenseReluDense.wi_0/wi_1.weight [F, d] */
+    tensor wo;       /* layer.1.DenseReluDense.wo.weight [d, F] */
+} t5_layer_w;
+
+typedef struct t5_final_w {
+    tensor ln; /* encoder.final_layer_norm.weight [d] */
+} t5_final_w;
+
+#define T5_MAX_W 9 /* tensors in the largest block (a layer) */
 
 typedef struct t5_config {
     int64_t d_model;  /* d */
@@ -58,7 +56,7 @@ typedef struct t5_config {
 struct t5_model {
     t5_config cfg;
     op_ctx *ctx;
-    wt_blocks *w;
+    wbind_table w; /* the blocks above */
     char prefix[T5_PREFIX_MAX];
     char emb_name[64]; /* "shared.weight" or "encoder.embed_tokens.weight" */
     int max_len;
@@ -71,7 +69,8 @@ struct t5_model {
     tensor q, k, v, att; /* [L,inner] */
     tensor t;            /* [L,d] sublayer output */
     tensor a, b, g;      /* [L,d_ff] wi_0, wi_1 outputs and the gated product */
-    /* the position bias [H,n,n] F32 for the length last used (bias_len; 0: none yet) */
+    /* the position bias [H,n,n] F32 for the length last used (bias_len; 0: none yet), built
+     * in bias_host and copied to bias_mem on the ctx's device */
     void *bias_mem;
     float *bias_host;
     int bias_len;
@@ -180,70 +179,66 @@ static err read_config(t5_model *m, wt_source *src) {
     return ERR_OK;
 }
 
-/* Block 0 (embedding, bias table), the layers, the last block (final norm): names and
- * shapes, in the order of the enums above. */
-static err make_blocks(t5_model *m, wt_source *src, const wt_blocks_config *bc) {
-    const t5_config *c = &m->cfg;
-    const int nb = (int)c->layers + 2;
-    const int64_t d = c->d_model, inner = c->heads * c->d_kv, ff = c->d_ff;
-    const char *pre = m->prefix;
-    static const char *const suffix[L_N] = {
-        [L_LN0] = "layer.0.layer_norm.weight",
-        [L_Q] = "layer.0.SelfAttention.q.weight",
-        [L_K] = "layer.0.SelfAttention.k.weight",
-        [L_V] = "layer.0.SelfAttention.v.weight",
-        [L_O] = "layer.0.SelfAttention.o.weight",
-        [L_LN1] = "layer.1.layer_norm.weight",
-        [L_WI0] = "layer.1.DenseReluDense.wi_0.weight",
-        [L_WI1] = "layer.1.DenseReluDense.wi_1.weight",
-        [L_WO] = "layer.1.DenseReluDense.wo.weight",
-    };
-    const int64_t shape[L_N][2] = {
-        [L_LN0] = {d, 0},   [L_Q] = {inner, d}, [L_K] = {inner, d},
-        [L_V] = {inner, d}, [L_O] = {d, inner}, [L_LN1] = {d, 0},
-        [L_WI0] = {ff, d},  [L_WI1] = {ff, d},  [L_WO] = {d, ff},
-    };
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(nb, &l));
-    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->vocab, d}, "%s%s", pre, m->emb_name);
-    wt_layout_add(l, 0, 0, 2, (int64_t[]){c->buckets, c->heads},
-                  "%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", pre);
-    for (int b = 1; b < nb - 1; b++)
-        for (int j = 0; j < L_N; j++)
-            wt_layout_add(l, b, 0, shape[j][1] ? 2 : 1, shape[j], "%sencoder.block.%d.%s", pre,
-                          b - 1, suffix[j]);
-    wt_layout_add(l, nb - 1, 0, 1, (int64_t[]){d}, "%sencoder.final_layer_norm.weight", pre);
-    err e = wt_blocks_create_from(src, l, bc, &m->w);
-    wt_layout_free(l);
-    return e;
+/* ---- weight names: a visitor lists each block's tensors and the field each goes to ---- */
+
+typedef wbind_visit wvisit;
+#define MODEL(v) ((const t5_model *)(v)->cfg)
+
+static void wv_embed(wvisit *v, t5_embed_w *e) {
+    const t5_config *c = &MODEL(v)->cfg;
+    v->base = e;
+    wbind_mat(v, &e->emb, MODEL(v)->emb_name, c->vocab, c->d_model);
+    wbind_mat(v, &e->rel, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+              c->buckets, c->heads);
+}
+
+static void wv_layer(wvisit *v, int i, t5_layer_w *l) {
+    const t5_config *c = &MODEL(v)->cfg;
+    const int64_t d = c->d_model, E = c->heads * c->d_kv, F = c->d_ff;
+    const int n = snprintf(v->prefix, sizeof v->prefix, "%sencoder.block.%d.", MODEL(v)->prefix, i);
+    CHECK(n < (int)sizeof v->prefix);
+    v->base = l;
+    wbind_vec(v, &l->ln0, "layer.0.layer_norm.weight", d);
+    wbind_mat(v, &l->q, "layer.0.SelfAttention.q.weight", E, d);
+    wbind_mat(v, &l->k, "layer.0.SelfAttention.k.weight", E, d);
+    wbind_mat(v, &l->v, "layer.0.SelfAttention.v.weight", E, d);
+    wbind_mat(v, &l->o, "layer.0.SelfAttention.o.weight", d, E);
+    wbind_vec(v, &l->ln1, "layer.1.layer_norm.weight", d);
+    wbind_mat(v, &l->wi0, "layer.1.DenseReluDense.wi_0.weight", F, d);
+    wbind_mat(v, &l->wi1, "layer.1.DenseReluDense.wi_1.weight", F, d);
+    wbind_mat(v, &l->wo, "layer.1.DenseReluDense.wo.weight", d, F);
+}
+
+/* visits block i (the blocks above); the structs only give the fields' offsets */
+static void wv_block(wvisit *v, int i) {
+    t5_embed_w e;
+    t5_layer_w l;
+    t5_final_w f;
+    snprintf(v->prefix, sizeof v->prefix, "%s", MODEL(v)->prefix);
+    if (i == 0) {
+        wv_embed(v, &e);
+    } else if (i <= MODEL(v)->cfg.layers) {
+        wv_layer(v, i - 1, &l);
+    } else {
+        v->base = &f;
+        wbind_vec(v, &f.ln, "encoder.final_layer_norm.weight", MODEL(v)->cfg.d_model);
+    }
 }
 
 /* relative_attention_bias to fp32 on the host: stored as BF16/F16/F32 on the CPU, BF16 on
  * the device. */
 static err read_rel_table(t5_model *m) {
     const int64_t n = m->cfg.buckets * m->cfg.heads;
+    t5_embed_w g;
+    wbind_acquire(&m->w, 0, &g);
+    const tensor r = g.rel;
+    const size_t bytes = (size_t)tensor_nbytes(&r);
     m->rel = malloc((size_t)n * sizeof *m->rel);
-    uint16_t *tmp = malloc((size_t)n * sizeof *tmp);
+    void *tmp = malloc(bytes);
     err e = !m->rel || !tmp ? err_set(ERR_NOMEM, "out of memory") : ERR_OK;
-    tensor g[E_N];
-    wt_blocks_acquire(m->w, 0, g);
-    const tensor r = g[E_REL];
-    if (!e && r.dev == TENSOR_CUDA) {
-        e = op_ctx_sync(m->ctx);
-        if (!e) e = gpu_download(tmp, r.data, (size_t)n * 2);
-        for (int64_t i = 0; !e && i < n; i++)
-            m->rel[i] = bf16_to_f32(tmp[i]);
-    } else if (!e) {
-        for (int64_t i = 0; i < n; i++) {
-            if (r.dt == DTYPE_F32)
-                m->rel[i] = ((const float *)r.data)[i];
-            else if (r.dt == DTYPE_F16)
-                m->rel[i] = f16_to_f32(((const uint16_t *)r.data)[i]);
-            else
-                m->rel[i] = bf16_to_f32(((const uint16_t *)r.data)[i]);
-        }
-    }
-    wt_blocks_release(m->w, 0);
+    if (!e) e = op_mem_download(m->ctx, tmp, r.data, bytes);
+    if (!e) half_widen(r.dt, tmp, n, m->rel);
+    wbind_release(&m->w, 0);
     free(tmp);
     return e;
 }
@@ -268,13 +263,9 @@ static err plan_activations(t5_model *m) {
     FAIL_IF(!m->bias_host, ERR_NOMEM, "T5 position bias: out of memory (%zu bytes)", bias_bytes);
     err e = op_mem_alloc(m->ctx, total, &m->act_mem);
     if (e) return err_wrap(e, "T5 activations");
-    if (dev == TENSOR_CPU) {
-        m->bias_mem = m->bias_host;
-    } else {
-        TRY(gpu_alloc(&m->bias_mem, bias_bytes));
-        total += bias_bytes;
-    }
-    m->act_bytes = total;
+    e = op_mem_alloc(m->ctx, bias_bytes, &m->bias_mem);
+    if (e) return err_wrap(e, "T5 position bias");
+    m->act_bytes = total + bias_bytes;
     for (int i = 0; i < NS; i++)
         *slots[i] = tensor_2d((char *)m->act_mem + off[i], dt, dev, L, widths[i]);
     return ERR_OK;
@@ -284,9 +275,8 @@ static err load(t5_model *m, wt_source *src) {
     wt_set_prefix(src, ""); /* names below are full names */
     TRY(find_prefix(src, m->prefix));
     TRY(read_config(m, src));
-    const wt_blocks_config bc = {
-        .dev = op_ctx_dev(m->ctx), .mode = WP_RESIDENT, .compute = op_ctx_stream(m->ctx)};
-    TRY(make_blocks(m, src, &bc));
+    const wt_blocks_config bc = {.ctx = m->ctx, .mode = WP_RESIDENT};
+    TRY(wbind_load(src, m, (int)m->cfg.layers + 2, T5_MAX_W, wv_block, &bc, &m->w));
     TRY(read_rel_table(m));
     return plan_activations(m);
 }
@@ -326,11 +316,9 @@ static void set_bias(t5_model *m, int n) {
             for (int64_t h = 0; h < H; h++)
                 m->bias_host[(h * n + i) * n + j] = m->rel[bk * H + h];
         }
-    if (op_ctx_dev(m->ctx) == TENSOR_CUDA) {
-        /* the previous length's bias may still be read by enqueued attention */
-        CHECK(op_ctx_sync(m->ctx) == ERR_OK);
-        CHECK(gpu_upload(m->bias_mem, m->bias_host, (size_t)(H * n * n) * sizeof(float)) == ERR_OK);
-    }
+    /* the copy waits for the enqueued attention that may still read the previous length's */
+    const err e = op_mem_upload(m->ctx, m->bias_mem, m->bias_host, (size_t)(H * n * n) * 4);
+    CHECK(e == ERR_OK);
     m->bias_len = n;
 }
 
@@ -351,45 +339,46 @@ void t5_encode(t5_model *m, const int32_t *ids, int n, tensor out) {
     const tensor bias = tensor_3d(m->bias_mem, DTYPE_F32, op_ctx_dev(ctx), c->heads, n, n);
 
     const int last_block = (int)c->layers + 1;
-    tensor e[E_N], fw[F_N];
-    wt_blocks_acquire(m->w, 0, e);
-    op_embedding(ctx, h, e[E_EMB], ids); /* no scaling of the embeddings in T5 */
-    wt_blocks_release(m->w, 0);
+    t5_embed_w e;
+    wbind_acquire(&m->w, 0, &e);
+    op_embedding(ctx, h, e.emb, ids); /* no scaling of the embeddings in T5 */
+    wbind_release(&m->w, 0);
     for (int64_t l = 0; l < c->layers; l++) {
-        tensor w[L_N];
-        wt_blocks_acquire(m->w, (int)l + 1, w);
+        t5_layer_w w;
+        wbind_acquire(&m->w, (int)l + 1, &w);
         /* T5LayerSelfAttention: scores q k^T + bias, no 1/sqrt(d_kv), no mask */
-        op_rmsnorm2(ctx, x, h, w[L_LN0], c->eps);
-        op_linear(ctx, q, x, w[L_Q], NULL, OP_ACT_NONE);
-        op_linear(ctx, k, x, w[L_K], NULL, OP_ACT_NONE);
-        op_linear(ctx, v, x, w[L_V], NULL, OP_ACT_NONE);
+        op_rmsnorm2(ctx, x, h, w.ln0, c->eps);
+        op_linear(ctx, q, x, w.q, NULL, OP_ACT_NONE);
+        op_linear(ctx, k, x, w.k, NULL, OP_ACT_NONE);
+        op_linear(ctx, v, x, w.v, NULL, OP_ACT_NONE);
         op_attention(ctx, att4, q4, k4, v4, &bias, 1.0f, 0);
-        op_linear(ctx, t, att, w[L_O], NULL, OP_ACT_NONE);
+        op_linear(ctx, t, att, w.o, NULL, OP_ACT_NONE);
         op_add(ctx, h, h, t);
         /* T5LayerFF with T5DenseGatedActDense: wo(gelu_tanh(wi_0 x) * wi_1 x) */
-        op_rmsnorm2(ctx, x, h, w[L_LN1], c->eps);
-        op_linear(ctx, a, x, w[L_WI0], NULL, OP_ACT_NONE);
-        op_linear(ctx, b, x, w[L_WI1], NULL, OP_ACT_NONE);
+        op_rmsnorm2(ctx, x, h, w.ln1, c->eps);
+        op_linear(ctx, a, x, w.wi0, NULL, OP_ACT_NONE);
+        op_linear(ctx, b, x, w.wi1, NULL, OP_ACT_NONE);
         op_gated_gelu(ctx, g, a, b);
-        op_linear(ctx, t, g, w[L_WO], NULL, OP_ACT_NONE);
+        op_linear(ctx, t, g, w.wo, NULL, OP_ACT_NONE);
         op_add(ctx, h, h, t);
-        wt_blocks_release(m->w, (int)l + 1);
+        wbind_release(&m->w, (int)l + 1);
     }
-    wt_blocks_acquire(m->w, last_block, fw);
-    op_rmsnorm2(ctx, tensor_reshape(out, 2, (int64_t[]){n, c->d_model}), h, fw[F_LN], c->eps);
-    wt_blocks_release(m->w, last_block);
+    t5_final_w fw;
+    wbind_acquire(&m->w, last_block, &fw);
+    op_rmsnorm2(ctx, tensor_reshape(out, 2, (int64_t[]){n, c->d_model}), h, fw.ln, c->eps);
+    wbind_release(&m->w, last_block);
 }
 
 size_t t5_device_bytes(const t5_model *m) {
     if (op_ctx_dev(m->ctx) == TENSOR_CPU) return 0;
-    return (m->w ? wt_blocks_device_bytes(m->w) : 0) + m->act_bytes;
+    return (m->w.blocks ? wt_blocks_device_bytes(m->w.blocks) : 0) + m->act_bytes;
 }
 
 void t5_free(t5_model *m) {
     if (!m) return;
-    wt_blocks_free(m->w);
+    wbind_free(&m->w);
     op_mem_free(m->ctx, m->act_mem);
-    if (op_ctx_dev(m->ctx) == TENSOR_CUDA) gpu_free(m->bias_mem);
+    op_mem_free(m->ctx, m->bias_mem);
     free(m->bias_host);
     free(m->rel);
     free(m);

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/half.h"
 #include "core/log.h"
 #include "weights/wbind.h"
@@ -92,11 +91,6 @@ struct flux_model {
 typedef wbind_visit wvisit;
 #define CFG(v) ((const flux_config *)(v)->cfg)
 
-/* one tensor: rows x cols (cols 0: 1-D), bound whole to field (NULL: bound by the caller) */
-static void wv_one(wvisit *v, tensor *field, const char *name, int64_t rows, int64_t cols) {
-    wbind_one(v, field, name, cols ? 2 : 1, (int64_t[]){rows, cols});
-}
-
 /* one stream of a double block; diffusers names (add: "add_" projections of the text stream) */
 static void wv_stream_diffusers(wvisit *v, flux_stream_w *s, int txt) {
     const int64_t D = CFG(v)->D, hd = CFG(v)->head_dim, mlp = CFG(v)->mlp;
@@ -104,8 +98,8 @@ static void wv_stream_diffusers(wvisit *v, flux_stream_w *s, int txt) {
     wbind_linear(v, &s->q_w, &s->q_b, txt ? "attn.add_q_proj" : "attn.to_q", D, D);
     wbind_linear(v, &s->k_w, &s->k_b, txt ? "attn.add_k_proj" : "attn.to_k", D, D);
     wbind_linear(v, &s->v_w, &s->v_b, txt ? "attn.add_v_proj" : "attn.to_v", D, D);
-    wv_one(v, &s->norm_q, txt ? "attn.norm_added_q.weight" : "attn.norm_q.weight", hd, 0);
-    wv_one(v, &s->norm_k, txt ? "attn.norm_added_k.weight" : "attn.norm_k.weight", hd, 0);
+    wbind_vec(v, &s->norm_q, txt ? "attn.norm_added_q.weight" : "attn.norm_q.weight", hd);
+    wbind_vec(v, &s->norm_k, txt ? "attn.norm_added_k.weight" : "attn.norm_k.weight", hd);
     wbind_linear(v, &s->out_w, &s->out_b, txt ? "attn.to_add_out" : "attn.to_out.0", D, D);
     wbind_linear(v, &s->ff1_w, &s->ff1_b, txt ? "ff_context.net.0.proj" : "ff.net.0.proj", mlp, D);
     wbind_linear(v, &s->ff2_w, &s->ff2_b, txt ? "ff_context.net.2" : "ff.net.2", D, mlp);
@@ -121,9 +115,9 @@ static void wv_stream_bfl(wvisit *v, flux_stream_w *st, const char *s) {
     wbind_fused(v, (tensor *[]){&st->q_w, &st->k_w, &st->v_w},
                 (tensor *[]){&st->q_b, &st->k_b, &st->v_b}, (int64_t[]){D, D, D}, 3, n, D);
     snprintf(n, sizeof n, "%s_attn.norm.query_norm.scale", s);
-    wv_one(v, &st->norm_q, n, hd, 0);
+    wbind_vec(v, &st->norm_q, n, hd);
     snprintf(n, sizeof n, "%s_attn.norm.key_norm.scale", s);
-    wv_one(v, &st->norm_k, n, hd, 0);
+    wbind_vec(v, &st->norm_k, n, hd);
     snprintf(n, sizeof n, "%s_attn.proj", s);
     wbind_linear(v, &st->out_w, &st->out_b, n, D, D);
     snprintf(n, sizeof n, "%s_mlp.0", s);
@@ -154,8 +148,8 @@ static void wv_single(wvisit *v, int i, flux_single_w *b) {
         wbind_fused(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w, &b->mlp_w},
                     (tensor *[]){&b->q_b, &b->k_b, &b->v_b, &b->mlp_b}, (int64_t[]){D, D, D, mlp},
                     4, "linear1", D);
-        wv_one(v, &b->norm_q, "norm.query_norm.scale", hd, 0);
-        wv_one(v, &b->norm_k, "norm.key_norm.scale", hd, 0);
+        wbind_vec(v, &b->norm_q, "norm.query_norm.scale", hd);
+        wbind_vec(v, &b->norm_k, "norm.key_norm.scale", hd);
         wbind_linear(v, &b->out_w, &b->out_b, "linear2", D, D + mlp);
     } else {
         snprintf(v->prefix, sizeof v->prefix, "single_transformer_blocks.%d.", i);
@@ -163,8 +157,8 @@ static void wv_single(wvisit *v, int i, flux_single_w *b) {
         wbind_linear(v, &b->q_w, &b->q_b, "attn.to_q", D, D);
         wbind_linear(v, &b->k_w, &b->k_b, "attn.to_k", D, D);
         wbind_linear(v, &b->v_w, &b->v_b, "attn.to_v", D, D);
-        wv_one(v, &b->norm_q, "attn.norm_q.weight", hd, 0);
-        wv_one(v, &b->norm_k, "attn.norm_k.weight", hd, 0);
+        wbind_vec(v, &b->norm_q, "attn.norm_q.weight", hd);
+        wbind_vec(v, &b->norm_k, "attn.norm_k.weight", hd);
         wbind_linear(v, &b->mlp_w, &b->mlp_b, "proj_mlp", mlp, D);
         wbind_linear(v, &b->out_w, &b->out_b, "proj_out", D, D + mlp);
     }
@@ -342,10 +336,8 @@ err flux_load(wt_source *src, op_ctx *ctx, const flux_load_opts *o, flux_model *
     m->ctx = ctx;
     m->dev = op_ctx_dev(ctx);
     m->act = m->dev == TENSOR_CPU ? DTYPE_F32 : DTYPE_BF16;
-    wt_blocks_config bc = {.dev = m->dev,
-                           .mode = o ? o->mode : WP_RESIDENT,
-                           .budget = o ? o->budget : 0,
-                           .compute = op_ctx_stream(ctx)};
+    wt_blocks_config bc = {
+        .ctx = ctx, .mode = o ? o->mode : WP_RESIDENT, .budget = o ? o->budget : 0};
     err e = wbind_load_held(src, &m->cfg, FLUX_MAX_W, wv_globals_block, &bc, &m->globals, &m->g);
     if (!e)
         e = wbind_load(src, &m->cfg, (int)(cfg.n_double + cfg.n_single), FLUX_MAX_W, wv_block, &bc,
@@ -446,16 +438,14 @@ err flux_plan(flux_model *m, int64_t h2, int64_t w2, int64_t T) {
     m->mem_bytes = bytes;
     cv = (op_carver){.base = m->mem, .dev = m->dev};
     carve_all(m, &cv);
+    /* the tables are built on the host, then copied to where the model runs */
     const size_t tb = (size_t)m->L * (size_t)m->cfg.head_dim * sizeof(float);
-    float *cs = m->dev == TENSOR_CPU ? m->cos.data : malloc(tb);
-    float *sn = m->dev == TENSOR_CPU ? m->sin.data : malloc(tb);
+    float *cs = malloc(tb), *sn = malloc(tb);
     err e = cs && sn ? ERR_OK : err_set(ERR_NOMEM, "flux: out of memory for the RoPE tables");
     if (!e) rope_tables(m, cs, sn);
-    if (!e && m->dev == TENSOR_CUDA) {
-        e = gpu_upload(m->cos.data, cs, tb);
-        if (!e) e = gpu_upload(m->sin.data, sn, tb);
-    }
-    if (m->dev == TENSOR_CUDA) free(cs), free(sn);
+    if (!e) e = op_mem_upload(m->ctx, m->cos.data, cs, tb);
+    if (!e) e = op_mem_upload(m->ctx, m->sin.data, sn, tb);
+    free(cs), free(sn);
     if (e) {
         free_plan(m);
         return e;

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/log.h"
 #include "weights/wbind.h"
 
@@ -87,10 +86,6 @@ struct sd3_model {
 typedef wbind_visit wvisit;
 #define CFG(v) ((const sd3_config *)(v)->cfg)
 
-static void wv_vec(wvisit *v, tensor *field, const char *name, int64_t n) {
-    wbind_one(v, field, name, 1, (int64_t[]){n});
-}
-
 /* Stability's fused qkv [3D, D]: rows bound in thirds to q, k, v */
 static void wv_qkv(wvisit *v, tensor *const *ws, tensor *const *bs, const char *name) {
     const int64_t D = CFG(v)->D;
@@ -126,10 +121,10 @@ static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
     wv_linears(v, (tensor *[]){&b->q_w, &b->k_w, &b->v_w}, (tensor *[]){&b->q_b, &b->k_b, &b->v_b},
                (const char *[]){"attn.to_q", "attn.to_k", "attn.to_v"}, 3);
     if (c->qk_norm) {
-        wv_vec(v, &b->norm_q, "attn.norm_q.weight", hd);
-        wv_vec(v, &b->norm_k, "attn.norm_k.weight", hd);
-        if (!last) wv_vec(v, &b->cnorm_q, "attn.norm_added_q.weight", hd);
-        wv_vec(v, &b->cnorm_k, "attn.norm_added_k.weight", hd);
+        wbind_vec(v, &b->norm_q, "attn.norm_q.weight", hd);
+        wbind_vec(v, &b->norm_k, "attn.norm_k.weight", hd);
+        if (!last) wbind_vec(v, &b->cnorm_q, "attn.norm_added_q.weight", hd);
+        wbind_vec(v, &b->cnorm_k, "attn.norm_added_k.weight", hd);
     }
     wbind_linear(v, &b->out_w, &b->out_b, "attn.to_out.0", D, D);
     if (last)
@@ -145,8 +140,8 @@ static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
                    (tensor *[]){&b->q2_b, &b->k2_b, &b->v2_b},
                    (const char *[]){"attn2.to_q", "attn2.to_k", "attn2.to_v"}, 3);
         if (c->qk_norm) {
-            wv_vec(v, &b->norm_q2, "attn2.norm_q.weight", hd);
-            wv_vec(v, &b->norm_k2, "attn2.norm_k.weight", hd);
+            wbind_vec(v, &b->norm_q2, "attn2.norm_q.weight", hd);
+            wbind_vec(v, &b->norm_k2, "attn2.norm_k.weight", hd);
         }
         wbind_linear(v, &b->out2_w, &b->out2_b, "attn2.to_out.0", D, D);
     }
@@ -173,10 +168,10 @@ static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
     wv_qkv(v, (tensor *[]){&b->cq_w, &b->ck_w, &b->cv_w},
            (tensor *[]){&b->cq_b, &b->ck_b, &b->cv_b}, "context_block.attn.qkv");
     if (c->qk_norm) {
-        wv_vec(v, &b->norm_q, "x_block.attn.ln_q.weight", hd);
-        wv_vec(v, &b->norm_k, "x_block.attn.ln_k.weight", hd);
-        if (!last) wv_vec(v, &b->cnorm_q, "context_block.attn.ln_q.weight", hd);
-        wv_vec(v, &b->cnorm_k, "context_block.attn.ln_k.weight", hd);
+        wbind_vec(v, &b->norm_q, "x_block.attn.ln_q.weight", hd);
+        wbind_vec(v, &b->norm_k, "x_block.attn.ln_k.weight", hd);
+        if (!last) wbind_vec(v, &b->cnorm_q, "context_block.attn.ln_q.weight", hd);
+        wbind_vec(v, &b->cnorm_k, "context_block.attn.ln_k.weight", hd);
     }
     wbind_linear(v, &b->out_w, &b->out_b, "x_block.attn.proj", D, D);
     if (!last) wbind_linear(v, &b->cout_w, &b->cout_b, "context_block.attn.proj", D, D);
@@ -184,8 +179,8 @@ static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
         wv_qkv(v, (tensor *[]){&b->q2_w, &b->k2_w, &b->v2_w},
                (tensor *[]){&b->q2_b, &b->k2_b, &b->v2_b}, "x_block.attn2.qkv");
         if (c->qk_norm) {
-            wv_vec(v, &b->norm_q2, "x_block.attn2.ln_q.weight", hd);
-            wv_vec(v, &b->norm_k2, "x_block.attn2.ln_k.weight", hd);
+            wbind_vec(v, &b->norm_q2, "x_block.attn2.ln_q.weight", hd);
+            wbind_vec(v, &b->norm_k2, "x_block.attn2.ln_k.weight", hd);
         }
         wbind_linear(v, &b->out2_w, &b->out2_b, "x_block.attn2.proj", D, D);
     }
@@ -215,7 +210,7 @@ static void wv_globals(wvisit *v, sd3_globals_w *g) {
     v->prefix[0] = 0;
     wbind_one(v, &g->pe_w, o ? "x_embedder.proj.weight" : "pos_embed.proj.weight", 4,
               (int64_t[]){D, c->in_ch, p, p});
-    wv_vec(v, &g->pe_b, o ? "x_embedder.proj.bias" : "pos_embed.proj.bias", D);
+    wbind_vec(v, &g->pe_b, o ? "x_embedder.proj.bias" : "pos_embed.proj.bias", D);
     wbind_one(v, &g->pos, o ? "pos_embed" : "pos_embed.pos_embed", 3,
               (int64_t[]){1, c->pos_max * c->pos_max, D});
     wbind_linear(v, &g->t1_w, &g->t1_b,
@@ -387,10 +382,8 @@ err sd3_load(wt_source *src, op_ctx *ctx, const sd3_load_opts *o, sd3_model **ou
     for (int i = 0; i < cfg.layers; i++)
         ndual += cfg.dual[i];
     m->any_dual = ndual > 0;
-    wt_blocks_config bc = {.dev = m->dev,
-                           .mode = o ? o->mode : WP_RESIDENT,
-                           .budget = o ? o->budget : 0,
-                           .compute = op_ctx_stream(ctx)};
+    wt_blocks_config bc = {
+        .ctx = ctx, .mode = o ? o->mode : WP_RESIDENT, .budget = o ? o->budget : 0};
     err e = wbind_load_held(src, &m->cfg, SD3_MAX_W, wv_globals_block, &bc, &m->globals, &m->g);
     if (!e) e = wbind_load(src, &m->cfg, (int)cfg.layers, SD3_MAX_W, wv_block, &bc, &m->blocks);
     if (e) {

@@ -2,8 +2,9 @@
  * models/autoencoders/vae.py::Decoder.forward and the blocks it calls. Every op output is its
  * own rounding point on CUDA (BF16), as in eager PyTorch; the CPU path is fp32 throughout.
  *
- * Weights come in n_levels + 2 blocks: 0 = conv_in and the mid block, 1 + i = up_blocks.i,
- * n_levels + 1 = conv_norm_out and conv_out. Activations live in three planned buffers
+ * Weights come in n_levels + 2 blocks, each a struct of named fields bound through wbind: 0 =
+ * conv_in and the mid block, 1 + i = up_blocks.i, n_levels + 1 = conv_norm_out and conv_out
+ * (up to VAE_MAX_RESNETS resnets an up block). Activations live in three planned buffers
  * (X: the running tensor; T1, T2: temporaries), each sized by plan_needs for the largest
  * tensor it holds at the planned resolution; vae_decode allocates nothing. */
 #include "vae/vae.h"
@@ -14,26 +15,66 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda/gpu.h"
 #include "core/log.h"
+#include "weights/wbind.h"
 
 #define VAE_EPS 1e-6f /* GroupNorm eps everywhere in the decoder */
 #define NAME_LEN 96
 
-/* a resnet's tensors in block order; the shortcut is required and used only if cin != cout */
-enum { RN_N1W, RN_N1B, RN_C1W, RN_C1B, RN_N2W, RN_N2B, RN_C2W, RN_C2B, RN_SCW, RN_SCB, RN_N };
-/* the mid attention's tensors: GroupNorm, q, k, v, output projection ([C,C] each) */
-enum { AT_NW, AT_NB, AT_QW, AT_QB, AT_KW, AT_KB, AT_VW, AT_VB, AT_OW, AT_OB, AT_N };
 /* the activation buffers */
 enum { BX, BT1, BT2, NBUF };
+
+#define VAE_MAX_RESNETS 8 /* resnets in an up block (layers_per_block + 1) the structs hold */
+
+/* The weights, in diffusers names with the original (LDM/BFL) ones in brackets. A
+ * ResnetBlock2D from Ci to Co channels: */
+typedef struct vae_resnet_w {
+    tensor n1_w, n1_b; /* norm1 [Ci], [Ci] */
+    tensor c1_w, c1_b; /* conv1 [Co, Ci, 3, 3], [Co] */
+    tensor n2_w, n2_b; /* norm2 [Co], [Co] */
+    tensor c2_w, c2_b; /* conv2 [Co, Co, 3, 3], [Co] */
+    tensor sc_w, sc_b; /* conv_shortcut (nin_shortcut) [Co, Ci, 1, 1], [Co]: required and used
+                          only where Ci != Co */
+} vae_resnet_w;
+
+/* mid_block.attentions.0 (mid.attn_1): one head over C channels */
+typedef struct vae_attn_w {
+    tensor norm_w, norm_b; /* group_norm (norm) [C], [C] */
+    tensor q_w, q_b;       /* to_q (q) [C, C], [C]; the original's 1x1 convs [C, C, 1, 1]
+                              match [C, C] in wt_blocks */
+    tensor k_w, k_b;       /* to_k (k) [C, C], [C] */
+    tensor v_w, v_b;       /* to_v (v) [C, C], [C] */
+    tensor o_w, o_b;       /* to_out.0 (proj_out) [C, C], [C] */
+} vae_attn_w;
+
+/* block 0: conv_in and the mid block, at C = ch[n_levels - 1] channels */
+typedef struct vae_mid_w {
+    tensor in_w, in_b; /* decoder.conv_in [C, latent, 3, 3], [C] */
+    vae_resnet_w res0; /* mid_block.resnets.0 (mid.block_1) */
+    vae_attn_w attn;   /* without mid_block_add_attention: not listed */
+    vae_resnet_w res1; /* mid_block.resnets.1 (mid.block_2) */
+} vae_mid_w;
+
+/* block 1 + i: up_blocks.i (up.(n_levels - 1 - i)), to Co = ch[n_levels - 1 - i] channels */
+typedef struct vae_up_w {
+    vae_resnet_w res[VAE_MAX_RESNETS]; /* resnets.0 .. layers_per_block (block.j) */
+    tensor up_w, up_b;                 /* upsamplers.0.conv (upsample.conv) [Co, Co, 3, 3], [Co];
+                                          not on the last level */
+} vae_up_w;
+
+/* block n_levels + 1, at C = ch[0] channels */
+typedef struct vae_out_w {
+    tensor norm_w, norm_b; /* conv_norm_out (norm_out) [C], [C] */
+    tensor out_w, out_b;   /* conv_out [out_channels, C, 3, 3], [out_channels] */
+} vae_out_w;
+
+#define VAE_MAX_W (10 * VAE_MAX_RESNETS + 2) /* tensors in the largest block (an up block) */
 
 struct vae_model {
     vae_config cfg;
     op_ctx *ctx;
-    wt_blocks *wb;
-    int n_blocks;
-    int mid_res1; /* index of mid_block.resnets.1's first tensor in block 0 */
-    tensor *w;    /* the acquired block's tensors (room for the largest block) */
+    wbind_table wb; /* the blocks above */
+    int names;      /* scheme: the names the file uses */
     int64_t n_params;
     /* plan */
     int64_t h, wd; /* latent height and width planned for, 0 before vae_plan */
@@ -59,32 +100,16 @@ static void resnet_prefix(char *b, scheme s, int n_levels, int level, int j) {
         snprintf(b, NAME_LEN, "decoder.up_blocks.%d.resnets.%d.", level, j);
 }
 
-static const char *const resnet_leaf[2][RN_N] = {
-    {"norm1.weight", "norm1.bias", "conv1.weight", "conv1.bias", "norm2.weight", "norm2.bias",
-     "conv2.weight", "conv2.bias", "conv_shortcut.weight", "conv_shortcut.bias"},
-    {"norm1.weight", "norm1.bias", "conv1.weight", "conv1.bias", "norm2.weight", "norm2.bias",
-     "conv2.weight", "conv2.bias", "nin_shortcut.weight", "nin_shortcut.bias"}};
-
-/* the original q, k, v, proj_out are 1x1 convs [C,C,1,1]; wt_blocks matches them to [C,C] */
-static const char *const attn_leaf[2][AT_N] = {
-    {"group_norm.weight", "group_norm.bias", "to_q.weight", "to_q.bias", "to_k.weight", "to_k.bias",
-     "to_v.weight", "to_v.bias", "to_out.0.weight", "to_out.0.bias"},
-    {"norm.weight", "norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
-     "proj_out.weight", "proj_out.bias"}};
-
 static const char *attn_prefix(scheme s) {
     return s == NAMES_LDM ? "decoder.mid.attn_1." : "decoder.mid_block.attentions.0.";
 }
 
+/* prefix of the upsampler of level, whose conv is "conv" */
 static void upsample_prefix(char *b, scheme s, int n_levels, int level) {
     if (s == NAMES_LDM)
-        snprintf(b, NAME_LEN, "decoder.up.%d.upsample.conv.", n_levels - 1 - level);
+        snprintf(b, NAME_LEN, "decoder.up.%d.upsample.", n_levels - 1 - level);
     else
-        snprintf(b, NAME_LEN, "decoder.up_blocks.%d.upsamplers.0.conv.", level);
-}
-
-static const char *norm_out_prefix(scheme s) {
-    return s == NAMES_LDM ? "decoder.norm_out." : "decoder.conv_norm_out.";
+        snprintf(b, NAME_LEN, "decoder.up_blocks.%d.upsamplers.0.", level);
 }
 
 static const char *scheme_name(scheme s) { return s == NAMES_LDM ? "original" : "diffusers"; }
@@ -197,6 +222,9 @@ static err config_from_shapes(const wt_source *src, scheme s, vae_config *c) {
 }
 
 static err config_check(const vae_config *c, const char *path) {
+    FAIL_IF(c->layers_per_block >= VAE_MAX_RESNETS, ERR_UNSUPPORTED,
+            "%s: VAE layers_per_block %d; up to %d supported", path, c->layers_per_block,
+            VAE_MAX_RESNETS - 1);
     FAIL_IF(c->latent_channels < 1 || c->out_channels < 1 || c->layers_per_block < 0 ||
                 c->groups < 1,
             ERR_FORMAT,
@@ -209,102 +237,98 @@ static err config_check(const vae_config *c, const char *path) {
     return ERR_OK;
 }
 
-/* ---- weights ---- */
+/* ---- weights: a visitor lists each block's tensors and the field each goes to ---- */
 
-/* adds the tensors of one block to the layout */
-typedef struct spec_builder {
-    wt_layout *l;
-    int block;
-} spec_builder;
+typedef wbind_visit wvisit;
+#define MODEL(v) ((const vae_model *)(v)->cfg)
 
-/* prefix + leaf: [a], [a, c] or [a, c, k, k] by ndim */
-static void spec_add(spec_builder *b, const char *prefix, const char *leaf, int ndim, int64_t a,
-                     int64_t c, int64_t k, int optional) {
-    wt_layout_add(b->l, b->block, optional, ndim, (int64_t[]){a, c, k, k}, "%s%s", prefix, leaf);
+/* name.weight [co, ci, k, k] and name.bias [co] with wt_layout_add's flags */
+static void wv_conv(wvisit *v, tensor *w, tensor *b, const char *name, int64_t co, int64_t ci,
+                    int64_t k, int flags) {
+    char n[NAME_LEN];
+    snprintf(n, sizeof n, "%s.weight", name);
+    wbind_tensor(v, w, flags, n, 4, (int64_t[]){co, ci, k, k});
+    snprintf(n, sizeof n, "%s.bias", name);
+    wbind_tensor(v, b, flags, n, 1, (int64_t[]){co});
 }
 
-static void spec_conv(spec_builder *b, const char *prefix, int64_t co, int64_t ci, int64_t k) {
-    spec_add(b, prefix, "weight", 4, co, ci, k, 0);
-    spec_add(b, prefix, "bias", 1, co, 0, 0, 0);
-}
-
-static void spec_resnet(spec_builder *b, const char *prefix, scheme s, int64_t ci, int64_t co) {
-    const char *const *l = resnet_leaf[s];
-    spec_add(b, prefix, l[RN_N1W], 1, ci, 0, 0, 0);
-    spec_add(b, prefix, l[RN_N1B], 1, ci, 0, 0, 0);
-    spec_add(b, prefix, l[RN_C1W], 4, co, ci, 3, 0);
-    spec_add(b, prefix, l[RN_C1B], 1, co, 0, 0, 0);
-    spec_add(b, prefix, l[RN_N2W], 1, co, 0, 0, 0);
-    spec_add(b, prefix, l[RN_N2B], 1, co, 0, 0, 0);
-    spec_add(b, prefix, l[RN_C2W], 4, co, co, 3, 0);
-    spec_add(b, prefix, l[RN_C2B], 1, co, 0, 0, 0);
+/* the resnet j of level (-1: the mid block), from ci to co channels */
+static void wv_resnet(wvisit *v, vae_resnet_w *r, int level, int j, int64_t ci, int64_t co) {
+    const scheme s = (scheme)MODEL(v)->names;
+    resnet_prefix(v->prefix, s, MODEL(v)->cfg.n_levels, level, j);
+    wbind_affine(v, &r->n1_w, &r->n1_b, "norm1", ci);
+    wv_conv(v, &r->c1_w, &r->c1_b, "conv1", co, ci, 3, 0);
+    wbind_affine(v, &r->n2_w, &r->n2_b, "norm2", co);
+    wv_conv(v, &r->c2_w, &r->c2_b, "conv2", co, co, 3, 0);
     /* diffusers ResnetBlock2D builds conv_shortcut only when channels change */
-    spec_add(b, prefix, l[RN_SCW], 4, co, ci, 1, ci == co);
-    spec_add(b, prefix, l[RN_SCB], 1, co, 0, 0, ci == co);
+    wv_conv(v, &r->sc_w, &r->sc_b, s == NAMES_LDM ? "nin_shortcut" : "conv_shortcut", co, ci, 1,
+            ci == co ? WT_OPTIONAL : 0);
 }
 
-static void spec_attention(spec_builder *b, scheme s, int64_t C) {
-    const char *p = attn_prefix(s);
-    const char *const *l = attn_leaf[s];
-    spec_add(b, p, l[AT_NW], 1, C, 0, 0, 0);
-    spec_add(b, p, l[AT_NB], 1, C, 0, 0, 0);
-    for (int k = AT_QW; k < AT_N; k += 2) {
-        spec_add(b, p, l[k], 2, C, C, 0, 0);
-        spec_add(b, p, l[k + 1], 1, C, 0, 0, 0);
+static void wv_mid(wvisit *v, vae_mid_w *w) {
+    const vae_config *c = &MODEL(v)->cfg;
+    const scheme s = (scheme)MODEL(v)->names;
+    const int64_t C = c->ch[c->n_levels - 1];
+    const int ldm = s == NAMES_LDM;
+    v->base = w;
+    snprintf(v->prefix, sizeof v->prefix, "decoder.");
+    wv_conv(v, &w->in_w, &w->in_b, "conv_in", C, c->latent_channels, 3, 0);
+    wv_resnet(v, &w->res0, -1, 0, C, C);
+    if (c->mid_attention) {
+        snprintf(v->prefix, sizeof v->prefix, "%s", attn_prefix(s));
+        wbind_affine(v, &w->attn.norm_w, &w->attn.norm_b, ldm ? "norm" : "group_norm", C);
+        wbind_linear(v, &w->attn.q_w, &w->attn.q_b, ldm ? "q" : "to_q", C, C);
+        wbind_linear(v, &w->attn.k_w, &w->attn.k_b, ldm ? "k" : "to_k", C, C);
+        wbind_linear(v, &w->attn.v_w, &w->attn.v_b, ldm ? "v" : "to_v", C, C);
+        wbind_linear(v, &w->attn.o_w, &w->attn.o_b, ldm ? "proj_out" : "to_out.0", C, C);
     }
+    wv_resnet(v, &w->res1, -1, 1, C, C);
 }
 
-/* Lists every block's tensors into l (the blocks of the header comment). */
-static void list_weights(vae_model *m, wt_layout *l, scheme s) {
-    const vae_config *c = &m->cfg;
+/* up block i: from the previous level's channels to co */
+static void wv_up(wvisit *v, int i, vae_up_w *w) {
+    const vae_config *c = &MODEL(v)->cfg;
     const int n = c->n_levels;
-    spec_builder b = {l, 0};
-    char p[NAME_LEN];
-    int64_t C = c->ch[n - 1];
-    /* block 0: conv_in, mid block */
-    spec_conv(&b, "decoder.conv_in.", C, c->latent_channels, 3);
-    resnet_prefix(p, s, n, -1, 0);
-    spec_resnet(&b, p, s, C, C);
-    if (c->mid_attention) spec_attention(&b, s, C);
-    m->mid_res1 = wt_layout_count(l, 0);
-    resnet_prefix(p, s, n, -1, 1);
-    spec_resnet(&b, p, s, C, C);
-    /* blocks 1 .. n: up blocks */
-    for (int i = 0; i < n; i++) {
-        const int64_t co = c->ch[n - 1 - i];
-        b.block = 1 + i;
-        for (int j = 0; j <= c->layers_per_block; j++, C = co) {
-            resnet_prefix(p, s, n, i, j);
-            spec_resnet(&b, p, s, C, co);
-        }
-        if (i < n - 1) {
-            upsample_prefix(p, s, n, i);
-            spec_conv(&b, p, C, C, 3);
-        }
+    const int64_t co = c->ch[n - 1 - i];
+    int64_t C = c->ch[i ? n - i : n - 1];
+    v->base = w;
+    for (int j = 0; j <= c->layers_per_block; j++, C = co)
+        wv_resnet(v, &w->res[j], i, j, C, co);
+    if (i < n - 1) {
+        upsample_prefix(v->prefix, (scheme)MODEL(v)->names, n, i);
+        wv_conv(v, &w->up_w, &w->up_b, "conv", co, co, 3, 0);
     }
-    /* block n + 1: conv_norm_out, conv_out */
-    b.block = n + 1;
-    spec_add(&b, norm_out_prefix(s), "weight", 1, C, 0, 0, 0);
-    spec_add(&b, norm_out_prefix(s), "bias", 1, C, 0, 0, 0);
-    spec_conv(&b, "decoder.conv_out.", c->out_channels, C, 3);
 }
 
-/* Creates the wt_blocks (GPU: resident BF16) and room for the largest block's tensors. */
-static err load_weights(vae_model *m, wt_source *src, scheme s) {
-    m->n_blocks = m->cfg.n_levels + 2;
-    wt_layout *l = NULL;
-    TRY(wt_layout_create(m->n_blocks, &l));
-    list_weights(m, l, s);
-    int most = 0;
-    for (int i = 0; i < m->n_blocks; i++)
-        most = wt_layout_count(l, i) > most ? wt_layout_count(l, i) : most;
-    wt_blocks_config bc = {op_ctx_dev(m->ctx), WP_RESIDENT, 0, op_ctx_stream(m->ctx)};
-    err e = wt_blocks_create_from(src, l, &bc, &m->wb);
-    wt_layout_free(l);
-    TRY(e);
-    m->n_params = wt_blocks_numel(m->wb);
-    m->w = calloc((size_t)most + 1, sizeof *m->w);
-    FAIL_IF(!m->w, ERR_NOMEM, "out of memory");
+static void wv_out(wvisit *v, vae_out_w *w) {
+    const vae_config *c = &MODEL(v)->cfg;
+    const int64_t C = c->ch[0];
+    v->base = w;
+    snprintf(v->prefix, sizeof v->prefix, "decoder.");
+    wbind_affine(v, &w->norm_w, &w->norm_b,
+                 (scheme)MODEL(v)->names == NAMES_LDM ? "norm_out" : "conv_norm_out", C);
+    wv_conv(v, &w->out_w, &w->out_b, "conv_out", c->out_channels, C, 3, 0);
+}
+
+/* visits block i (the blocks above); the structs only give the fields' offsets */
+static void wv_block(wvisit *v, int i) {
+    vae_mid_w mid;
+    vae_up_w up;
+    vae_out_w out;
+    if (i == 0)
+        wv_mid(v, &mid);
+    else if (i <= MODEL(v)->cfg.n_levels)
+        wv_up(v, i - 1, &up);
+    else
+        wv_out(v, &out);
+    v->base = NULL; /* it pointed at one of the locals */
+}
+
+/* The blocks through wbind (GPU: resident BF16). */
+static err load_weights(vae_model *m, wt_source *src) {
+    const wt_blocks_config bc = {.ctx = m->ctx, .mode = WP_RESIDENT};
+    TRY(wbind_load(src, m, m->cfg.n_levels + 2, VAE_MAX_W, wv_block, &bc, &m->wb));
+    m->n_params = wt_blocks_numel(m->wb.blocks);
     return ERR_OK;
 }
 
@@ -315,6 +339,7 @@ err vae_load(wt_source *src, op_ctx *ctx, vae_model **out) {
     vae_model *m = calloc(1, sizeof *m);
     FAIL_IF(!m, ERR_NOMEM, "out of memory");
     m->ctx = ctx;
+    m->names = s;
     cJSON *j = NULL;
     err e = wt_config(src, &j);
     const int from_json = j != NULL;
@@ -329,7 +354,7 @@ err vae_load(wt_source *src, op_ctx *ctx, vae_model **out) {
         e = err_set(ERR_UNSUPPORTED,
                     "%s: VAE mid attention over %lld channels; the GPU takes 64, 128 or 512",
                     wt_path(src), (long long)top);
-    if (!e) e = load_weights(m, src, s);
+    if (!e) e = load_weights(m, src);
     if (e) {
         vae_free(m);
         return e;
@@ -459,19 +484,20 @@ static const int PAD1[4] = {1, 1, 1, 1}, PAD0[4] = {0, 0, 0, 0};
 
 /* diffusers resnet.py::ResnetBlock2D.forward (no temb, output_scale_factor 1): X holds the
  * input [1,cin,H,W] and receives the output [1,cout,H,W]. */
-static void resnet(vae_model *m, const tensor *w, int64_t cin, int64_t cout, int64_t H, int64_t W) {
+static void resnet(vae_model *m, const vae_resnet_w *w, int64_t cin, int64_t cout, int64_t H,
+                   int64_t W) {
     op_ctx *c = m->ctx;
     const int g = m->cfg.groups;
     tensor x = img(m, BX, cin, H, W), a = img(m, BT1, cin, H, W);
-    op_groupnorm(c, a, x, w[RN_N1W], w[RN_N1B], g, VAE_EPS, 1); /* norm1, SiLU */
+    op_groupnorm(c, a, x, w->n1_w, w->n1_b, g, VAE_EPS, 1); /* norm1, SiLU */
     tensor h = img(m, BT2, cout, H, W);
-    op_conv2d(c, h, a, w[RN_C1W], &w[RN_C1B], 1, PAD1);
+    op_conv2d(c, h, a, w->c1_w, &w->c1_b, 1, PAD1);
     a = img(m, BT1, cout, H, W);
-    op_groupnorm(c, a, h, w[RN_N2W], w[RN_N2B], g, VAE_EPS, 1); /* norm2, SiLU */
-    op_conv2d(c, h, a, w[RN_C2W], &w[RN_C2B], 1, PAD1);
+    op_groupnorm(c, a, h, w->n2_w, w->n2_b, g, VAE_EPS, 1); /* norm2, SiLU */
+    op_conv2d(c, h, a, w->c2_w, &w->c2_b, 1, PAD1);
     tensor y = img(m, BX, cout, H, W);
     if (cin != cout) {
-        op_conv2d(c, a, x, w[RN_SCW], &w[RN_SCB], 1, PAD0); /* conv_shortcut, 1x1 */
+        op_conv2d(c, a, x, w->sc_w, &w->sc_b, 1, PAD0); /* conv_shortcut, 1x1 */
         op_add(c, y, a, h);
     } else {
         op_add(c, y, x, h); /* the residual add is its own rounding point */
@@ -480,27 +506,27 @@ static void resnet(vae_model *m, const tensor *w, int64_t cin, int64_t cout, int
 
 /* diffusers attention_processor.py::AttnProcessor2_0 on the mid block's Attention (one head
  * of dim C, group_norm, residual_connection, rescale 1): X [1,C,H,W] in place. */
-static void mid_attention(vae_model *m, const tensor *w, int64_t C, int64_t H, int64_t W) {
+static void mid_attention(vae_model *m, const vae_attn_w *w, int64_t C, int64_t H, int64_t W) {
     op_ctx *c = m->ctx;
     const int64_t N = H * W;
     tensor x = img(m, BX, C, H, W), gn = img(m, BT1, C, H, W);
-    op_groupnorm(c, gn, x, w[AT_NW], w[AT_NB], m->cfg.groups, VAE_EPS, 0);
+    op_groupnorm(c, gn, x, w->norm_w, w->norm_b, m->cfg.groups, VAE_EPS, 0);
     /* NCHW -> tokens [1,N,C]: a strided copy of the transposed view (exact) */
     tensor tok = act_view(m, BT2, 0, 3, (int64_t[]){1, N, C});
     op_copy(c, tok, tensor_transpose(tensor_reshape(gn, 3, (int64_t[]){1, C, N}), 1, 2));
     tensor q = act_view(m, BT1, 0, 3, (int64_t[]){1, N, C});
     tensor k = act_view(m, BT1, N * C, 3, (int64_t[]){1, N, C});
     tensor v = act_view(m, BT1, 2 * N * C, 3, (int64_t[]){1, N, C});
-    op_linear(c, q, tok, w[AT_QW], &w[AT_QB], OP_ACT_NONE);
-    op_linear(c, k, tok, w[AT_KW], &w[AT_KB], OP_ACT_NONE);
-    op_linear(c, v, tok, w[AT_VW], &w[AT_VB], OP_ACT_NONE);
+    op_linear(c, q, tok, w->q_w, &w->q_b, OP_ACT_NONE);
+    op_linear(c, k, tok, w->k_w, &w->k_b, OP_ACT_NONE);
+    op_linear(c, v, tok, w->v_w, &w->v_b, OP_ACT_NONE);
     /* F.scaled_dot_product_attention's default scale 1/sqrt(head dim) */
     const int64_t heads[4] = {1, N, 1, C};
     tensor o = act_view(m, BT2, 0, 4, heads);
     op_attention(c, o, tensor_reshape(q, 4, heads), tensor_reshape(k, 4, heads),
                  tensor_reshape(v, 4, heads), NULL, (float)(1.0 / sqrt((double)C)), 0);
     tensor p = act_view(m, BT1, 0, 3, (int64_t[]){1, N, C});
-    op_linear(c, p, tensor_reshape(o, 3, (int64_t[]){1, N, C}), w[AT_OW], &w[AT_OB], OP_ACT_NONE);
+    op_linear(c, p, tensor_reshape(o, 3, (int64_t[]){1, N, C}), w->o_w, &w->o_b, OP_ACT_NONE);
     tensor back = img(m, BT2, C, H, W);
     op_copy(c, tensor_reshape(back, 3, (int64_t[]){1, C, N}), tensor_transpose(p, 1, 2));
     op_add(c, x, back, x); /* hidden_states + residual */
@@ -508,17 +534,16 @@ static void mid_attention(vae_model *m, const tensor *w, int64_t C, int64_t H, i
 
 /* diffusers upsampling.py::Upsample2D (interpolate nearest x2, then conv): X [1,C,H,W] ->
  * X [1,C,2H,2W]. */
-static void upsample(vae_model *m, const tensor *w, int64_t C, int64_t H, int64_t W) {
+static void upsample(vae_model *m, const vae_up_w *w, int64_t C, int64_t H, int64_t W) {
     tensor u = img(m, BT1, C, 2 * H, 2 * W);
     op_upsample2x(m->ctx, u, img(m, BX, C, H, W));
-    op_conv2d(m->ctx, img(m, BX, C, 2 * H, 2 * W), u, w[0], &w[1], 1, PAD1);
+    op_conv2d(m->ctx, img(m, BX, C, 2 * H, 2 * W), u, w->up_w, &w->up_b, 1, PAD1);
 }
 
 void vae_decode(vae_model *m, tensor out, tensor z) {
     const vae_config *cf = &m->cfg;
     const int n = cf->n_levels;
     op_ctx *c = m->ctx;
-    tensor *w = m->w;
     int64_t H = m->h, W = m->wd, C = cf->ch[n - 1];
     const int64_t up = vae_upscale(m);
     CHECK(m->act && z.ndim == 4 && z.shape[0] == 1 && z.shape[1] == cf->latent_channels &&
@@ -527,45 +552,47 @@ void vae_decode(vae_model *m, tensor out, tensor z) {
           out.shape[2] == H * up && out.shape[3] == W * up);
 
     /* diffusers vae.py::Decoder.forward: conv_in, mid block (resnet, attention, resnet) */
-    wt_blocks_acquire(m->wb, 0, w);
-    op_conv2d(c, img(m, BX, C, H, W), z, w[0], &w[1], 1, PAD1);
-    resnet(m, w + 2, C, C, H, W);
-    if (cf->mid_attention) mid_attention(m, w + 2 + RN_N, C, H, W);
-    resnet(m, w + m->mid_res1, C, C, H, W);
-    wt_blocks_release(m->wb, 0);
+    vae_mid_w mid;
+    wbind_acquire(&m->wb, 0, &mid);
+    op_conv2d(c, img(m, BX, C, H, W), z, mid.in_w, &mid.in_b, 1, PAD1);
+    resnet(m, &mid.res0, C, C, H, W);
+    if (cf->mid_attention) mid_attention(m, &mid.attn, C, H, W);
+    resnet(m, &mid.res1, C, C, H, W);
+    wbind_release(&m->wb, 0);
 
     /* up blocks (diffusers unet_2d_blocks.py::UpDecoderBlock2D): layers_per_block + 1 resnets,
        then Upsample2D except on the last level */
     for (int i = 0; i < n; i++) {
         const int64_t co = cf->ch[n - 1 - i];
-        wt_blocks_acquire(m->wb, 1 + i, w);
+        vae_up_w w;
+        wbind_acquire(&m->wb, 1 + i, &w);
         for (int j = 0; j <= cf->layers_per_block; j++, C = co)
-            resnet(m, w + j * RN_N, C, co, H, W);
+            resnet(m, &w.res[j], C, co, H, W);
         if (i < n - 1) {
-            upsample(m, w + (cf->layers_per_block + 1) * RN_N, C, H, W);
+            upsample(m, &w, C, H, W);
             H *= 2;
             W *= 2;
         }
-        wt_blocks_release(m->wb, 1 + i);
+        wbind_release(&m->wb, 1 + i);
     }
 
     /* conv_norm_out, conv_act (SiLU), conv_out */
-    wt_blocks_acquire(m->wb, n + 1, w);
+    vae_out_w o;
+    wbind_acquire(&m->wb, n + 1, &o);
     tensor a = img(m, BT1, C, H, W);
-    op_groupnorm(c, a, img(m, BX, C, H, W), w[0], w[1], cf->groups, VAE_EPS, 1);
-    op_conv2d(c, out, a, w[2], &w[3], 1, PAD1);
-    wt_blocks_release(m->wb, n + 1);
+    op_groupnorm(c, a, img(m, BX, C, H, W), o.norm_w, o.norm_b, cf->groups, VAE_EPS, 1);
+    op_conv2d(c, out, a, o.out_w, &o.out_b, 1, PAD1);
+    wbind_release(&m->wb, n + 1);
 }
 
 size_t vae_device_bytes(const vae_model *m) {
     if (op_ctx_dev(m->ctx) != TENSOR_CUDA) return 0;
-    return wt_blocks_device_bytes(m->wb) + m->act_bytes;
+    return wt_blocks_device_bytes(m->wb.blocks) + m->act_bytes;
 }
 
 void vae_free(vae_model *m) {
     if (!m) return;
     plan_free(m);
-    wt_blocks_free(m->wb);
-    free(m->w);
+    wbind_free(&m->wb);
     free(m);
 }

@@ -30,6 +30,7 @@ typedef struct blk {
     uint8_t *d_blobs; /* WP_DF11, or WP_STREAM when resident; else NULL */
     uint8_t *h_blobs; /* WP_STREAM, streamed: pinned copy */
     int stream_pos;   /* index among the streamed blocks, or -1 */
+    int handed;       /* WP_RESIDENT: acquired before */
     /* decode into slot s from the resident blobs (plan[s]) or from staging buffer b
      * (plan[2 * s + b]) */
     df11_cuda_plan *plan[4];
@@ -43,6 +44,7 @@ struct weight_provider {
     uint8_t *d_resident, *d_blob_pool, *slot[2], *staging[2];
     size_t device_bytes;
     int slot_holds[2], last_slot; /* the block each slot holds (or -1); the slot last handed out */
+    int slot_fresh[2];            /* the slot holds a decode not handed out yet */
     struct CUevent_st *ready[2], *free_[2], *staged[2], *consumed[2];
     int *streamed; /* block ids of the streamed blocks, in order */
     int n_streamed;
@@ -321,14 +323,18 @@ static void decode_into(weight_provider *p, int i, int s) {
     }
     ok(gpu_event_record(p->ready[s], p->decode));
     p->slot_holds[s] = i;
+    p->slot_fresh[s] = 1;
 }
 
-void wp_acquire(weight_provider *p, int i, tensor *w) {
+int wp_acquire(weight_provider *p, int i, tensor *w) {
     CHECK(i >= 0 && i < p->n);
     blk *b = &p->b[i];
     const uint8_t *base;
+    int fresh;
     if (p->mode == WP_RESIDENT) {
         base = b->d_bf16;
+        fresh = !b->handed;
+        b->handed = 1;
     } else {
         int s = p->slot_holds[0] == i ? 0 : p->slot_holds[1] == i ? 1 : -1;
         if (s < 0) {
@@ -338,12 +344,15 @@ void wp_acquire(weight_provider *p, int i, tensor *w) {
         ok(gpu_stream_wait(p->compute, p->ready[s]));
         p->last_slot = s;
         base = p->slot[s];
+        fresh = p->slot_fresh[s];
+        p->slot_fresh[s] = 0;
         const int next = (i + 1) % p->n;
         if (p->n > 1 && p->slot_holds[1 - s] != next) decode_into(p, next, 1 - s);
     }
     for (int j = 0; j < b->n; j++)
         w[j] = tensor_make((void *)(base + b->off[j]), DTYPE_BF16, TENSOR_CUDA, b->w[j].ndim,
                            b->w[j].shape);
+    return fresh;
 }
 
 void wp_release(weight_provider *p, int i) {

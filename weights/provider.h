@@ -56,8 +56,10 @@ err wp_create(const wp_config *cfg, const wp_block *blocks, int n_blocks,
               struct CUstream_st *compute, weight_provider **out);
 void wp_free(weight_provider *p); /* accepts NULL; waits for the provider's work */
 /* Block i's weights, in the order given at creation, as BF16 device tensors; the compute
- * stream waits for them. Valid until wp_release(p, i). */
-void wp_acquire(weight_provider *p, int i, tensor *w);
+ * stream waits for them. Valid until wp_release(p, i). Returns 1 when they are new in their
+ * buffer (WP_RESIDENT: the block's first acquire; the DF11 modes: a decode not handed out
+ * before), 0 when the buffer was handed out before (and may have been changed in place). */
+int wp_acquire(weight_provider *p, int i, tensor *w);
 /* The compute stream's work on block i is enqueued; its slot may be reused after it. */
 void wp_release(weight_provider *p, int i);
 /* Device bytes the provider holds, and how many blocks it streams from the host. */

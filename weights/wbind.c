@@ -12,32 +12,60 @@ static void bind(wbind_visit *v, const tensor *field, int w, int64_t r0, int64_t
     v->nb++;
 }
 
-void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const int64_t *shape) {
-    if (v->layout) wt_layout_add(v->layout, v->block, 0, ndim, shape, "%s%s", v->prefix, name);
+void wbind_tensor(wbind_visit *v, tensor *field, int flags, const char *name, int ndim,
+                  const int64_t *shape) {
+    if (v->layout) wt_layout_add(v->layout, v->block, flags, ndim, shape, "%s%s", v->prefix, name);
     if (field) bind(v, field, v->n, 0, 0);
     v->n++;
 }
 
-void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
-                  int64_t cols) {
-    char nw[160], nb[160];
-    CHECK(snprintf(nw, sizeof nw, "%s.weight", name) < (int)sizeof nw);
-    CHECK(snprintf(nb, sizeof nb, "%s.bias", name) < (int)sizeof nb);
-    wbind_one(v, w, nw, 2, (int64_t[]){rows, cols});
-    wbind_one(v, b, nb, 1, (int64_t[]){rows});
+void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const int64_t *shape) {
+    wbind_tensor(v, field, 0, name, ndim, shape);
 }
 
-void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
-                 const char *name, int64_t cols) {
+void wbind_vec(wbind_visit *v, tensor *field, const char *name, int64_t n) {
+    wbind_one(v, field, name, 1, (int64_t[]){n});
+}
+
+void wbind_mat(wbind_visit *v, tensor *field, const char *name, int64_t rows, int64_t cols) {
+    wbind_one(v, field, name, 2, (int64_t[]){rows, cols});
+}
+
+void wbind_rows(wbind_visit *v, tensor *const *fields, const int64_t *rows, int nf,
+                const char *name, int64_t cols) {
     int64_t total = 0, r = 0;
     for (int i = 0; i < nf; i++)
         total += rows[i];
     const int w = v->n;
-    wbind_linear(v, NULL, NULL, name, total, cols);
-    for (int i = 0; i < nf; r += rows[i], i++) {
-        bind(v, ws[i], w, r, rows[i]);
-        bind(v, bs[i], w + 1, r, rows[i]);
-    }
+    wbind_one(v, NULL, name, cols ? 2 : 1, (int64_t[]){total, cols});
+    for (int i = 0; i < nf; r += rows[i], i++)
+        bind(v, fields[i], w, r, rows[i]);
+}
+
+/* name + ".weight" or ".bias" into buf */
+static const char *leaf(char *buf, size_t n, const char *name, const char *suffix) {
+    CHECK(snprintf(buf, n, "%s%s", name, suffix) < (int)n);
+    return buf;
+}
+
+void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
+                  int64_t cols) {
+    char n[160];
+    wbind_mat(v, w, leaf(n, sizeof n, name, ".weight"), rows, cols);
+    wbind_vec(v, b, leaf(n, sizeof n, name, ".bias"), rows);
+}
+
+void wbind_affine(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t n) {
+    char nm[160];
+    wbind_vec(v, w, leaf(nm, sizeof nm, name, ".weight"), n);
+    wbind_vec(v, b, leaf(nm, sizeof nm, name, ".bias"), n);
+}
+
+void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,
+                 const char *name, int64_t cols) {
+    char n[160];
+    wbind_rows(v, ws, rows, nf, leaf(n, sizeof n, name, ".weight"), cols);
+    wbind_rows(v, bs, rows, nf, leaf(n, sizeof n, name, ".bias"), 0);
 }
 
 /* Lists every block: to count the bindings (layout NULL), then to fill them. */

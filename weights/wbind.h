@@ -1,8 +1,8 @@
-/* wbind: how a diffusion transformer's block structs get their weights. A model lists each
- * block's tensors once, with a visitor (names, shapes, and the struct field each one goes to,
- * or a row range of a fused tensor such as BFL's qkv); that makes the block's specs
+/* wbind: how a model's weight structs get their tensors. A model lists each block's tensors
+ * once, with a visitor (names, shapes, and the struct field each one goes to, or a row range of
+ * a fused tensor such as BFL's qkv or OpenCLIP's in_proj); that makes the block's specs
  * (weights/weights.h) and a binding table, which every acquire then applies to the struct. Owned
- * by the model (flux.c, sd3.c); the tensors come from its wt_blocks. */
+ * by the model (clip.c, t5.c, flux.c, sd3.c, vae.c); the tensors come from its wt_blocks. */
 #ifndef WEIGHTS_WBIND_H
 #define WEIGHTS_WBIND_H
 
@@ -22,8 +22,9 @@ typedef struct wbind {
 
 /* The listing state a model's visitors write through. */
 typedef struct wbind_visit {
-    const void *cfg;   /* the model's config, for its visitors */
-    char prefix[64];   /* put before every name listed */
+    const void *cfg;   /* the model (or its config), for its visitors */
+    char prefix[256];  /* put before every name listed (a text encoder's inside a single file
+                          can be long) */
     const void *base;  /* the block struct the fields belong to (set by the visitor) */
     wt_layout *layout; /* NULL while only counting */
     int block;         /* the block being listed */
@@ -33,9 +34,23 @@ typedef struct wbind_visit {
 
 /* One tensor prefix + name of the given shape, bound whole to field (NULL: bound by caller). */
 void wbind_one(wbind_visit *v, tensor *field, const char *name, int ndim, const int64_t *shape);
+/* One vector prefix + name [n] (a norm's scale), bound to field. */
+void wbind_vec(wbind_visit *v, tensor *field, const char *name, int64_t n);
+/* One matrix prefix + name [rows, cols] (a linear's weight without bias), bound to field. */
+void wbind_mat(wbind_visit *v, tensor *field, const char *name, int64_t rows, int64_t cols);
+/* The same as wbind_one with wt_layout_add's flags: WT_OPTIONAL (absent, field gets data NULL),
+ * WT_TRANSPOSED (stored [shape[1], shape[0]], bound as its [shape[0], shape[1]] transpose). */
+void wbind_tensor(wbind_visit *v, tensor *field, int flags, const char *name, int ndim,
+                  const int64_t *shape);
+/* One tensor prefix + name of rows[0] + ... + rows[nf - 1] rows ([rows, cols], or [rows] when
+ * cols is 0), bound as consecutive row ranges to fields[0..nf) (OpenCLIP's in_proj_weight). */
+void wbind_rows(wbind_visit *v, tensor *const *fields, const int64_t *rows, int nf,
+                const char *name, int64_t cols);
 /* name.weight [rows, cols] to w and name.bias [rows] to b. */
 void wbind_linear(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t rows,
                   int64_t cols);
+/* name.weight [n] and name.bias [n] to w and b (a norm's affine). */
+void wbind_affine(wbind_visit *v, tensor *w, tensor *b, const char *name, int64_t n);
 /* A fused linear: name.weight [sum rows, cols] and name.bias, bound as row ranges of rows[i]
  * rows to ws[i] and bs[i]. */
 void wbind_fused(wbind_visit *v, tensor *const *ws, tensor *const *bs, const int64_t *rows, int nf,

@@ -1,5 +1,6 @@
 /* weights: a component's named tensors from plain or DF11 files, handed to model code as
- * tensors on the CPU or through the provider on the GPU (weights.h). */
+ * tensors on the CPU or through the provider on the GPU, patched where a wt_patch asks
+ * (weights.h). */
 #include "weights/weights.h"
 
 #include <cjson/cJSON.h>
@@ -25,6 +26,7 @@ struct wt_source {
     int n;
     const df11_tensor **list; /* file order */
     char prefix[128];
+    const wt_patch *patch; /* wt_set_patch's, or NULL */
 };
 
 static uint64_t name_hash(const char *a, const char *b) {
@@ -189,6 +191,8 @@ void wt_set_prefix(wt_source *s, const char *prefix) {
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
 }
 
+void wt_set_patch(wt_source *s, const wt_patch *p) { s->patch = p; }
+
 const df11_tensor *wt_find(const wt_source *s, const char *name) {
     return lookup(s, s->prefix, name);
 }
@@ -303,6 +307,7 @@ err wt_hash(wt_source *s, uint64_t *hash) {
 
 struct wt_blocks {
     wt_blocks_config cfg;
+    tensor_dev dev; /* op_ctx_dev(cfg.ctx) */
     int n_blocks;
     int *count;   /* tensors per block */
     int *first;   /* index of block i's first tensor in host[] / spec_shape[] */
@@ -312,8 +317,11 @@ struct wt_blocks {
     wp_block *blk;
     weight_provider *wp;
     int64_t numel; /* elements of the tensors found */
-    void **owned;  /* buffers this owns (decoded, converted, encoded) */
+    void **owned;  /* buffers this owns (decoded, converted, encoded, names) */
     int n_owned, cap_owned;
+    wt_patch patch; /* the source's at creation */
+    char **patched; /* with a patch: tensor k's full name if it is patched, else NULL */
+    int *n_patched; /* with a patch: block i's patched tensors */
 };
 
 static void *own(wt_blocks *b, void *p) {
@@ -474,6 +482,39 @@ static err bind_gpu(wt_blocks *b, const wt_source *s, const df11_tensor *t, int 
     return ERR_OK;
 }
 
+/* Whether the patch wants tensor k (t, of block i); if so its name is kept. */
+static err ask_patch(wt_blocks *b, const wt_source *s, const df11_tensor *t, int i, int k) {
+    if (!b->patched || !b->patch.wants(b->patch.ctx, t->name)) return ERR_OK;
+    FAIL_IF(!(b->patched[k] = own(b, strdup(t->name))), ERR_NOMEM,
+            "%s: out of memory patching tensor '%s'", s->path, t->name);
+    b->n_patched[i]++;
+    return ERR_OK;
+}
+
+/* A patched tensor on the CPU: an owned F32 copy of what bind_cpu made of it, patched once. */
+static err patch_cpu(wt_blocks *b, const wt_source *s, const char *name, tensor *h) {
+    const int64_t n = tensor_numel(h);
+    float *f = own(b, malloc((size_t)n * 4 + 4));
+    FAIL_IF(!f, ERR_NOMEM, "%s: out of memory patching tensor '%s'", s->path, name);
+    half_widen(h->dt, h->data, n, f);
+    h->data = f, h->dt = DTYPE_F32;
+    b->patch.apply(b->patch.ctx, b->cfg.ctx, name, *h);
+    return ERR_OK;
+}
+
+/* The resident blocks' patched tensors, patched once: acquiring a block for the first time
+ * patches it. */
+static err patch_resident(wt_blocks *b) {
+    if (!b->patched || b->cfg.mode != WP_RESIDENT) return ERR_OK;
+    for (int i = 0; i < b->n_blocks; i++) {
+        if (!b->n_patched[i]) continue;
+        tensor w[b->count[i] + 1];
+        wt_blocks_acquire(b, i, w);
+        wt_blocks_release(b, i);
+    }
+    return op_ctx_sync(b->cfg.ctx);
+}
+
 static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) {
     int k = 0, kp = 0;
     for (int i = 0; i < b->n_blocks; i++) {
@@ -483,12 +524,14 @@ static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) 
             const wt_spec *sp = &specs[i][j];
             const df11_tensor *t = wt_find(s, sp->name);
             tensor *h = &b->host[k];
-            *h = tensor_make(NULL, DTYPE_BF16, b->cfg.dev, sp->ndim, sp->shape);
+            *h = tensor_make(NULL, DTYPE_BF16, b->dev, sp->ndim, sp->shape);
             if (!t && sp->optional) continue;
             TRY(check_tensor(s, sp, t));
+            TRY(ask_patch(b, s, t, i, k));
             b->numel += (int64_t)t->numel;
-            if (b->cfg.dev == TENSOR_CPU) {
+            if (b->dev == TENSOR_CPU) {
                 TRY(bind_cpu(b, s, t, sp->transposed, h));
+                if (b->patched && b->patched[k]) TRY(patch_cpu(b, s, b->patched[k], h));
                 continue;
             }
             wp_src *w = &b->src[kp++];
@@ -498,11 +541,12 @@ static err blocks_fill(wt_blocks *b, wt_source *s, const wt_spec *const *specs) 
             b->present[k] = 1;
             present++;
         }
-        if (b->cfg.dev == TENSOR_CUDA) b->blk[i] = (wp_block){present, &b->src[kp - present]};
+        if (b->dev == TENSOR_CUDA) b->blk[i] = (wp_block){present, &b->src[kp - present]};
     }
-    if (b->cfg.dev == TENSOR_CPU) return ERR_OK;
+    if (b->dev == TENSOR_CPU) return ERR_OK;
     wp_config pc = {b->cfg.mode, b->cfg.budget};
-    return wp_create(&pc, b->blk, b->n_blocks, b->cfg.compute, &b->wp);
+    TRY(wp_create(&pc, b->blk, b->n_blocks, op_ctx_stream(b->cfg.ctx), &b->wp));
+    return patch_resident(b);
 }
 
 err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spec *const *specs,
@@ -511,6 +555,7 @@ err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spe
     wt_blocks *b = calloc(1, sizeof *b);
     FAIL_IF(!b, ERR_NOMEM, "out of memory");
     b->cfg = *cfg;
+    b->dev = op_ctx_dev(cfg->ctx);
     b->n_blocks = n_blocks;
     int total = 0;
     for (int i = 0; i < n_blocks; i++)
@@ -521,8 +566,14 @@ err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spe
     b->present = calloc((size_t)total + 1, sizeof *b->present);
     b->src = calloc((size_t)total + 1, sizeof *b->src);
     b->blk = calloc((size_t)n_blocks + 1, sizeof *b->blk);
+    if (s->patch) { /* nothing of this without a patch */
+        b->patch = *s->patch;
+        b->patched = calloc((size_t)total + 1, sizeof *b->patched);
+        b->n_patched = calloc((size_t)n_blocks + 1, sizeof *b->n_patched);
+    }
     err e = ERR_OK;
-    if (!b->count || !b->first || !b->host || !b->present || !b->src || !b->blk)
+    if (!b->count || !b->first || !b->host || !b->present || !b->src || !b->blk ||
+        (s->patch && (!b->patched || !b->n_patched)))
         e = err_set(ERR_NOMEM, "out of memory");
     if (!e) {
         memcpy(b->count, counts, sizeof *counts * (size_t)n_blocks);
@@ -548,24 +599,31 @@ void wt_blocks_free(wt_blocks *b) {
     free(b->present);
     free(b->src);
     free(b->blk);
+    free(b->patched);
+    free(b->n_patched);
     free(b);
 }
 
 void wt_blocks_acquire(wt_blocks *b, int i, tensor *w) {
     CHECK(i >= 0 && i < b->n_blocks);
     const tensor *h = &b->host[b->first[i]];
-    if (b->cfg.dev == TENSOR_CPU) {
+    if (b->dev == TENSOR_CPU) {
         memcpy(w, h, sizeof *w * (size_t)b->count[i]);
         return;
     }
     tensor got[b->count[i] + 1];
-    wp_acquire(b->wp, i, got);
+    const int fresh = wp_acquire(b->wp, i, got);
     for (int j = 0, k = 0; j < b->count[i]; j++)
         w[j] = b->present[b->first[i] + j] ? got[k++] : h[j];
+    /* on the compute stream, after the decode and before the forward's ops */
+    if (fresh && b->patched && b->n_patched[i])
+        for (int j = 0; j < b->count[i]; j++)
+            if (b->patched[b->first[i] + j])
+                b->patch.apply(b->patch.ctx, b->cfg.ctx, b->patched[b->first[i] + j], w[j]);
 }
 
 void wt_blocks_release(wt_blocks *b, int i) {
-    if (b->cfg.dev == TENSOR_CUDA) wp_release(b->wp, i);
+    if (b->dev == TENSOR_CUDA) wp_release(b->wp, i);
 }
 
 size_t wt_blocks_device_bytes(const wt_blocks *b) { return b->wp ? wp_device_bytes(b->wp) : 0; }

@@ -1,10 +1,12 @@
 /* weights: a model component's named tensors, wherever they are stored: one safetensors file,
  * a sharded checkpoint (*.safetensors.index.json), or a folder holding either (diffusers
  * layout), each plain or DF11 (container.h). Model code describes the tensors a block needs
- * (wt_spec: name and shape; a wt_layout lists them) and gets them back as tensors: on the CPU as
- * stored (BF16, F16 or F32, mmapped; DF11 decoded to BF16), on the GPU as BF16 through the weight
- * provider (provider.h), resident or decoded per block. A missing tensor or a wrong shape is an
- * error that names the file, the tensor, what was expected and what was found. */
+ * (wt_spec: name and shape; a wt_layout lists them, wbind.h binds them to struct fields) and
+ * gets them back as tensors: on the CPU as stored (BF16, F16 or F32, mmapped; DF11 decoded to
+ * BF16), on the GPU as BF16 through the weight provider (provider.h), resident or decoded per
+ * block. A missing tensor or a wrong shape is an error that names the file, the tensor, what
+ * was expected and what was found. A patch (wt_patch, the seam LoRA uses) changes chosen
+ * tensors in place where they become available to the forward. */
 #ifndef WEIGHTS_WEIGHTS_H
 #define WEIGHTS_WEIGHTS_H
 
@@ -12,11 +14,11 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/ops.h"
 #include "core/tensor.h"
 #include "df11/container.h"
 #include "weights/provider.h"
 
-struct CUstream_st;
 struct cJSON;
 
 typedef struct wt_source wt_source;
@@ -75,12 +77,33 @@ typedef struct wt_spec {
 #define WT_OPTIONAL 1   /* wt_spec.optional */
 #define WT_TRANSPOSED 2 /* wt_spec.transposed */
 
+/* The patch hook: a source's tensors changed in place, by ops on the model's op_ctx, where
+ * they become available to the forward. Tensors nobody patches cost nothing. */
+typedef struct wt_patch {
+    void *ctx;
+    /* 1 if the tensor with this full name (prefix included, as in the file) is patched; asked
+     * once for each tensor the model lists and the file holds, when a wt_blocks is created */
+    int (*wants)(void *ctx, const char *name);
+    /* Changes w (contiguous, in the shape the model asked for) in place with ops on c: a BF16
+     * device tensor on the GPU, an F32 host tensor on the CPU (a patched tensor is copied to
+     * F32 there, which the CPU ops take as they take any weight). Must be a pure function of
+     * w's values and the patch's own data: resident weights (WP_RESIDENT, the CPU) are
+     * patched once at creation, weights decoded per block (WP_DF11, WP_STREAM) after every
+     * decode (wp_acquire's flag: never twice the same decode), on c's stream before the
+     * forward's ops, and the two must give the same bits. w is valid only during the call. */
+    void (*apply)(void *ctx, op_ctx *c, const char *name, tensor w);
+} wt_patch;
+
+/* The patch the wt_blocks created from s from now on apply (each takes a copy of *p; p->ctx
+ * must outlive them); NULL: none. */
+void wt_set_patch(wt_source *s, const wt_patch *p);
+
 typedef struct wt_blocks_config {
-    tensor_dev dev;
+    op_ctx *ctx;   /* the model's (borrowed): the weights go to its device, the ops that read
+                      them run on its stream, and so do a patch's (wt_patch) */
     wp_mode mode;  /* GPU: how the provider holds the weights (WP_DF11, WP_STREAM need DF11 or
                       encode the few tensors stored raw) */
     size_t budget; /* WP_STREAM */
-    struct CUstream_st *compute; /* GPU: the stream the ops run on */
 } wt_blocks_config;
 
 /* A component's weights, in blocks (block i has counts[i] tensors described by specs[i]). */
@@ -89,7 +112,8 @@ typedef struct wt_blocks wt_blocks;
 err wt_blocks_create(wt_source *s, int n_blocks, const int *counts, const wt_spec *const *specs,
                      const wt_blocks_config *cfg, wt_blocks **out);
 void wt_blocks_free(wt_blocks *b); /* accepts NULL */
-/* Block i's tensors into w[0..counts[i]), valid until wt_blocks_release(b, i). */
+/* Block i's tensors into w[0..counts[i]), valid until wt_blocks_release(b, i); on the GPU, a
+ * fresh decode's patched tensors are patched first (wt_patch). */
 void wt_blocks_acquire(wt_blocks *b, int i, tensor *w);
 void wt_blocks_release(wt_blocks *b, int i);
 /* Device bytes the weights take (0 on the CPU). */

@@ -1,5 +1,6 @@
 /* context: the CUDA side of an op context (ops_internal.h): the device, a stream, the
- * cuBLASLt handle and its workspace, the cuDNN handle, and a scratch buffer. */
+ * cuBLASLt handle and its workspace, the cuDNN handle, a scratch buffer, and the copies
+ * between the host and the context's memory. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,20 @@ int opcu_profiling(const struct opcu_state *s) { return s->prof != NULL; }
 
 err opcu_sync(struct opcu_state *s) {
     CUDA_TRY(cudaStreamSynchronize(s->stream), "waiting for the GPU");
+    return ERR_OK;
+}
+
+/* cudaMemcpy runs on the legacy default stream, which does not wait for the context's
+ * non-blocking stream: its work is waited for first */
+err opcu_mem_upload(struct opcu_state *s, void *dst, const void *src, size_t bytes) {
+    CUDA_TRY(cudaStreamSynchronize(s->stream), "waiting for the GPU");
+    CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy to GPU");
+    return ERR_OK;
+}
+
+err opcu_mem_download(struct opcu_state *s, void *dst, const void *src, size_t bytes) {
+    CUDA_TRY(cudaStreamSynchronize(s->stream), "waiting for the GPU");
+    CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy from GPU");
     return ERR_OK;
 }
 

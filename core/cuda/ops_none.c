@@ -14,6 +14,14 @@ struct CUstream_st *opcu_stream(const struct opcu_state *s) {
     return NULL;
 }
 err opcu_sync(struct opcu_state *s) { return ERR_OK; }
+err opcu_mem_upload(struct opcu_state *s, void *dst, const void *src, size_t bytes) {
+    CHECK(!"opcu_mem_upload: no CUDA op context can exist");
+    return ERR_CUDA;
+}
+err opcu_mem_download(struct opcu_state *s, void *dst, const void *src, size_t bytes) {
+    CHECK(!"opcu_mem_download: no CUDA op context can exist");
+    return ERR_CUDA;
+}
 int opcu_profiling(const struct opcu_state *s) { return 0; }
 void opcu_prof_begin(op_ctx *c) { CHECK(!"opcu_prof_begin: no CUDA op context can exist"); }
 void opcu_prof_end(op_ctx *c, const char *name, double flops) {
