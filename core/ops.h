@@ -1,9 +1,9 @@
-/* ops: the operations every model is built from (MODEL-SPEC.md §7.1). Model code calls op_*
+/* ops: the operations every model is built from (docs/MODEL-SPEC.md §7.1). Model code calls op_*
  * and never sees a backend: each op runs where its tensors live, on the CPU reference (fp32
  * activations, BF16/F16/F32 weights upcast; core/ops_cpu.c) or on the CUDA backend (BF16
  * activations, fp32 accumulation; core/cuda/). Shape mismatches are programmer errors (CHECK);
- * a CUDA error inside an op aborts (DESIGN.md "Errors"). Unless an op says otherwise, tensors
- * are contiguous, "rows" means all dims but the last, and out may not alias an input. */
+ * a CUDA error inside an op aborts (docs/ARCHITECTURE.md "Errors"). Unless an op says otherwise,
+ * tensors are contiguous, "rows" means all dims but the last, and out may not alias an input. */
 #ifndef CORE_OPS_H
 #define CORE_OPS_H
 
@@ -70,14 +70,14 @@ void op_add(op_ctx *c, tensor out, tensor a, tensor b);
 void op_layernorm(op_ctx *c, tensor out, tensor x, const tensor *w, const tensor *b, float eps);
 /* Adaptive LayerNorm: out = LN(x)(1 + scale) + shift, x [B,N,C]; shift and scale [B,C] with
  * strided rows (chunks of a modulation vector). On CUDA each of the three steps rounds to
- * BF16, as the eager reference does (MODEL-SPEC §1.11). */
+ * BF16, as the eager reference does (docs/MODEL-SPEC.md §1.11). */
 void op_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tensor scale, float eps);
 /* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w; x's rows may be strided (q, k
  * heads inside a fused projection); out may be x. */
 void op_rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps);
 /* The same with two roundings, as transformers' T5LayerNorm and diffusers' RMSNorm (SD3 q/k)
  * compute it: x / sqrt(mean(x^2) + eps) is rounded to the activation type, then times w and
- * rounded again (MODEL-SPEC §2.5, §4.2). Identical to op_rmsnorm on the CPU (fp32). */
+ * rounded again (docs/MODEL-SPEC.md §2.5, §4.2). Identical to op_rmsnorm on the CPU (fp32). */
 void op_rmsnorm2(op_ctx *c, tensor out, tensor x, tensor w, float eps);
 /* op_rmsnorm2 of every head of x [B,L,H,D] in place; tokens and batches may be strided (q and
  * k inside a fused projection of a joint sequence): SD3's q/k norms. */
@@ -93,15 +93,16 @@ void op_gate_residual(op_ctx *c, tensor x, tensor gate, tensor y);
  * shape allows; the same bits as the two ops. */
 void op_rmsnorm_rope(op_ctx *c, tensor x, tensor w, float eps, tensor cos, tensor sin);
 /* out = x * mul + add elementwise (out may be x); on CUDA the product and the sum each round
- * to BF16, as eager PyTorch does (latent scale and shift, MODEL-SPEC §3.1). */
+ * to BF16, as eager PyTorch does (latent scale and shift, docs/MODEL-SPEC.md §3.1). */
 void op_scale_shift(op_ctx *c, tensor out, tensor x, float mul, float add);
-/* The flow-matching Euler step in place, x += dt * v (MODEL-SPEC §6.2): on CUDA dt is rounded
- * to BF16, the product to BF16, the sum is taken in fp32 and rounded to BF16; fp32 on the CPU. */
+/* The flow-matching Euler step in place, x += dt * v (docs/MODEL-SPEC.md §6.2): on CUDA dt is
+ * rounded to BF16, the product to BF16, the sum is taken in fp32 and rounded to BF16; fp32 on the
+ * CPU. */
 void op_euler_step(op_ctx *c, tensor x, tensor v, float dt);
 
 /* Guidance, out = base + g (pos - neg) (out may alias an input): classifier-free guidance is
  * (u, c, u), skip-layer guidance (v, c, skipped). On CUDA the difference, the product and the
- * sum each round to BF16 as the eager bf16 pipeline does (MODEL-SPEC §6.4). */
+ * sum each round to BF16 as the eager bf16 pipeline does (docs/MODEL-SPEC.md §6.4). */
 void op_guidance(op_ctx *c, tensor out, tensor base, tensor pos, tensor neg, float g);
 
 /* FLUX RoPE in place on x [B,L,H,D] (rows may be strided): adjacent pairs (2m, 2m+1) turned

@@ -159,7 +159,9 @@ static void dit_free(void *model) {
     free(d);
 }
 
-static size_t dit_bytes(const void *model) { return flux_device_bytes(((const flux_dit *)model)->m); }
+static size_t dit_bytes(const void *model) {
+    return flux_device_bytes(((const flux_dit *)model)->m);
+}
 
 /* The parts must fit together: T5's width is the transformer's joint_attention_dim, CLIP's
  * the pooled projection's input, and the latents are 16 channels packed 2x2 into 64. */

@@ -25,9 +25,9 @@ typedef struct sd3_cond {
     int64_t clip_w;   /* filled so far: the CLIP features' width */
     int64_t pooled_w; /* filled so far: the pooled vector's width */
     int32_t lids[2][CLIP_LEN], gids[2][CLIP_LEN], *tids[2];
-    tensor embeds;         /* [B, 77 + T, joint] */
-    tensor pooled;         /* [B, pooled_dim] */
-    tensor x, vel, skip;   /* [B,16,h,w] the CFG batch and its velocity; [1,...] SLG's */
+    tensor embeds;       /* [B, 77 + T, joint] */
+    tensor pooled;       /* [B, pooled_dim] */
+    tensor x, vel, skip; /* [B,16,h,w] the CFG batch and its velocity; [1,...] SLG's */
 } sd3_cond;
 
 /* The transformer and the sizes it is planned for. */
@@ -75,10 +75,10 @@ static int has(const wt_source *dit, const char *diffusers, const char *original
 }
 
 static int variant(const wt_source *dit, const char *path) {
-    const int dual =
-        has(dit, "transformer_blocks.0.attn2.to_q.weight", "joint_blocks.0.x_block.attn2.qkv.weight");
-    const int qk =
-        has(dit, "transformer_blocks.0.attn.norm_q.weight", "joint_blocks.0.x_block.attn.ln_q.weight");
+    const int dual = has(dit, "transformer_blocks.0.attn2.to_q.weight",
+                         "joint_blocks.0.x_block.attn2.qkv.weight");
+    const int qk = has(dit, "transformer_blocks.0.attn.norm_q.weight",
+                       "joint_blocks.0.x_block.attn.ln_q.weight");
     /* Large and Large Turbo have the same tensors; the published names tell them apart */
     return !qk ? 3 : dual ? 2 : contains_ci(path, "turbo") ? 1 : 0;
 }
@@ -224,7 +224,8 @@ static err encode_t5(pl_run *run) {
 /* The transformer's text width (context_embedder's input) and pooled width (text_embedder's),
  * read from its tensors before any encoder runs, so each encoder is checked as it loads. */
 static err dit_widths(const pl_run *run, int64_t *joint, int64_t *pooled) {
-    const df11_tensor *ce = pl_dit_tensor(run->s, "context_embedder.weight", "context_embedder.weight");
+    const df11_tensor *ce =
+        pl_dit_tensor(run->s, "context_embedder.weight", "context_embedder.weight");
     const df11_tensor *te = pl_dit_tensor(run->s, "time_text_embed.text_embedder.linear_1.weight",
                                           "y_embedder.mlp.0.weight");
     FAIL_IF(!ce || !te || ce->ndim != 2 || te->ndim != 2, ERR_FORMAT,

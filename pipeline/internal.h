@@ -28,8 +28,8 @@ typedef struct pl_job pl_job;
 err pl_buf_make(op_ctx *c, int ndim, const int64_t *shape, tensor *t);
 void pl_buf_free(op_ctx *c, tensor *t); /* accepts a freed or zeroed one */
 err pl_buf_zero(op_ctx *c, tensor t);
-err pl_buf_upload(op_ctx *c, tensor t, const float *v);  /* host floats in (BF16-rounded) */
-err pl_buf_download(op_ctx *c, tensor t, float *v);      /* as host floats */
+err pl_buf_upload(op_ctx *c, tensor t, const float *v); /* host floats in (BF16-rounded) */
+err pl_buf_download(op_ctx *c, tensor t, float *v);     /* as host floats */
 double pl_now(void);
 
 /* ---- the parts of a model ---- */
@@ -70,15 +70,15 @@ typedef struct pl_variant {
 
 /* The parameters every family takes. */
 #define PL_ACCEPTS_ALL                                                                             \
-    (JOB_BIT(JOB_PROMPT) | JOB_BIT(JOB_SEED) | JOB_BIT(JOB_WIDTH) | JOB_BIT(JOB_HEIGHT) |        \
+    (JOB_BIT(JOB_PROMPT) | JOB_BIT(JOB_SEED) | JOB_BIT(JOB_WIDTH) | JOB_BIT(JOB_HEIGHT) |          \
      JOB_BIT(JOB_STEPS) | JOB_BIT(JOB_MAX_SEQ) | JOB_BIT(JOB_NOISE) | JOB_BIT(JOB_BATCH_COUNT))
 
 /* The models a session loads, one slot each. */
 typedef enum pl_comp { PL_CLIP_L, PL_CLIP_G, PL_T5, PL_DIT, PL_VAE, PL_N_COMP } pl_comp;
 
 typedef struct pl_family {
-    const char *key;        /* "flux", "sd3": pipeline_info.family, the preview's projection */
-    const char *name;       /* "FLUX.1", "SD3.5": for people */
+    const char *key;          /* "flux", "sd3": pipeline_info.family, the preview's projection */
+    const char *name;         /* "FLUX.1", "SD3.5": for people */
     const char *const *marks; /* the transformer's tensors that show the family */
     const pl_variant *variants;
     int n_variants;
@@ -135,8 +135,8 @@ struct pl_run {
     const pipeline_callbacks *cb;
     pl_job *jobs;
     int n;
-    void *dit;            /* the transformer, during its stage */
-    double t_start;       /* when the run began, for the time to the first step */
+    void *dit;             /* the transformer, during its stage */
+    double t_start;        /* when the run began, for the time to the first step */
     double t_text, t_load; /* seconds spent so far encoding and loading */
 };
 

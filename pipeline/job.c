@@ -12,46 +12,50 @@
 #include "unet_dit/sampler.h"
 
 #define F(field) offsetof(pipeline_job, field)
-#define SAMPLER_JSON "euler (flow matching)" /* the one sampler: FlowMatchEulerDiscreteScheduler */
+#define SAMPLER_JSON "euler (flow matching)" /* the one sampler: FlowMatchEulerDiscreteScheduler   \
+                                              */
 
 /* In the order of job_key. The help says what a parameter does; the family table adds the
  * defaults that depend on the model (app/help.c). */
 const job_param job_params[JOB_N_KEYS] = {
-    [JOB_PROMPT] = {"prompt", 0, JOB_T_TEXT, F(prompt), 0, 0, 0, "-p", "--prompt", "TEXT",
-                    "Prompt", NULL, 0, "prompt",
-                    "the prompt (CLIP sees 75 tokens, T5 the sequence length)", NULL},
-    [JOB_INFO_MODEL] = {"model", 0, JOB_T_INFO, 0, 0, 0, 0, NULL, NULL, NULL, "Model", "Model",
-                        130, NULL, NULL, NULL},
+    [JOB_PROMPT] = {"prompt", 0, JOB_T_TEXT, F(prompt), 0, 0, 0, "-p", "--prompt", "TEXT", "Prompt",
+                    NULL, 0, "prompt", "the prompt (CLIP sees 75 tokens, T5 the sequence length)",
+                    NULL},
+    [JOB_INFO_MODEL] = {"model", 0, JOB_T_INFO, 0, 0, 0, 0, NULL, NULL, NULL, "Model", "Model", 130,
+                        NULL, NULL, NULL},
     [JOB_INFO_HASH] = {"model_hash", 0, JOB_T_INFO, 0, 0, 0, 0, NULL, NULL, NULL, "Model hash",
                        "Model hash", 120, NULL, NULL, NULL},
-    [JOB_SEED] = {"seed", 0, JOB_T_SEED, F(seed), 0, 18446744073709551615.0, 0, "-s", "--seed",
-                  "N", "Seed", "Seed", 100, "seed",
+    [JOB_SEED] = {"seed", 0, JOB_T_SEED, F(seed), 0, 18446744073709551615.0, 0, "-s", "--seed", "N",
+                  "Seed", "Seed", 100, "seed",
                   "seed of the initial noise (torch.randn on a CPU generator, as diffusers and "
-                  "ComfyUI draw it; batch images take seed, seed+1, ...)", "0"},
+                  "ComfyUI draw it; batch images take seed, seed+1, ...)",
+                  "0"},
     [JOB_WIDTH] = {"width", 0, JOB_T_INT, F(width), 16, 8192, 16, "-W", "--width", "N", "Width",
                    "Size", 110, "width", "image width in pixels, a multiple of 16", "1024"},
     [JOB_HEIGHT] = {"height", 0, JOB_T_INT, F(height), 16, 8192, 16, "-H", "--height", "N",
-                    "Height", NULL, 0, "height", "image height in pixels, a multiple of 16", "1024"},
-    [JOB_STEPS] = {"steps", JOB_F_VARIANT, JOB_T_INT, F(steps), 1, 1000, 0, NULL, "--steps", "N", "Steps",
-                   "Steps", 10, "steps", "denoising steps", NULL},
+                    "Height", NULL, 0, "height", "image height in pixels, a multiple of 16",
+                    "1024"},
+    [JOB_STEPS] = {"steps", JOB_F_VARIANT, JOB_T_INT, F(steps), 1, 1000, 0, NULL, "--steps", "N",
+                   "Steps", "Steps", 10, "steps", "denoising steps", NULL},
     [JOB_NEGATIVE] = {"negative_prompt", 0, JOB_T_TEXT, F(negative), 0, 0, 0, "-n",
                       "--negative-prompt", "TEXT", "Negative prompt", NULL, 0, "negative",
                       "what to steer away from, with CFG (none: the empty prompt)", NULL},
-    [JOB_CFG_SCALE] = {"cfg_scale", JOB_F_A1111_ALWAYS | JOB_F_VARIANT, JOB_T_FLOAT, F(cfg_scale), 0, 100, 0,
-                       NULL, "--cfg-scale", "X", "CFG scale", "CFG scale", 40, "guidance",
-                       "classifier-free guidance scale, 1 or less for none", NULL},
+    [JOB_CFG_SCALE] = {"cfg_scale", JOB_F_A1111_ALWAYS | JOB_F_VARIANT, JOB_T_FLOAT, F(cfg_scale),
+                       0, 100, 0, NULL, "--cfg-scale", "X", "CFG scale", "CFG scale", 40,
+                       "guidance", "classifier-free guidance scale, 1 or less for none", NULL},
     [JOB_SLG_SCALE] = {"slg_scale", 0, JOB_T_FLOAT, F(slg_scale), 0, 100, 0, NULL, "--slg-scale",
                        "X", "SLG scale", "SLG scale", 60, NULL,
                        "skip-layer guidance scale, 0 for none (SD3.5 Medium's card suggests "
-                       "2.8); runs only with CFG", "0"},
+                       "2.8); runs only with CFG",
+                       "0"},
     [JOB_SKIP_LAYERS] = {"skip_layers", 0, JOB_T_LAYERS, F(skip_layers), 0, 999, 0, NULL,
                          "--skip-layers", "L", "Skip layers", "Skip layers", 70, NULL,
                          "the blocks skip-layer guidance skips: 7,8,9 or [7,8,9]", "7,8,9"},
     [JOB_SLG_START] = {"slg_start", 0, JOB_T_DOUBLE, F(slg_start), 0, 1, 0, NULL,
                        "--skip-layer-start", "X", "SLG start", "SLG start", 80, NULL,
                        "the fraction of the steps where skip-layer guidance starts", "0.01"},
-    [JOB_SLG_END] = {"slg_end", 0, JOB_T_DOUBLE, F(slg_end), 0, 1, 0, NULL, "--skip-layer-end",
-                     "X", "SLG end", "SLG end", 90, NULL,
+    [JOB_SLG_END] = {"slg_end", 0, JOB_T_DOUBLE, F(slg_end), 0, 1, 0, NULL, "--skip-layer-end", "X",
+                     "SLG end", "SLG end", 90, NULL,
                      "the fraction of the steps where skip-layer guidance ends", "0.2"},
     [JOB_SHIFT] = {"shift", 0, JOB_T_DOUBLE, F(shift), 0.01, 100, 0, NULL, "--flow-shift", "X",
                    "Shift", "Shift", 95, NULL,
@@ -59,8 +63,8 @@ const job_param job_params[JOB_N_KEYS] = {
                    "1) sigma), as ComfyUI's ModelSamplingSD3 sets it (SD3.5; default: the model's "
                    "scheduler_config.json, 3.0)",
                    NULL},
-    [JOB_GUIDANCE] = {"guidance", JOB_F_VARIANT, JOB_T_FLOAT, F(guidance), 0, 100, 0, NULL, "--guidance", "X",
-                      "Guidance", "Distilled CFG Scale", 50, "guidance",
+    [JOB_GUIDANCE] = {"guidance", JOB_F_VARIANT, JOB_T_FLOAT, F(guidance), 0, 100, 0, NULL,
+                      "--guidance", "X", "Guidance", "Distilled CFG Scale", 50, "guidance",
                       "FLUX.1-dev's distilled guidance", NULL},
     [JOB_MAX_SEQ] = {"max_sequence_length", JOB_F_VARIANT, JOB_T_INT, F(max_seq), 2, 512, 0, NULL,
                      "--max-sequence-length", "N", "Max sequence length", "Max sequence length",
@@ -73,7 +77,8 @@ const job_param job_params[JOB_N_KEYS] = {
                    "Noise", "Noise", 150, NULL,
                    "the dtype torch.randn draws the noise in: f32, bf16, f16 (torch <= 2.11's "
                    "arithmetic), bf16-f32, f16-f32 (newer torch), f32-scalar (torch without "
-                   "SIMD)", NULL},
+                   "SIMD)",
+                   NULL},
     [JOB_INFO_BACKEND] = {"backend", 0, JOB_T_INFO, 0, 0, 0, 0, NULL, NULL, NULL, "Backend",
                           "Backend", 160, NULL, NULL, NULL},
     [JOB_INFO_PROGRAM] = {"program", 0, JOB_T_INFO, 0, 0, 0, 0, NULL, NULL, NULL, "Version",
@@ -296,8 +301,7 @@ static err set_json_seed(pipeline_job *j, const cJSON *v, const char *raw, const
     return ERR_OK;
 }
 
-static err set_json(pipeline_job *j, job_key k, const cJSON *v, const char *raw,
-                    const char *what) {
+static err set_json(pipeline_job *j, job_key k, const cJSON *v, const char *raw, const char *what) {
     const job_param *p = &job_params[k];
     char got[64];
     switch (p->type) {
@@ -382,7 +386,9 @@ void job_value_text(const pipeline_job *j, job_key k, char *buf, size_t n) {
     size_t m = 0;
     buf[0] = 0;
     switch (p->type) {
-    case JOB_T_TEXT: snprintf(buf, n, "%s", *(char *const *)field ? *(char *const *)field : ""); break;
+    case JOB_T_TEXT:
+        snprintf(buf, n, "%s", *(char *const *)field ? *(char *const *)field : "");
+        break;
     case JOB_T_SEED: snprintf(buf, n, "%llu", (unsigned long long)j->seed); break;
     case JOB_T_INT: snprintf(buf, n, "%d", *(const int *)field); break;
     case JOB_T_FLOAT: snprintf(buf, n, "%g", *(const float *)field); break;

@@ -73,9 +73,9 @@ typedef enum job_type {
 } job_type;
 
 /* job_param.flags */
-#define JOB_F_NOT_JSON 1      /* not a batch line's or a PNG's key (CLI only) */
-#define JOB_F_A1111_ALWAYS 2  /* in the A1111 text even where not in effect (FLUX's CFG scale 1) */
-#define JOB_F_VARIANT 4       /* its default is the model variant's (the family table's) */
+#define JOB_F_NOT_JSON 1     /* not a batch line's or a PNG's key (CLI only) */
+#define JOB_F_A1111_ALWAYS 2 /* in the A1111 text even where not in effect (FLUX's CFG scale 1) */
+#define JOB_F_VARIANT 4      /* its default is the model variant's (the family table's) */
 
 typedef struct job_param {
     const char *key; /* batch lines' and df11 PNG JSON's key */

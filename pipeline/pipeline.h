@@ -26,10 +26,10 @@ typedef struct pipeline_paths {
 
 /* What stays loaded between stages and jobs. */
 typedef enum pipeline_residency {
-    PIPELINE_KEEP_AUTO,    /* keep a model while the others' needs still fit the device's free
-                              memory (or the VRAM budget), else release it (default) */
-    PIPELINE_KEEP_NONE,    /* release each stage's model after it: the lowest peak */
-    PIPELINE_KEEP_ALL,     /* keep every model loaded: the fastest next job */
+    PIPELINE_KEEP_AUTO, /* keep a model while the others' needs still fit the device's free
+                           memory (or the VRAM budget), else release it (default) */
+    PIPELINE_KEEP_NONE, /* release each stage's model after it: the lowest peak */
+    PIPELINE_KEEP_ALL,  /* keep every model loaded: the fastest next job */
 } pipeline_residency;
 
 typedef struct pipeline_options {
@@ -54,13 +54,13 @@ typedef struct pipeline_info {
 
 /* Time and memory of one stage of a run. */
 typedef struct pipeline_stage_report {
-    const char *stage;  /* "CLIP-L", "T5", "transformer", "VAE", ... */
-    double seconds;     /* the stage, its load included */
+    const char *stage;   /* "CLIP-L", "T5", "transformer", "VAE", ... */
+    double seconds;      /* the stage, its load included */
     int loaded;          /* the stage loaded its model (0: the session had kept it) */
     double load_seconds; /* the load's share of seconds */
-    size_t model_bytes; /* device bytes the model holds (0 on the CPU) */
-    size_t peak_bytes;  /* device memory in use at the stage's peak, above the CUDA context */
-    int kept;           /* the model stays loaded after the stage */
+    size_t model_bytes;  /* device bytes the model holds (0 on the CPU) */
+    size_t peak_bytes;   /* device memory in use at the stage's peak, above the CUDA context */
+    int kept;            /* the model stays loaded after the stage */
 } pipeline_stage_report;
 
 /* Callbacks; job is the job's index in pipeline_run's list, image the image's within it. */

@@ -1,7 +1,7 @@
 /* sample: what every family goes through (internal.h): buffers that outlive a stage, the
  * initial noise (diffusers' prepare_latents: a CPU generator seeded seed + i, in the pipeline's
  * dtype), the one flow-matching Euler loop (FlowMatchEulerDiscreteScheduler.step, docs/
- * MODEL-SPEC.md §6.2) with previews and cancellation, and the VAE stage (latents / scaling +
+ * docs/MODEL-SPEC.md §6.2) with previews and cancellation, and the VAE stage (latents / scaling +
  * shift, vae.decode, VaeImageProcessor.postprocess). */
 #include <math.h>
 #include <stdio.h>
@@ -58,8 +58,7 @@ err pl_buf_upload(op_ctx *c, tensor t, const float *v) {
     FAIL_IF(!h, ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < n; i++)
         h[i] = f32_to_bf16(v[i]);
-    err e = op_ctx_sync(c);
-    if (!e) e = gpu_upload(t.data, h, (size_t)n * 2);
+    err e = op_mem_upload(c, t.data, h, (size_t)n * 2);
     free(h);
     return e;
 }
@@ -73,7 +72,7 @@ err pl_buf_download(op_ctx *c, tensor t, float *v) {
     }
     uint16_t *h = malloc((size_t)n * 2 + 2);
     FAIL_IF(!h, ERR_NOMEM, "out of memory");
-    err e = gpu_download(h, t.data, (size_t)n * 2);
+    err e = op_mem_download(c, h, t.data, (size_t)n * 2);
     for (int64_t i = 0; !e && i < n; i++)
         v[i] = bf16_to_f32(h[i]);
     free(h);
@@ -100,8 +99,8 @@ typedef struct pl_preview {
 } pl_preview;
 
 /* x - sigma * v unpacked to [16, h, w] floats, to on_preview */
-static err preview(pl_run *run, pl_job *jb, pl_preview *pv, int img, int step, tensor x,
-                   tensor v, float sigma) {
+static err preview(pl_run *run, pl_job *jb, pl_preview *pv, int img, int step, tensor x, tensor v,
+                   float sigma) {
     op_copy(run->ctx, pv->x0, x);
     op_euler_step(run->ctx, pv->x0, v, -sigma);
     if (run->fam->unpack) run->fam->unpack(run->ctx, pv->lat, pv->x0);
@@ -112,8 +111,7 @@ static err preview(pl_run *run, pl_job *jb, pl_preview *pv, int img, int step, t
 
 /* After step i (of S) of image img: the first-step log line, the step callback, the preview,
  * then ERR_CANCELLED if the caller cancelled. */
-static err step_done(pl_run *run, pl_job *jb, pl_preview *pv, int img, int i, tensor x,
-                     tensor v) {
+static err step_done(pl_run *run, pl_job *jb, pl_preview *pv, int img, int i, tensor x, tensor v) {
     const int S = jb->info.job.steps;
     if (jb == run->jobs && img == 0 && i == 0)
         LOG_INFO("first step done %.2f s after the start (text encoders %.2f s; loading %.2f s "
@@ -249,10 +247,10 @@ static err decode_job(pl_run *run, vae_model *m, pl_job *jb, pl_vae_bufs *b, int
         LOG_INFO("VAE: image %d decoded in %.1f ms", i + 1, (pl_now() - t1) * 1e3);
         if (cb->on_decoded) cb->on_decoded(cb->ctx, jb->index, i, b->host, H, W);
         postprocess(b->host, H, W, run->cuda, b->rgb);
-        const err e = cb->on_image ? cb->on_image(cb->ctx, jb->index, i,
-                                                  jb->info.job.seed + (uint64_t)i, b->rgb,
-                                                  (int)W, (int)H)
-                                   : ERR_OK;
+        const err e = cb->on_image
+                          ? cb->on_image(cb->ctx, jb->index, i, jb->info.job.seed + (uint64_t)i,
+                                         b->rgb, (int)W, (int)H)
+                          : ERR_OK;
         if (e) return *caller = 1, e;
     }
     return ERR_OK;

@@ -57,8 +57,8 @@ struct pipeline_session {
 static const char *const comp_what[PL_N_COMP] = {"CLIP-L text encoder", "CLIP-G text encoder",
                                                  "T5 text encoder", "transformer", "VAE"};
 static const char *const comp_stage[PL_N_COMP] = {"CLIP-L", "CLIP-G", "T5", "transformer", "VAE"};
-static const pl_part comp_part[PL_N_COMP] = {PL_PART_CLIP_L, PL_PART_CLIP_G, PL_PART_T5,
-                                             PL_N_PARTS, PL_PART_VAE};
+static const pl_part comp_part[PL_N_COMP] = {PL_PART_CLIP_L, PL_PART_CLIP_G, PL_PART_T5, PL_N_PARTS,
+                                             PL_PART_VAE};
 
 void pipeline_options_init(pipeline_options *o) {
     memset(o, 0, sizeof *o);
@@ -70,9 +70,7 @@ static int exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
-const pl_variant *pl_variant_of(const pipeline_session *s) {
-    return &s->fam->variants[s->variant];
-}
+const pl_variant *pl_variant_of(const pipeline_session *s) { return &s->fam->variants[s->variant]; }
 const char *pl_part_path(const pipeline_session *s, pl_part p) { return s->part[p]; }
 const char *pl_dit_path(const pipeline_session *s) { return s->dit_path; }
 const sampler_config *pl_schedule(const pipeline_session *s) { return &s->sc; }
@@ -122,7 +120,8 @@ static err detect(pipeline_session *s) {
     char tried[1024];
     size_t n = 0;
     for (size_t f = 0; f < N_FAMILIES; f++) {
-        n += (size_t)snprintf(tried + n, sizeof tried - n, "%s%s:", f ? "; " : "", families[f]->name);
+        n += (size_t)snprintf(tried + n, sizeof tried - n, "%s%s:", f ? "; " : "",
+                              families[f]->name);
         for (const char *const *m = families[f]->marks; *m && n < sizeof tried; m++) {
             if (wt_find(s->dit, *m)) {
                 s->fam = families[f];
@@ -139,9 +138,9 @@ static err detect(pipeline_session *s) {
 /* The parts given on their own (by their flags), from the folder, or in the checkpoint file. */
 static err locate_parts(pipeline_session *s) {
     const pipeline_paths *p = &s->paths;
-    const char *own[PL_N_PARTS] = {p->vae,           p->clip_l,           p->clip_g,
-                                   p->t5xxl,         p->clip_tokenizer,   p->clip_g_tokenizer,
-                                   p->t5_tokenizer,  NULL};
+    const char *own[PL_N_PARTS] = {
+        p->vae,          p->clip_l, p->clip_g, p->t5xxl, p->clip_tokenizer, p->clip_g_tokenizer,
+        p->t5_tokenizer, NULL};
     for (int k = 0; k < PL_N_PARTS; k++) {
         const pl_part_spec *ps = &s->fam->parts[k];
         if (!ps->sub) continue;
@@ -390,7 +389,7 @@ err pl_dit_mode(const pl_run *run, wt_source *src, wp_mode *mode, size_t *budget
 
 void pl_log_dit(const pl_run *run, size_t device_bytes, wp_mode mode) {
     LOG_INFO("transformer: %.2f GB on the device (%s)", (double)device_bytes / 1e9,
-             !run->cuda             ? "mapped on the host"
+             !run->cuda            ? "mapped on the host"
              : mode == WP_RESIDENT ? "resident"
              : mode == WP_DF11     ? "DF11, decoded per block"
                                    : "DF11, streamed");
@@ -486,8 +485,8 @@ static err resolve(pipeline_session *s, const pipeline_job *j, pipeline_info *in
     const pl_variant *v = pl_variant_of(s);
     memset(in, 0, sizeof *in);
     in->family = f->key, in->model_name = v->name, in->backend = s->opt.cpu ? "cpu" : "cuda";
-    if (s->hashed) snprintf(in->model_hash, sizeof in->model_hash, "%016llx",
-                            (unsigned long long)s->hash);
+    if (s->hashed)
+        snprintf(in->model_hash, sizeof in->model_hash, "%016llx", (unsigned long long)s->hash);
     in->accepts = f->accepts, in->given = j->set;
     FAIL_IF(!j->prompt, ERR_ARG, "no prompt (-p)");
     FAIL_IF(j->batch_count < 1, ERR_ARG, "batch count %d: at least 1", j->batch_count);
@@ -527,8 +526,9 @@ const char *pipeline_default_text(job_key k, char *buf, size_t n) {
     size_t m = 0;
     buf[0] = 0;
     if (k == JOB_NOISE)
-        return snprintf(buf, n, "as diffusers' pipeline on the backend: bf16 on the GPU, f32 on "
-                                "the CPU"),
+        return snprintf(buf, n,
+                        "as diffusers' pipeline on the backend: bf16 on the GPU, f32 on "
+                        "the CPU"),
                buf;
     if (!(p->flags & JOB_F_VARIANT)) return snprintf(buf, n, "%s", p->def ? p->def : ""), buf;
     for (size_t f = 0; f < N_FAMILIES; f++) {

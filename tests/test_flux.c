@@ -6,7 +6,7 @@
  * with and without the "model.diffusion_model." prefix) give the same bits as diffusers names;
  * DF11-compressed shards give the same bits as BF16 (GPU: under WP_RESIDENT, WP_DF11 and
  * WP_STREAM); a missing or mis-shaped block tensor is an error naming the file and tensor; the
- * timestep/guidance rounding chain gives MODEL-SPEC §6.3's values.
+ * timestep/guidance rounding chain gives docs/MODEL-SPEC.md §6.3's values.
  * usage: test_flux --cpu|--gpu FIXTURES_DIR (exits 77 for --gpu without a GPU). */
 #include <math.h>
 #include <stdio.h>
@@ -29,8 +29,8 @@
  *   double-precision norm statistics; torch: blocked, vectorised sums). A dot product of K <= 640
  *   terms carries ~sqrt(K) u ~ 1.5e-6 relative error at worst; through the ~50 ops in sequence
  *   with random-weight gains near 1 that stays ~1e-6 (measured: 3e-7), so 1e-5 keeps a factor
- *   ~10 of margin, while any wrong op fails it (per MODEL-SPEC §0 even a LayerNorm eps of 1e-5
- *   instead of 1e-6 moves the output by ~1e-4).
+ *   ~10 of margin, while any wrong op fails it (per docs/MODEL-SPEC.md §0 even a LayerNorm eps of
+ *   1e-5 instead of 1e-6 moves the output by ~1e-4).
  * GPU_REL_L2 2e-2: BF16 activations (u = 2^-9 = 2e-3 at each of the ~50 rounding points, plus
  *   the BF16 inputs) against the fp32 reference, given the fp32 reference's own sinusoid inputs
  *   (flux_forward_tau), so that only the arithmetic differs. diffusers' own BF16 forward of
@@ -105,7 +105,7 @@ static void test_reference(const char *dir, const tu_flux_variant *p, tu_result 
     wt_close(src);
 }
 
-/* ---- BFL names (MODEL-SPEC §1.9) written from the diffusers tensors ---- */
+/* ---- BFL names (docs/MODEL-SPEC.md §1.9) written from the diffusers tensors ---- */
 
 /* The fixture's weights under BFL names (prefix "" or "model.diffusion_model."), one file. */
 static err write_bfl(const char *dir, const flux_config *c, const char *prefix, const char *out) {
@@ -232,7 +232,7 @@ static void test_bfl(const char *dir, const tu_flux_variant *p, const tu_result 
     tu_result_free(&r);
 }
 
-/* The rounding chain against MODEL-SPEC §6.3's table (dev, 28 steps, 1024^2) and §1.4. */
+/* The rounding chain against docs/MODEL-SPEC.md §6.3's table (dev, 28 steps, 1024^2) and §1.4. */
 static void test_time_inputs(void) {
     static const float rows[][2] = {{1000.0f, 1000.0f},  {988.4086f, 988.0f}, {963.3944f, 964.0f},
                                     {850.4057f, 852.0f}, {462.7484f, 462.0f}, {274.828f, 274.0f},

@@ -6,32 +6,26 @@
  * Both backends see the same inputs: random values rounded to BF16, given to the CPU as F32
  * and to the GPU as BF16. An element passes when
  *     |gpu - cpu| <= rtol |cpu| + atol max|cpu|
- * The tolerance table, by the BF16 rounding points the CUDA op has (MODEL-SPEC §1.11) and the
- * fp32 arithmetic before them (the CPU reference is fp32 with double statistics):
- *   MOVE   0, 0            copies, packing, upsampling, lookups: no arithmetic at all.
- *   ONE    2^-8, 1e-4      one rounding to BF16 (half an ulp = 2^-9 relative) of an fp32 value
- *                          that differs from the reference by fp32 effects only (summation
- *                          order over K <= 4096 terms: ~K 2^-24 of the largest partial sum,
- *                          below 1e-4 of the largest output); 2^-8 leaves room for a value
- *                          within fp32 noise of a rounding boundary.
- *   TWO    2^-8, 2^-9      two roundings (gated GELU, gated residual, GroupNorm then SiLU): the
- *                          first rounds an intermediate whose magnitude is up to the output's
- *                          scale, so its half-ulp counts against max|cpu|.
- *   BIAS   2^-8, 2^-7      conv then bias: the convolution's sum is rounded before the bias is
- *                          added and may exceed the output by |bias| (< 4 for the test's N(0,1)
- *                          biases), so its half-ulp is up to 2^-9 (|out| + 4).
- *   ACT2   1.125 2^-8, 2^-9  a GEMM rounded to BF16, then an activation f without a cuBLASLt
- *                          epilogue (SiLU, quick-GELU, erf-GELU), rounded again: the first
- *                          half-ulp reaches the output times f'(z) <= 1.13 (for z > 0, where
- *                          f(z) ~ z), the second adds its own; for z < 0, |z f'(z)| < 0.3 and
- *                          atol covers it.
- *   MOD    2^-8, 2^-7      adaptive LayerNorm: LN, 1 + scale, the product and the sum each round.
- *   ATTN   2^-8, 2^-8      attention: the probabilities round to BF16 before P.V (as flash
- *                          attention does), a relative 2^-9 on weights summing to 1.
- *   TIME   0, 6e-4 (F32)   the sinusoid: CUDA's expf against glibc's, each within 2 ulp of
- *                          the frequency e (< 1), moves the argument t e for t up to 3504 (FLUX's
- *                          guidance 3.5 in the model's units) by 3504 x 2 x 2^-24 = 4.2e-4, plus
- *                          half an ulp of the argument (1.2e-4) and sin/cos's own ulps. */
+ * The tolerance table, by the BF16 rounding points the CUDA op has (docs/MODEL-SPEC.md §1.11) and
+ * the fp32 arithmetic before them (the CPU reference is fp32 with double statistics): MOVE   0, 0
+ * copies, packing, upsampling, lookups: no arithmetic at all. ONE    2^-8, 1e-4      one rounding
+ * to BF16 (half an ulp = 2^-9 relative) of an fp32 value that differs from the reference by fp32
+ * effects only (summation order over K <= 4096 terms: ~K 2^-24 of the largest partial sum, below
+ * 1e-4 of the largest output); 2^-8 leaves room for a value within fp32 noise of a rounding
+ * boundary. TWO    2^-8, 2^-9      two roundings (gated GELU, gated residual, GroupNorm then SiLU):
+ * the first rounds an intermediate whose magnitude is up to the output's scale, so its half-ulp
+ * counts against max|cpu|. BIAS   2^-8, 2^-7      conv then bias: the convolution's sum is rounded
+ * before the bias is added and may exceed the output by |bias| (< 4 for the test's N(0,1) biases),
+ * so its half-ulp is up to 2^-9 (|out| + 4). ACT2   1.125 2^-8, 2^-9  a GEMM rounded to BF16, then
+ * an activation f without a cuBLASLt epilogue (SiLU, quick-GELU, erf-GELU), rounded again: the
+ * first half-ulp reaches the output times f'(z) <= 1.13 (for z > 0, where f(z) ~ z), the second
+ * adds its own; for z < 0, |z f'(z)| < 0.3 and atol covers it. MOD    2^-8, 2^-7      adaptive
+ * LayerNorm: LN, 1 + scale, the product and the sum each round. ATTN   2^-8, 2^-8      attention:
+ * the probabilities round to BF16 before P.V (as flash attention does), a relative 2^-9 on weights
+ * summing to 1. TIME   0, 6e-4 (F32)   the sinusoid: CUDA's expf against glibc's, each within 2 ulp
+ * of the frequency e (< 1), moves the argument t e for t up to 3504 (FLUX's guidance 3.5 in the
+ * model's units) by 3504 x 2 x 2^-24 = 4.2e-4, plus half an ulp of the argument (1.2e-4) and
+ * sin/cos's own ulps. */
 #include <stdlib.h>
 
 #include "core/cuda/gpu.h"
@@ -229,9 +223,9 @@ static void test_elementwise(void) {
     op_euler_step(cpu, xe.h, ve.h, -0.0116f);
     op_euler_step(gpu, xe.d, ve.d, -0.0116f);
     check("euler_step", xe, TWO);
-    /* guidance: the eager bf16 arithmetic exactly, bf16(b + bf16(g bf16(p - n))) (MODEL-SPEC
-       §6.4), on inputs that are BF16 values on both sides; CFG (u, c, u) and skip-layer
-       guidance (v, c, s) */
+    /* guidance: the eager bf16 arithmetic exactly, bf16(b + bf16(g bf16(p - n)))
+       (docs/MODEL-SPEC.md §6.4), on inputs that are BF16 values on both sides; CFG (u, c, u) and
+       skip-layer guidance (v, c, s) */
     pair cu = MK(1.0, 2, 999), cc = MK(1.0, 2, 999), cs = MK(1.0, 2, 999), co = OUT(2, 999);
     for (int slg = 0; slg < 2; slg++) {
         /* the second pass guides the first's output */

@@ -1,7 +1,7 @@
 /* test_sampler: unet_dit/sampler.h against tests/fixtures/sampler_ref.safetensors
  * (make_sampler_ref.py: torch.randn on seeded CPU generators, FluxPipeline's and
  * StableDiffusion3Pipeline's schedules, bf16 Euler steps, all recorded by torch and diffusers)
- * and against MODEL-SPEC.md §6.1, §6.3 and §6.6's printed values. Everything is compared bit
+ * and against docs/MODEL-SPEC.md §6.1, §6.3 and §6.6's printed values. Everything is compared bit
  * for bit: the noise and the schedule are exact reproductions, not approximations. Host code
  * only: --gpu exits 77.
  * usage: test_sampler --cpu|--gpu FIXTURES_DIR */
@@ -63,7 +63,7 @@ static const struct {
 } kinds[] = {{"f32", NOISE_F32}, {"f32_scalar", NOISE_F32_SCALAR}, {"bf16", NOISE_BF16},
              {"f16", NOISE_F16}, {"bf16_f32", NOISE_BF16_F32},     {"f16_f32", NOISE_F16_F32}};
 
-/* MODEL-SPEC §6.6's first values of seed 0 (n >= 16) for the kinds it prints */
+/* docs/MODEL-SPEC.md §6.6's first values of seed 0 (n >= 16) for the kinds it prints */
 static void test_spec_first_values(void) {
     static const float f32[4] = {-1.1258398f, -1.1523602f, -0.25057858f, -0.4338788f};
     static const float bf16[4] = {1.4609375f, 0.29101562f, 0.9609375f, 1.5703125f};
@@ -158,7 +158,7 @@ static void test_generator(void) {
 
 /* ---- schedule ---- */
 
-/* MODEL-SPEC §6.1: FLUX-dev 28 steps at 1024x1024 */
+/* docs/MODEL-SPEC.md §6.1: FLUX-dev 28 steps at 1024x1024 */
 static const float spec_dev28[29] = {1,
                                      0.988408625f,
                                      0.976222456f,
@@ -189,7 +189,7 @@ static const float spec_dev28[29] = {1,
                                      0.104720898f,
                                      0};
 
-/* MODEL-SPEC §6.3's table: bf16(t), bf16(t)/1000 in bf16, and tau, for the same schedule */
+/* docs/MODEL-SPEC.md §6.3's table: bf16(t), bf16(t)/1000 in bf16, and tau, for the same schedule */
 static const float spec_tau[28][3] = {{1000, 1.0f, 1000},       {988, 0.98828125f, 988},
                                       {976, 0.9765625f, 976},   {964, 0.96484375f, 964},
                                       {948, 0.94921875f, 948},  {936, 0.9375f, 936},
@@ -205,7 +205,7 @@ static const float spec_tau[28][3] = {{1000, 1.0f, 1000},       {988, 0.98828125
                                       {344, 0.34375f, 344},     {274, 0.2734375f, 274},
                                       {195, 0.1953125f, 195},   {104.5f, 0.1044921875f, 104.5f}};
 
-/* the transformer's timestep input (MODEL-SPEC §6.3): bf16(t) / 1000 rounded to bf16, then
+/* the transformer's timestep input (docs/MODEL-SPEC.md §6.3): bf16(t) / 1000 rounded to bf16, then
  * times 1000 rounded to bf16 */
 static void tau_chain(float t, float *bt, float *div, float *tau) {
     *bt = bf16_round(t);
@@ -300,7 +300,7 @@ static void test_schedule_fixture(void) {
     EXPECT(n_cases >= 5, "only %d schedule cases in the fixture", n_cases);
 }
 
-/* MODEL-SPEC §6.1's tables and §6.3's tau table */
+/* docs/MODEL-SPEC.md §6.1's tables and §6.3's tau table */
 static void test_schedule_spec(void) {
     sampler_config c;
     sampler_config_flux_dev(&c);
@@ -320,7 +320,7 @@ static void test_schedule_spec(void) {
     const float head[5] = {1, 0.993579507f, 0.98697859f, 0.980189562f, 0.973204136f};
     const float tail[4] = {0.167767122f, 0.116288766f, 0.0605502762f, 0};
     EXPECT(mismatches(sig, head, 5) == 0 && mismatches(sig + 47, tail, 4) == 0,
-           "dev 50 steps 1024^2 differs from MODEL-SPEC §6.1");
+           "dev 50 steps 1024^2 differs from docs/MODEL-SPEC.md §6.1");
     /* mu per size (§6.1's table, printed rounded) */
     const struct {
         int side;
@@ -365,7 +365,7 @@ static void test_sd3_schedule_fixture(void) {
            n_cases);
 }
 
-/* MODEL-SPEC §6.1's SD3.5 tables: 28 steps, Turbo's 4, and the ends of 40 */
+/* docs/MODEL-SPEC.md §6.1's SD3.5 tables: 28 steps, Turbo's 4, and the ends of 40 */
 static void test_sd3_schedule_spec(void) {
     static const float sd3_28[29] = {1,
                                      0.987380624f,
@@ -410,10 +410,10 @@ static void test_sd3_schedule_spec(void) {
     const float head[3] = {1, 0.991330862f, 0.982355773f},
                 tail[3] = {0.0810457543f, 0.00892857183f, 0};
     EXPECT(mismatches(sig, head, 3) == 0 && mismatches(sig + 38, tail, 3) == 0,
-           "SD3.5 40 steps differs from MODEL-SPEC §6.1");
+           "SD3.5 40 steps differs from docs/MODEL-SPEC.md §6.1");
 }
 
-/* the bf16 Euler step of MODEL-SPEC §6.2 against diffusers' scheduler.step in bf16 */
+/* the bf16 Euler step of docs/MODEL-SPEC.md §6.2 against diffusers' scheduler.step in bf16 */
 static void test_euler_fixture(void) {
     const st_tensor *xt = need("euler.x"), *vt = need("euler.v");
     const int64_t n = (int64_t)xt->numel;

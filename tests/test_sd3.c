@@ -147,7 +147,7 @@ static void test_reference(const char *dir, const variant *p, tu_result *base) {
     wt_close(src);
 }
 
-/* ---- Stability's names, written from the diffusers fixture (MODEL-SPEC §2.7) ---- */
+/* ---- Stability's names, written from the diffusers fixture (docs/MODEL-SPEC.md §2.7) ---- */
 
 static err write_original(const char *dir, const sd3_config *c, const char *prefix,
                           const char *out) {

@@ -237,7 +237,7 @@ static void test_df11(const char *dir, latents z, const tu_result *base) {
     tu_result_free(&r);
 }
 
-/* diffusers name -> the original LDM/BFL name (MODEL-SPEC §3.6), or 0 for encoder tensors;
+/* diffusers name -> the original LDM/BFL name (docs/MODEL-SPEC.md §3.6), or 0 for encoder tensors;
  * sets *conv1x1 for the attention projections the original stores as 1x1 convs. */
 static int ldm_name(const char *d, char *o, size_t n, int n_levels, int *conv1x1) {
     static const char *const attn[][2] = {{"group_norm.", "norm."},

@@ -1,4 +1,4 @@
-/* testutil_sd3: SD3's transformer in Stability's names (MODEL-SPEC §2.7, diffusers'
+/* testutil_sd3: SD3's transformer in Stability's names (docs/MODEL-SPEC.md §2.7, diffusers'
  * convert_sd3_transformer_checkpoint_to_diffusers read backwards), renamed from a diffusers
  * folder: for test_sd3 (the DiT alone, with and without "model.diffusion_model.") and
  * test_pipeline (inside one file with the VAE and the text encoders, as sd3.5_large.safetensors

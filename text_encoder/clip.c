@@ -1,6 +1,6 @@
 /* clip.c: the CLIP text transformer as a straight sequence of ops, mirroring transformers
  * models/clip/modeling_clip.py (CLIPTextTransformer.forward, CLIPEncoderLayer.forward,
- * CLIPAttention, CLIPMLP, CLIPTextModelWithProjection.forward). MODEL-SPEC.md §4.1. Weights in
+ * CLIPAttention, CLIPMLP, CLIPTextModelWithProjection.forward). docs/MODEL-SPEC.md §4.1. Weights in
  * HF names, or in raw OpenCLIP names (open_clip transformer.py: TextTransformer,
  * ResidualAttentionBlock over nn.MultiheadAttention) bound to the same fields (wbind.h). */
 #include "text_encoder/clip.h"

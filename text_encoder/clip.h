@@ -1,5 +1,5 @@
 /* clip: the CLIP text transformer (CLIP-L, CLIP-G), with its optional text_projection.
- * Spec: MODEL-SPEC.md §4.1 (structure, names), §4.3 (what FLUX and SD3 take from it). Weights
+ * Spec: docs/MODEL-SPEC.md §4.1 (structure, names), §4.3 (what FLUX and SD3 take from it). Weights
  * come from a wt_source (plain or DF11) and stay resident; the model owns its activation
  * buffers; outputs are the caller's tensors. */
 #ifndef TEXT_ENCODER_CLIP_H

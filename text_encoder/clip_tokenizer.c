@@ -6,7 +6,7 @@
  *      tokens marked "normalized" are then cut out of the normalized text;
  *   3. pre-tokenized by CLIP's regex (Split, invert), then ByteLevel (bytes to symbols);
  *   4. BPE by merge rank with "</w>" on the last symbol (tokenizers models/bpe).
- * Spec and test vectors: shared/MODEL-SPEC.md §5.1. */
+ * Spec and test vectors: docs/MODEL-SPEC.md §5.1. */
 #include "text_encoder/clip_tokenizer.h"
 
 #include <cjson/cJSON.h>

@@ -1,6 +1,6 @@
 /* clip_tokenizer: CLIP's byte-level BPE, giving the ids transformers' CLIPTokenizer (the HF
  * tokenizers backend) gives with padding="max_length", truncation=True, as the diffusers
- * pipelines call it. Spec: shared/MODEL-SPEC.md §5.1. Unicode data: text_encoder/unicode.h.
+ * pipelines call it. Spec: docs/MODEL-SPEC.md §5.1. Unicode data: text_encoder/unicode.h.
  * The handle is immutable after load: one may serve several threads. */
 #ifndef TEXT_ENCODER_CLIP_TOKENIZER_H
 #define TEXT_ENCODER_CLIP_TOKENIZER_H

@@ -1,6 +1,7 @@
 /* t5.c: the T5 v1.1 encoder as a straight sequence of ops, mirroring transformers
  * models/t5/modeling_t5.py (T5Stack.forward for the encoder, T5LayerSelfAttention,
- * T5Attention.compute_bias, T5LayerFF, T5DenseGatedActDense, T5LayerNorm). MODEL-SPEC.md §4.2. */
+ * T5Attention.compute_bias, T5LayerFF, T5DenseGatedActDense, T5LayerNorm). docs/MODEL-SPEC.md §4.2.
+ */
 #include "text_encoder/t5.h"
 
 #include <cjson/cJSON.h>

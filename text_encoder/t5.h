@@ -1,5 +1,5 @@
 /* t5: the T5 v1.1 encoder (T5EncoderModel; T5-XXL for FLUX and SD3), gated-GELU FFN, RMS norms,
- * relative position bias. Spec: MODEL-SPEC.md §4.2 (structure, bias buckets, names), §4.3.
+ * relative position bias. Spec: docs/MODEL-SPEC.md §4.2 (structure, bias buckets, names), §4.3.
  * Weights come from a wt_source (plain or DF11) and stay resident; the model owns its
  * activation buffers and the bias table; the output is the caller's tensor. */
 #ifndef TEXT_ENCODER_T5_H

@@ -1,6 +1,6 @@
 /* t5_tokenizer: T5's SentencePiece unigram tokenizer (FLUX tokenizer_2, SD3.5 tokenizer_3), id for
  * id as transformers' T5TokenizerFast, the tokenizers library or sentencepiece tokenize.
- * Spec: MODEL-SPEC.md §5.2; the inputs on which those three disagree, and why, are listed in
+ * Spec: docs/MODEL-SPEC.md §5.2; the inputs on which those three disagree, and why, are listed in
  * tests/fixtures/tokenizers/t5_ids.json (made by tests/fixtures/make_t5_tokenizer.py). */
 #ifndef TEXT_ENCODER_T5_TOKENIZER_H
 #define TEXT_ENCODER_T5_TOKENIZER_H

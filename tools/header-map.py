@@ -4,7 +4,9 @@
   tools/header-map.py           prints the section (each header: what its opening comment says
                                 it is, and the names it defines)
   tools/header-map.py --write   puts it into docs/ARCHITECTURE.md between the map's markers
-  tools/header-map.py --check   exit 1 if docs/ARCHITECTURE.md's map is not the headers' (a test)
+  tools/header-map.py --check   exit 1 if docs/ARCHITECTURE.md's map is not the headers', or a
+                                citation in the code (docs/MODEL-SPEC.md §N.M, docs/ARCHITECTURE.md
+                                "Section", MODEL-SPEC §N.M) names a section the docs lack (a test)
 
 The names are read with a few regular expressions over the top level of each header: functions
 declared, types (typedef, struct, enum), enum constants, macros other than the include guard,
@@ -103,6 +105,31 @@ def section():
     return "\n".join(lines).replace("\n\n\n", "\n\n")
 
 
+def citations():
+    """The cited sections the docs lack, as 'file:line: citation' strings."""
+    spec = open(os.path.join(ROOT, "docs", "MODEL-SPEC.md"), encoding="utf-8").read()
+    arch = open(os.path.join(ROOT, "docs", "ARCHITECTURE.md"), encoding="utf-8").read()
+    numbers = set(re.findall(r"^#+\s+([0-9]+(?:\.[0-9]+)?)[.\s]", spec, re.M))
+    titles = set(t.strip() for t in re.findall(r"^#+\s+(.+)$", arch, re.M))
+    files = subprocess.run(["git", "ls-files", "--", *[f + "/*" for f in FOLDERS], "tests/*",
+                            "tools/*"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    bad = []
+    for f in files:
+        if not f.endswith((".c", ".h", ".cu", ".cuh", ".py", ".sh")) or f == "tools/header-map.py":
+            continue
+        text = open(os.path.join(ROOT, f), encoding="utf-8", errors="replace").read()
+        for n, line in enumerate(text.splitlines(), 1):
+            for m in re.finditer(r"MODEL-SPEC(?:\.md)?\s*§?\s*([0-9]+(?:\.[0-9]+)?)", line):
+                if m.group(1) not in numbers:
+                    bad.append(f"{f}:{n}: {m.group(0)}")
+            for m in re.finditer(r'ARCHITECTURE\.md "([^"]+)"', line):
+                if m.group(1) not in titles:
+                    bad.append(f"{f}:{n}: {m.group(0)}")
+            if re.search(r"\bDESIGN\.md|shared/MODEL-SPEC", line):
+                bad.append(f"{f}:{n}: a document outside the repository")
+    return bad
+
+
 def main():
     doc = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
     sec = section()
@@ -118,11 +145,15 @@ def main():
     if sys.argv[1] == "--write":
         open(doc, "w", encoding="utf-8").write(new)
         return 0
+    rc = 0
     if new != text:
         print("docs/ARCHITECTURE.md: its header map is not the headers' any more; run "
               "tools/header-map.py --write and commit the result", file=sys.stderr)
-        return 1
-    return 0
+        rc = 1
+    for b in citations():
+        print(f"{b}: cites a section the docs do not have", file=sys.stderr)
+        rc = 1
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 /* flux.c: the FLUX.1 transformer as a straight sequence of ops, mirroring diffusers
- * transformer_flux.py::FluxTransformer2DModel.forward (MODEL-SPEC §1). One joint stream h
+ * transformer_flux.py::FluxTransformer2DModel.forward (docs/MODEL-SPEC.md §1). One joint stream h
  * [1, T + N, D] holds the text tokens first, then the image tokens, through all blocks: the
  * double blocks work on its two row ranges, the single blocks on all of it (diffusers
  * concatenates and splits around each single block; the values are the same). */
@@ -105,7 +105,7 @@ static void wv_stream_diffusers(wvisit *v, flux_stream_w *s, int txt) {
     wbind_linear(v, &s->ff2_w, &s->ff2_b, txt ? "ff_context.net.2" : "ff.net.2", D, mlp);
 }
 
-/* the same in BFL names (MODEL-SPEC §1.9); s is "img" or "txt" */
+/* the same in BFL names (docs/MODEL-SPEC.md §1.9); s is "img" or "txt" */
 static void wv_stream_bfl(wvisit *v, flux_stream_w *st, const char *s) {
     const int64_t D = CFG(v)->D, hd = CFG(v)->head_dim, mlp = CFG(v)->mlp;
     char n[FLUX_NAME_MAX];

@@ -1,5 +1,5 @@
 /* flux: the FLUX.1 transformer (FluxTransformer2DModel; dev with its guidance embedding,
- * schnell without), one forward = one velocity prediction. Spec: MODEL-SPEC.md §1, §6.3.
+ * schnell without), one forward = one velocity prediction. Spec: docs/MODEL-SPEC.md §1, §6.3.
  * Weights come from a wt_source (diffusers or BFL names, plain or DF11); the 19 + 38 blocks go
  * through the weight provider (weights/weights.h), the embedders and the final layer stay resident.
  * The model borrows the op_ctx and the wt_source; it owns its weights' blocks and activations. */

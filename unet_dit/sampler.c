@@ -1,5 +1,5 @@
-/* sampler: torch.randn on a seeded CPU generator, bit for bit (MODEL-SPEC §6.6), and the FLUX
- * and SD3 flow-matching schedules (§6.1). Mirrors ATen's core/MT19937RNGEngine.h,
+/* sampler: torch.randn on a seeded CPU generator, bit for bit (docs/MODEL-SPEC.md §6.6), and the
+ * FLUX and SD3 flow-matching schedules (§6.1). Mirrors ATen's core/MT19937RNGEngine.h,
  * core/DistributionsHelper.h (uniform_real_distribution, normal_distribution),
  * native/cpu/DistributionTemplates.h (normal_fill, NormalFill16) and avx_mathfun.h
  * (log256_ps, sincos256_ps); diffusers' scheduling_flow_match_euler_discrete.py::set_timesteps

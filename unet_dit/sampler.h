@@ -1,7 +1,7 @@
 /* sampler: the initial noise (torch.randn on a seeded CPU torch.Generator, bit for bit) and the
  * flow-matching schedule (diffusers FlowMatchEulerDiscreteScheduler as FluxPipeline and
  * StableDiffusion3Pipeline drive it).
- * Spec: MODEL-SPEC.md §6.1 (schedule), §6.5 and §6.6 (noise). The Euler step itself is
+ * Spec: docs/MODEL-SPEC.md §6.1 (schedule), §6.5 and §6.6 (noise). The Euler step itself is
  * op_euler_step (core/ops.h). Everything here is host code and owns no memory. */
 #ifndef UNET_DIT_SAMPLER_H
 #define UNET_DIT_SAMPLER_H
@@ -14,8 +14,8 @@ struct cJSON;
 
 /* Which torch.randn arithmetic to reproduce. Values are returned as floats that the named dtype
  * holds exactly. The float32 kernels use glibc's libm where torch does (x86-64 Linux wheels).
- * "legacy" half kinds: torch up to 2.11 at least (MODEL-SPEC §6.6 (C): Box-Muller computed in
- * the half type). The *_F32 half kinds: newer torch (2.15 checked), which computes in float32
+ * "legacy" half kinds: torch up to 2.11 at least (docs/MODEL-SPEC.md §6.6 (C): Box-Muller computed
+ * in the half type). The *_F32 half kinds: newer torch (2.15 checked), which computes in float32
  * with the SIMD kernel and rounds, drawing 16 uniforms per block. */
 typedef enum noise_kind {
     NOISE_F32,        /* float32, torch's AVX2/AVX-512 kernel (any recent x86 CPU) */
@@ -70,8 +70,8 @@ double sampler_flux_mu(const sampler_config *c, int64_t image_seq_len);
  * mu) compute them in float32, bit-exact; image_seq_len = (H/16)(W/16). steps >= 1. */
 void sampler_flux_sigmas(const sampler_config *c, int steps, int64_t image_seq_len, float *sigmas);
 /* sigmas[steps + 1] (terminal 0) as StableDiffusion3Pipeline + set_timesteps(steps) compute
- * them, bit-exact for any static shift: shifted twice (MODEL-SPEC §6.1). c->dynamic must be 0
- * (a config with use_dynamic_shifting is the caller's to reject). steps >= 1. */
+ * them, bit-exact for any static shift: shifted twice (docs/MODEL-SPEC.md §6.1). c->dynamic must be
+ * 0 (a config with use_dynamic_shifting is the caller's to reject). steps >= 1. */
 void sampler_sd3_sigmas(const sampler_config *c, int steps, float *sigmas);
 /* timesteps[i] = sigmas[i] * num_train in float32, i < steps (the scheduler's timesteps). */
 void sampler_timesteps(const sampler_config *c, int steps, const float *sigmas, float *timesteps);

@@ -1,7 +1,7 @@
 /* sd3.c: the SD3.5 MMDiT as a straight sequence of ops, mirroring diffusers
  * transformer_sd3.py::SD3Transformer2DModel.forward and attention.py::JointTransformerBlock
- * (MODEL-SPEC §2). The image stream x [B, N, D] and the text stream c [B, T, D] live in their
- * own buffers (the modulation ops take contiguous [B, n, D]); only the attention is joint:
+ * (docs/MODEL-SPEC.md §2). The image stream x [B, N, D] and the text stream c [B, T, D] live in
+ * their own buffers (the modulation ops take contiguous [B, n, D]); only the attention is joint:
  * each stream's q, k, v projections (one GEMM where the weights lie back to back) write the
  * rows of their tokens in qkv [B, N + T, 3D], image rows first, so the concatenation diffusers
  * makes is never copied, and one attention over the joint sequence writes o [B, N + T, D],
@@ -153,7 +153,7 @@ static void wv_block_diffusers(wvisit *v, int i, sd3_block_w *b) {
     }
 }
 
-/* the same in Stability's names (MODEL-SPEC §2.7, convert_sd3_transformer_checkpoint_to_
+/* the same in Stability's names (docs/MODEL-SPEC.md §2.7, convert_sd3_transformer_checkpoint_to_
  * diffusers read backwards) */
 static void wv_block_original(wvisit *v, int i, sd3_block_w *b) {
     const sd3_config *c = CFG(v);

@@ -1,6 +1,6 @@
 /* sd3: the Stable Diffusion 3.5 transformer (SD3Transformer2DModel: Large, Large Turbo, and
  * Medium with its dual-attention MMDiT-X blocks), one forward = one velocity prediction for a
- * batch (B = 2 under CFG). Spec: MODEL-SPEC.md §2, §6.4. Weights come from a wt_source
+ * batch (B = 2 under CFG). Spec: docs/MODEL-SPEC.md §2, §6.4. Weights come from a wt_source
  * (diffusers or Stability names, plain or DF11); the blocks go through the weight provider, the
  * embedders, pos_embed and the final layer stay resident. Borrows the op_ctx and the wt_source. */
 #ifndef UNET_DIT_SD3_H

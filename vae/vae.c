@@ -84,7 +84,7 @@ struct vae_model {
     size_t act_bytes;
 };
 
-/* ---- names (MODEL-SPEC §3.6) ---- */
+/* ---- names (docs/MODEL-SPEC.md §3.6) ---- */
 
 typedef enum scheme { NAMES_DIFFUSERS, NAMES_LDM } scheme;
 

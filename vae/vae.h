@@ -1,5 +1,5 @@
 /* vae: the AutoencoderKL decoder of FLUX.1 and SD3.5 (16-channel latents), 8x upscaling to an
- * RGB image in about [-1, 1]. Spec: MODEL-SPEC.md §3 (3.1-3.3 numerics and op order, 3.6
+ * RGB image in about [-1, 1]. Spec: docs/MODEL-SPEC.md §3 (3.1-3.3 numerics and op order, 3.6
  * tensor names). The model owns its weights (wt_blocks) and its planned activations; the
  * caller owns the op_ctx, the wt_source, z and out. */
 #ifndef VAE_VAE_H

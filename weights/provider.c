@@ -284,7 +284,7 @@ void wp_free(weight_provider *p) {
     free(p);
 }
 
-/* CUDA errors in the loop leave nothing to recover (DESIGN.md "Errors") */
+/* CUDA errors in the loop leave nothing to recover (docs/ARCHITECTURE.md "Errors") */
 static void ok(err e) {
     if (e) {
         fprintf(stderr, "weight provider: %s\n", err_msg());

@@ -1,5 +1,5 @@
 /* provider: hands model code a transformer block's weights as BF16 device tensors, whatever
- * they are stored as (DESIGN.md "Weights"):
+ * they are stored as (docs/ARCHITECTURE.md "Weights"):
  *   WP_RESIDENT  every block's BF16 weights resident on the device (a DF11 source is decoded
  *                once, at creation);
  *   WP_DF11      every block's DF11 blobs resident; a block is decoded into one of two slots on

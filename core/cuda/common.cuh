@@ -1,6 +1,6 @@
 /* common.cuh: what every CUDA op file of core/cuda/ shares: the context's CUDA state, the
- * checks that abort on a CUDA error inside an op (DESIGN.md "Errors": a sticky error leaves
- * nothing to recover), BF16 conversions, the activations and deterministic reductions.
+ * checks that abort on a CUDA error inside an op (docs/ARCHITECTURE.md "Errors": a sticky error
+ * leaves nothing to recover), BF16 conversions, the activations and deterministic reductions.
  * Internal to core/cuda/. */
 #ifndef CORE_CUDA_COMMON_CUH
 #define CORE_CUDA_COMMON_CUH
@@ -70,10 +70,10 @@ static inline bf16 *mbf(const tensor &t) { return (bf16 *)t.data; }
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
-/* rounds through BF16 (a rounding point of the eager bf16 reference, MODEL-SPEC §1.11) */
+/* rounds through BF16 (a rounding point of the eager bf16 reference, docs/MODEL-SPEC.md §1.11) */
 __device__ __forceinline__ float rbf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
-/* The activations of ops.h in fp32, with CUDA's precise functions (MODEL-SPEC §1.4). */
+/* The activations of ops.h in fp32, with CUDA's precise functions (docs/MODEL-SPEC.md §1.4). */
 __device__ __forceinline__ float act_eval(float x, op_act a) {
     switch (a) {
     case OP_ACT_GELU_TANH:

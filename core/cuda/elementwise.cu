@@ -2,7 +2,7 @@
  * reference is ops_cpu.c): activations, T5's gated GELU, add, the gated residual, FLUX RoPE,
  * the timestep sinusoid, strided copies with dtype casts, nearest upsampling, the latent
  * (un)packing and the embedding gather. Math in fp32 from the BF16 inputs and one rounding to
- * BF16, except where the eager bf16 reference rounds in between (rbf(), MODEL-SPEC §1.11).
+ * BF16, except where the eager bf16 reference rounds in between (rbf(), docs/MODEL-SPEC.md §1.11).
  * Flat ops are grid-stride loops; ops over strided rows put a row's values on the grid's x and
  * the rows on y (and z), looping past the grid's limits, so no value needs an index division.
  * The activation ops are bound by DRAM bandwidth: a thread moves VW = 8 values with 16-byte
@@ -126,7 +126,7 @@ static __global__ void scale_shift_kernel(bf16 *out, const bf16 *x, int64_t n, f
 }
 
 /* Grid-stride over the n values, VW at a time: the scheduler's x + dt v with dt already rounded
- * to BF16; the product is a bf16 tensor, the sum is taken in fp32 and rounded (MODEL-SPEC
+ * to BF16; the product is a bf16 tensor, the sum is taken in fp32 and rounded (docs/MODEL-SPEC.md
  * §6.2). */
 template <int VW>
 static __global__ void euler_step_kernel(bf16 *x, const bf16 *v, int64_t n, float dt) {
@@ -143,7 +143,7 @@ static __global__ void euler_step_kernel(bf16 *x, const bf16 *v, int64_t n, floa
 }
 
 /* guidance, three eager bf16 ops: the difference, the scaled difference and the sum each round
- * to BF16 (MODEL-SPEC §6.4); the scale is a float32 scalar */
+ * to BF16 (docs/MODEL-SPEC.md §6.4); the scale is a float32 scalar */
 template <int VW>
 static __global__ void guidance_kernel(bf16 *out, const bf16 *base, const bf16 *pos,
                                        const bf16 *neg, int64_t n, float g) {

@@ -5,8 +5,8 @@
  * the BF16 output. A batch of matrices (x and out [B,n,.] whose rows do not collapse) is one
  * strided-batched matmul, the weight and the bias shared (batch stride 0).
  *
- * Exactness (DESIGN.md): each shape gets one algorithm, cuBLASLt's first heuristic choice,
- * chosen once and kept in a cache. The heuristic is asked with fixed 16-byte alignment
+ * Exactness (docs/ARCHITECTURE.md): each shape gets one algorithm, cuBLASLt's first heuristic
+ * choice, chosen once and kept in a cache. The heuristic is asked with fixed 16-byte alignment
  * preferences, so the choice depends on the shape alone, never on where a buffer happens to
  * lie: resident, decoded and streamed weights run the same algorithm and give the same bits.
  * Split-K reductions, when chosen, go through the workspace in a fixed order, not atomics. */

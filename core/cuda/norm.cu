@@ -466,8 +466,8 @@ void opcu_layernorm_modulate(op_ctx *c, tensor out, tensor x, tensor shift, tens
 }
 
 /* x rsqrt(mean(x^2) + eps) w. once: rounded once, as torch.nn.RMSNorm / F.rms_norm's fused
- * CUDA kernel in torch 2.11 (FLUX q/k, MODEL-SPEC §1.11); twice: the normalised x is rounded
- * before the product, as T5LayerNorm and diffusers' RMSNorm compute it (§2.5, §4.2). Rows of
+ * CUDA kernel in torch 2.11 (FLUX q/k, docs/MODEL-SPEC.md §1.11); twice: the normalised x is
+ * rounded before the product, as T5LayerNorm and diffusers' RMSNorm compute it (§2.5, §4.2). Rows of
  * up to 1024 go to lane groups (16 lanes of 8 values for FLUX's heads of 128), longer ones to
  * a block each. */
 static void rmsnorm(op_ctx *c, tensor out, tensor x, tensor w, float eps, int twice) {

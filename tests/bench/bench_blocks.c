@@ -1,12 +1,12 @@
 /* bench_blocks: a stack of FLUX-sized random transformer blocks (19 double-stream, 38
- * single-stream, the FLUX.1 structure of MODEL-SPEC §1.6-1.7) at 1024x1024 (4096 image + 512
- * text tokens), one forward timed under each weight provider mode (weights/provider.h):
- *   (a) BF16 resident, (b) DF11 resident decoded per block into two slots, (c) DF11 streamed
- *   from pinned host memory with the whole run under a device-memory budget (default 10 GB).
- * The ceiling is (a) itself: (b) and (c) are reported as a fraction of it. Each mode's output
- * is compared bit for bit with (a)'s, and the device memory each run holds is printed.
- * Random weights ~N(0, 0.02), norm weights 1, encoded once per distinct block and shared.
- * usage: bench_blocks [--budget-gb G] [--double N] [--single N] [--iters N] */
+ * single-stream, the FLUX.1 structure of docs/MODEL-SPEC.md §1.6-1.7) at 1024x1024 (4096 image +
+ * 512 text tokens), one forward timed under each weight provider mode (weights/provider.h): (a)
+ * BF16 resident, (b) DF11 resident decoded per block into two slots, (c) DF11 streamed from pinned
+ * host memory with the whole run under a device-memory budget (default 10 GB). The ceiling is (a)
+ * itself: (b) and (c) are reported as a fraction of it. Each mode's output is compared bit for bit
+ * with (a)'s, and the device memory each run holds is printed. Random weights ~N(0, 0.02), norm
+ * weights 1, encoded once per distinct block and shared. usage: bench_blocks [--budget-gb G]
+ * [--double N] [--single N] [--iters N] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_flux: FLUX.1-dev end to end on this GPU at 1024x1024, 28 steps, from BF16 and from DF11
 # weights, beside diffusers' FluxPipeline in BF16 run in the same script on the same model
-# (the ceiling we measure against; MODEL-SPEC §7.3 puts the GEMM floor at about 95 ms a step).
+# (the ceiling we measure against; docs/MODEL-SPEC.md §7.3 puts the GEMM floor at about 95 ms a step).
 # The model has FLUX.1-dev's full-size transformer, VAE and CLIP-L with random weights, made
 # here by flux_full.py and compressed with `df11 compress`. Prints a table; keeps the logs.
 # usage: bench_flux.sh BUILD_DIR WORK_DIR OUT_DIR

@@ -1,9 +1,9 @@
 """sd3_full: the SD3.5 Large benchmark's model and its diffusers reference (tests/bench/bench_sd3.sh).
 
   python3 sd3_full.py make DIR FIXTURES   writes a diffusers StableDiffusion3Pipeline folder with
-      random BF16 weights: the transformer at full size (SD3.5 Large's config, MODEL-SPEC 2.1:
+      random BF16 weights: the transformer at full size (SD3.5 Large's config, docs/MODEL-SPEC.md §2.1:
       38 layers, 38 heads x 64, 8.06 B parameters + the pos_embed buffer, 16.3 GB, two shards as
-      the published one), the VAE (MODEL-SPEC 3.1), CLIP-L and CLIP-G with their projections at
+      the published one), the VAE (docs/MODEL-SPEC.md §3.1), CLIP-L and CLIP-G with their projections at
       full size, and a T5 with T5-XXL's width (4096, so the transformer gets the input it expects)
       but 2 of its 24 layers: the full 9.5 GB would not change the transformer's step time and
       would take the disk space the DF11 copy needs. Tokenizers are the test fixtures'
@@ -42,7 +42,7 @@ def quiet():
 
 
 def configs(tiny):
-    """Component configs: SD3.5 Large's (MODEL-SPEC 2.1, 3.1, 4.1, 4.2), or small ones with the
+    """Component configs: SD3.5 Large's (docs/MODEL-SPEC.md §2.1, 3.1, 4.1, 4.2), or small ones with the
     same wiring (joint width = T5 width, pooled width = CLIP-L + CLIP-G projections)."""
     if tiny:
         clip_l = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
