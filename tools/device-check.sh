@@ -21,17 +21,23 @@
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
+#   --gpu-tests: of the CTest suite only the GPU tests and those that render on the GPU when
+#     there is one (generate, golden, session, regress), and compute-sanitizer on the patch test
+#   --session-bench: two jobs in one session at full size, first step of each, BF16 and DF11,
+#     residency auto and release (tests/bench/bench_session.sh; FLUX's bench model, made if
+#     missing; needs the diffusers wheel in .whl/ then)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-build-gpu}
 mkdir -p "$OUTDIR"
-bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1 sd3prof=0 sd3batch=0
+bench=1 sanitize=1 ncu=0 fixtures=0 flux=0 sd3=0 tests=1 sd3prof=0 sd3batch=0 session=0
 for a in "$@"; do
   case $a in --no-bench) bench=0 ;; --no-sanitizer) sanitize=0 ;; --ncu) ncu=1 ;;
     --fixtures) fixtures=1 ;; --no-tests) tests=0 ;; --flux-bench) flux=1 ;; --sd3-bench) sd3=1 ;;
     --sd3-prepare) [ $sd3 = 1 ] || sd3=prepare ;;
     --sd3-profile) sd3prof=1; [ $sd3 = 1 ] || sd3=prepare ;;
     --sd3-batch) sd3batch=1; [ $sd3 = 1 ] || sd3=prepare ;;
+    --gpu-tests) tests=gpu ;; --session-bench) session=1 ;;
     *) echo "device-check: unknown option $a" >&2; exit 2 ;; esac
 done
 if ls .whl/*.whl >/dev/null 2>&1; then # diffusers, for the fixture scripts and the benches
@@ -68,6 +74,14 @@ rc=0
 if [ $tests = 1 ]; then
   (cd build-gpu && ctest --output-on-failure 2>&1) | tee "$OUTDIR/ctest.log" | tail -25
   rc=$?
+elif [ $tests = gpu ]; then
+  (cd build-gpu && ctest -j4 --output-on-failure -L gpu -R "_gpu$|cuda|provider" 2>&1 &&
+    ctest --output-on-failure -R "^(generate|golden|session|regress)$" 2>&1) |
+    tee "$OUTDIR/ctest.log" | grep -E "Test +#|tests passed|FAIL|rror" | tail -40
+  rc=$?
+  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_patch --gpu tests/fixtures \
+    >"$OUTDIR/sanitizer_patch.log" 2>&1 && echo "compute-sanitizer memcheck (patch): clean" ||
+    { echo "compute-sanitizer memcheck (patch): FAILED"; grep -m5 -A12 "=====" "$OUTDIR/sanitizer_patch.log"; rc=1; }
 fi
 if [ $sanitize = 1 ]; then
   DF11_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_cuda_decode \
@@ -83,6 +97,10 @@ if [ $bench = 1 ]; then
   echo "attention ceiling, measured now on this GPU:"
   python3 tests/bench/sdpa_ref.py 2>&1 | tee -a "$OUTDIR/bench_runtime.txt"
   build-gpu/tests/bench_blocks 2>&1 | tee "$OUTDIR/bench_blocks.txt"
+fi
+if [ $session = 1 ]; then
+  bash tests/bench/bench_session.sh build-gpu /tmp/df11-flux "$OUTDIR/session" 2>&1 |
+    tee "$OUTDIR/bench_session.txt" | tail -16
 fi
 if [ $flux = 1 ]; then
   bash tests/bench/bench_flux.sh build-gpu /tmp/df11-flux "$OUTDIR/flux" 2>&1 | tee "$OUTDIR/bench_flux.txt" | tail -12
