@@ -75,7 +75,7 @@ if [ $tests = 1 ]; then
   (cd build-gpu && ctest --output-on-failure 2>&1) | tee "$OUTDIR/ctest.log" | tail -25
   rc=$?
 elif [ $tests = gpu ]; then
-  (cd build-gpu && ctest -j4 --output-on-failure -L gpu -R "_gpu$|cuda|provider" 2>&1 &&
+  (cd build-gpu && ctest -j4 --output-on-failure -L gpu 2>&1 &&
     ctest --output-on-failure -R "^(generate|golden|session|regress)$" 2>&1) |
     tee "$OUTDIR/ctest.log" | grep -E "Test +#|tests passed|FAIL|rror" | tail -40
   rc=$?
