@@ -224,22 +224,11 @@ const pl_family pl_family_flux = {
     .floor16 = 1, /* FluxPipeline floors sizes to the VAE factor x 2 */
     .parts =
         {
-            [PL_PART_VAE] = {"vae", probe_vae, 1,
-                             "no VAE: pass -m MODEL_DIR (a diffusers FLUX.1 folder) or --vae FILE "
-                             "(ae.safetensors)"},
-            [PL_PART_CLIP_L] = {"text_encoder", probe_clip, 1,
-                                "no CLIP-L text encoder: pass -m MODEL_DIR (a diffusers FLUX.1 "
-                                "folder) or --clip_l FILE"},
-            [PL_PART_T5] = {"text_encoder_2", probe_t5, 1,
-                            "no T5-XXL text encoder: pass -m MODEL_DIR (a diffusers FLUX.1 "
-                            "folder) or --t5xxl FILE"},
-            [PL_PART_CLIP_TOK] = {"tokenizer", NULL, 1,
-                                  "no CLIP tokenizer: pass -m MODEL_DIR (a diffusers FLUX.1 "
-                                  "folder) or --clip-tokenizer DIR (vocab.json + merges.txt, or "
-                                  "tokenizer.json)"},
-            [PL_PART_T5_TOK] = {"tokenizer_2", NULL, 1,
-                                "no T5 tokenizer: pass -m MODEL_DIR (a diffusers FLUX.1 folder) "
-                                "or --t5-tokenizer DIR (tokenizer.json or spiece.model)"},
+            [PL_PART_VAE] = {"vae", probe_vae, 1, " (ae.safetensors)"},
+            [PL_PART_CLIP_L] = {"text_encoder", probe_clip, 1, " (clip_l.safetensors)"},
+            [PL_PART_T5] = {"text_encoder_2", probe_t5, 1, " (t5xxl_fp16.safetensors)"},
+            [PL_PART_CLIP_TOK] = {"tokenizer", NULL, 1, ""},
+            [PL_PART_T5_TOK] = {"tokenizer_2", NULL, 1, ""},
             [PL_PART_SCHED] = {"scheduler/scheduler_config.json", NULL, 0, NULL},
         },
     .variant = variant,

@@ -385,26 +385,16 @@ const pl_family pl_family_sd3 = {
     .vae_shift = 0.0609f,
     .parts =
         {
-            [PL_PART_VAE] = {"vae", probe_vae, 1,
-                             "no VAE: pass -m MODEL_DIR (a diffusers SD3.5 folder) or --vae FILE"},
-            [PL_PART_CLIP_L] = {"text_encoder", probe_clip_l, 1,
-                                "no CLIP-L text encoder: pass -m MODEL_DIR (a diffusers SD3.5 "
-                                "folder) or --clip_l FILE (clip_l.safetensors)"},
-            [PL_PART_CLIP_G] = {"text_encoder_2", probe_clip_g, 1,
-                                "no CLIP-G text encoder: pass -m MODEL_DIR (a diffusers SD3.5 "
-                                "folder) or --clip_g FILE (clip_g.safetensors)"},
+            [PL_PART_VAE] = {"vae", probe_vae, 1, ""},
+            [PL_PART_CLIP_L] = {"text_encoder", probe_clip_l, 1, " (clip_l.safetensors)"},
+            [PL_PART_CLIP_G] = {"text_encoder_2", probe_clip_g, 1, " (clip_g.safetensors)"},
             [PL_PART_T5] = {"text_encoder_3", probe_t5, 0,
                             "no T5-XXL text encoder (--t5xxl): its 77 tokens are zeros, as in "
                             "diffusers without text_encoder_3; images will follow the prompt less "
                             "closely"},
-            [PL_PART_CLIP_TOK] = {"tokenizer", NULL, 1,
-                                  "no CLIP tokenizer: pass -m MODEL_DIR (a diffusers SD3.5 "
-                                  "folder) or --clip-tokenizer DIR (vocab.json + merges.txt, or "
-                                  "tokenizer.json)"},
+            [PL_PART_CLIP_TOK] = {"tokenizer", NULL, 1, ""},
             [PL_PART_CLIP_G_TOK] = {"tokenizer_2", NULL, 0, NULL},
-            [PL_PART_T5_TOK] = {"tokenizer_3", NULL, 0,
-                                "no T5 tokenizer: pass -m MODEL_DIR (a diffusers SD3.5 folder) "
-                                "or --t5-tokenizer DIR (tokenizer.json or spiece.model)"},
+            [PL_PART_T5_TOK] = {"tokenizer_3", NULL, 0, ""},
             [PL_PART_SCHED] = {"scheduler/scheduler_config.json", NULL, 0, NULL},
         },
     .variant = variant,

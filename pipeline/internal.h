@@ -1,9 +1,8 @@
 /* internal: what the pipeline's files share and nothing outside pipeline/ sees. The session
  * (session.c) owns the opened model: its parts, tokenizers, the loaded components and the
- * residency choices; a run (pl_run) is one pipeline_run over n jobs (pl_job); a family
- * (pl_family, one row each in family_flux.c and family_sd3.c) is everything that differs
- * between FLUX.1 and SD3.5; sample.c holds the one sampling loop and the VAE stage that every
- * family goes through. */
+ * residency choices; a run (pl_run) is one pipeline_run over n jobs (pl_job); the family table
+ * (family.h) holds what differs between FLUX.1 and SD3.5; sample.c holds the one sampling loop
+ * and the VAE stage that every family goes through. */
 #ifndef PIPELINE_INTERNAL_H
 #define PIPELINE_INTERNAL_H
 
@@ -12,6 +11,7 @@
 
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "pipeline/family.h"
 #include "pipeline/pipeline.h"
 #include "text_encoder/clip_tokenizer.h"
 #include "text_encoder/t5_tokenizer.h"
@@ -19,9 +19,6 @@
 #include "weights/weights.h"
 
 #define PL_CLIP_LEN 77 /* CLIP's positions: prompts are padded to them */
-
-typedef struct pl_run pl_run;
-typedef struct pl_job pl_job;
 
 /* ---- activations that outlive a stage: BF16 on the device, F32 on the host ---- */
 
@@ -31,89 +28,6 @@ err pl_buf_zero(op_ctx *c, tensor t);
 err pl_buf_upload(op_ctx *c, tensor t, const float *v); /* host floats in (BF16-rounded) */
 err pl_buf_download(op_ctx *c, tensor t, float *v);     /* as host floats */
 double pl_now(void);
-
-/* ---- the parts of a model ---- */
-
-typedef enum pl_part {
-    PL_PART_VAE,
-    PL_PART_CLIP_L,
-    PL_PART_CLIP_G,
-    PL_PART_T5,
-    PL_PART_CLIP_TOK,
-    PL_PART_CLIP_G_TOK,
-    PL_PART_T5_TOK,
-    PL_PART_SCHED,
-    PL_N_PARTS
-} pl_part;
-
-/* Where a family finds a part: its diffusers sub-folder (NULL: the family has no such part),
- * the tensors that show a single checkpoint file holds it (NULL-terminated), whether the run
- * needs it, and what to say when it is missing (an error when required, else a warning; a
- * tokenizer is required where its encoder is there). */
-typedef struct pl_part_spec {
-    const char *sub;
-    const char *const *probes;
-    int required;
-    const char *missing;
-} pl_part_spec;
-
-/* ---- the family table ---- */
-
-/* A variant and the defaults it gives the job's parameters (diffusers' and the model cards'). */
-typedef struct pl_variant {
-    const char *name; /* "FLUX.1-dev" */
-    int steps;
-    float guidance;  /* FLUX: the distilled guidance (0: the variant has no guidance embedder) */
-    float cfg_scale; /* SD3: the CFG scale; FLUX: 1 (no CFG) */
-    int max_seq;     /* T5 tokens */
-} pl_variant;
-
-/* The parameters every family takes. */
-#define PL_ACCEPTS_ALL                                                                             \
-    (JOB_BIT(JOB_PROMPT) | JOB_BIT(JOB_SEED) | JOB_BIT(JOB_WIDTH) | JOB_BIT(JOB_HEIGHT) |          \
-     JOB_BIT(JOB_STEPS) | JOB_BIT(JOB_MAX_SEQ) | JOB_BIT(JOB_NOISE) | JOB_BIT(JOB_BATCH_COUNT))
-
-/* The models a session loads, one slot each. */
-typedef enum pl_comp { PL_CLIP_L, PL_CLIP_G, PL_T5, PL_DIT, PL_VAE, PL_N_COMP } pl_comp;
-
-typedef struct pl_family {
-    const char *key;          /* "flux", "sd3": pipeline_info.family, the preview's projection */
-    const char *name;         /* "FLUX.1", "SD3.5": for people */
-    const char *const *marks; /* the transformer's tensors that show the family */
-    const pl_variant *variants;
-    int n_variants;
-    uint32_t accepts;    /* JOB_BIT(k) of the parameters it takes */
-    const char *refusal; /* why it refuses one it does not take */
-    int floor16;         /* 1: sizes floored to multiples of 16 with a warning; 0: refused */
-    float vae_scaling, vae_shift; /* for a VAE without config.json (0: the VAE's defaults) */
-    pl_part_spec parts[PL_N_PARTS];
-    /* the variant (an index into variants) from the transformer's tensors and its path */
-    int (*variant)(const wt_source *dit, const char *path);
-    /* the scheduler's defaults before scheduler_config.json */
-    void (*schedule)(int variant, sampler_config *sc);
-    /* sigmas[S + 1] for S steps at latent size lh x lw */
-    void (*sigmas)(const sampler_config *sc, int S, int64_t lh, int64_t lw, float *sig);
-    /* the family's own rules over a job with its defaults filled (what is in effect) */
-    err (*resolve)(const pl_variant *v, pipeline_info *in);
-    /* every job's conditioning (tokenizers, then each text encoder through pl_use) */
-    err (*encode)(pl_run *run);
-    void (*cond_free)(pl_run *run, pl_job *jb); /* the conditioning and the loop's buffers */
-    /* the transformer: load from src, free, device bytes */
-    err (*dit_load)(pl_run *run, wt_source *src, void **model);
-    void (*dit_free)(void *model);
-    size_t (*dit_bytes)(const void *model);
-    /* a job's images are next: check the parts fit, plan (when the sizes differ from the
-       transformer's plan), set its text */
-    err (*prepare)(pl_run *run, pl_job *jb);
-    /* the velocity for state x at step i (guidance combined), a tensor the family owns */
-    err (*predict)(pl_run *run, pl_job *jb, tensor x, int i, tensor *v);
-    /* the state the loop steps, from the latents [1,16,h,w] and back; NULL: the latents */
-    void (*pack)(op_ctx *c, tensor x, tensor lat);
-    void (*unpack)(op_ctx *c, tensor lat, tensor x);
-    void (*state_shape)(int64_t lh, int64_t lw, int64_t shape[4], int *ndim);
-} pl_family;
-
-extern const pl_family pl_family_flux, pl_family_sd3;
 
 /* ---- a run ---- */
 

@@ -12,8 +12,9 @@
 #include "unet_dit/sampler.h"
 
 #define F(field) offsetof(pipeline_job, field)
-#define SAMPLER_JSON "euler (flow matching)" /* the one sampler: FlowMatchEulerDiscreteScheduler   \
-                                              */
+#define SAMPLER_JSON                                                                               \
+    "euler (flow matching)" /* the one sampler: FlowMatchEulerDiscreteScheduler                    \
+                             */
 
 /* In the order of job_key. The help says what a parameter does; the family table adds the
  * defaults that depend on the model (app/help.c). */

@@ -154,14 +154,25 @@ static err locate_parts(pipeline_session *s) {
         }
         s->part[k] = found;
     }
+    /* what each part is, and the flag that gives it on its own */
+    static const char *const what[PL_N_PARTS][2] = {
+        {"VAE", "--vae FILE"},
+        {"CLIP-L text encoder", "--clip_l FILE"},
+        {"CLIP-G text encoder", "--clip_g FILE"},
+        {"T5-XXL text encoder", "--t5xxl FILE"},
+        {"CLIP tokenizer", "--clip-tokenizer DIR (vocab.json + merges.txt, or tokenizer.json)"},
+        {"CLIP-G tokenizer", "--clip-g-tokenizer DIR"},
+        {"T5 tokenizer", "--t5-tokenizer DIR (tokenizer.json or spiece.model)"},
+        {"scheduler config", "-m MODEL_DIR"}};
     const pl_part_spec *ps = s->fam->parts;
     for (int k = 0; k < PL_N_PARTS; k++) {
         const int need = ps[k].required || (k == PL_PART_T5_TOK && s->part[PL_PART_T5]);
-        FAIL_IF(need && !s->part[k], ERR_ARG, "%s", ps[k].missing);
+        FAIL_IF(need && !s->part[k], ERR_ARG,
+                "no %s: pass -m MODEL_DIR (a diffusers %s folder) or %s%s", what[k][0],
+                s->fam->name, what[k][1], ps[k].note ? ps[k].note : "");
+        if (ps[k].sub && !s->part[k] && !need && ps[k].note && ps[k].note[0])
+            LOG_WARN("%s", ps[k].note);
     }
-    for (int k = 0; k < PL_N_PARTS; k++)
-        if (ps[k].sub && !s->part[k] && ps[k].missing && !ps[k].required && k != PL_PART_T5_TOK)
-            LOG_WARN("%s", ps[k].missing);
     return ERR_OK;
 }
 

@@ -9,14 +9,8 @@ set -u -o pipefail
 B=$1 W=$2 O=$3
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$W" "$O"
-if [ ! -f "$W/bf16/transformer/config.json" ]; then
-  t0=$(date +%s)
-  python3 "$here/flux_full.py" make "$W/bf16" "$here/../fixtures" || exit 1
-  echo "bench_flux: random full-size model written in $(($(date +%s) - t0)) s"
-fi
-if [ ! -f "$W/df11/transformer/config.json" ]; then
-  "$B/df11" compress -q "$W/bf16" "$W/df11" || exit 1
-fi
+. "$here/flux_model.sh"
+flux_model "$B" "$W" || exit 1
 du -sb "$W/bf16/transformer" "$W/df11/transformer" | awk '{print "bench_flux: transformer " $2 ": " $1/1e9 " GB"}'
 python3 "$here/flux_full.py" diffusers "$W/bf16" "$O/diffusers.json" >"$O/diffusers.log" 2>&1 ||
   { tail -5 "$O/diffusers.log"; echo "bench_flux: diffusers run failed"; }
