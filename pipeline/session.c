@@ -454,7 +454,8 @@ err pl_done(pl_run *run, pl_comp c, err e) {
                                .load_seconds = sl->t_load,
                                .model_bytes = sl->bytes,
                                .peak_bytes = s->free0 > s->stage_min ? s->free0 - s->stage_min : 0};
-    r.kept = !e && keep(run, c);
+    /* a cancelled stage's model is as good as it was: the policy decides as after a run */
+    r.kept = (!e || e == ERR_CANCELLED) && keep(run, c);
     if (!e) {
         char ld[48] = ", kept loaded";
         if (sl->loaded) snprintf(ld, sizeof ld, ", loaded in %.2f s", sl->t_load);

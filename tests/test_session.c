@@ -5,7 +5,7 @@
  * second, so a kept T5 must be planned again, and the shorter after it). The stage reports
  * say what the policy did: keep loads each model once for the session, release loads every
  * stage again. A job the model refuses fails through pipeline_resolve as it does in a run.
- * The flow shift takes effect where it is given.
+ * The flow shift takes effect where it is given. A cancelled run leaves the models kept.
  * usage: test_session --cpu|--gpu FIXTURES_DIR */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,13 +16,14 @@
 #include "tests/testutil_pipeline.h"
 
 typedef struct stages {
-    int loads, stages;
+    int loads, stages, dit_loads;
 } stages;
 
 static void on_stage(void *ctx, const pipeline_stage_report *r) {
     stages *s = ctx;
     s->loads += r->loaded;
     s->stages++;
+    s->dit_loads += r->loaded && !strcmp(r->stage, "transformer");
 }
 
 /* The capture callbacks, and the stage counts in st */
@@ -185,12 +186,61 @@ static void check_shift(const char *fixtures, int gpu) {
         job_free(&j[k]);
 }
 
+/* A run cancelled after its first step keeps what the policy keeps: the next run of the
+ * session loads no transformer again, and renders the bits of a session of its own. */
+typedef struct cancel_at {
+    both b;
+    volatile int cancel;
+} cancel_at;
+
+static void on_step_cancel(void *ctx, int job, int image, int n_images, int step, int n_steps) {
+    (void)job, (void)image, (void)n_images, (void)n_steps;
+    if (step == 1) ((cancel_at *)ctx)->cancel = 1;
+}
+
+static void check_cancel(const char *fixtures, int gpu) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/flux_tiny/dev", fixtures);
+    pipeline_job j;
+    job_init(&j);
+    jset(&j, JOB_PROMPT, "a red fox");
+    jnum(&j, JOB_WIDTH, 32), jnum(&j, JOB_HEIGHT, 32), jnum(&j, JOB_STEPS, 3);
+    jnum(&j, JOB_MAX_SEQ, 16);
+    capture alone = {0};
+    err e = render(dir, gpu, &j, &alone);
+    pipeline_paths p = {.model_dir = dir};
+    pipeline_options o;
+    pipeline_options_init(&o);
+    o.cpu = !gpu, o.residency = PIPELINE_KEEP_ALL;
+    pipeline_session *s = NULL;
+    if (!e) e = pipeline_open(&p, &o, &s);
+    cancel_at c;
+    memset(&c, 0, sizeof c);
+    pipeline_callbacks cb = both_cb;
+    cb.ctx = &c, cb.on_step = on_step_cancel, cb.cancel = &c.cancel;
+    const err ec = e ? e : pipeline_run(s, &j, 1, &cb);
+    both again;
+    memset(&again, 0, sizeof again);
+    cb = both_cb;
+    cb.ctx = &again;
+    if (!e) e = pipeline_run(s, &j, 1, &cb);
+    expect(ec == ERR_CANCELLED && !e && again.st.dit_loads == 0 &&
+               same_capture(&again.c[0], &alone),
+           "cancel: the run cancelled after step 1 (%s), the next loads no transformer (%d) and "
+           "renders the bits of a session of its own",
+           err_name(ec), again.st.dit_loads);
+    capture_free(&alone), capture_free(&c.b.c[0]), capture_free(&again.c[0]);
+    pipeline_close(s);
+    job_free(&j);
+}
+
 int main(int argc, char **argv) {
     const int gpu = backend_arg(argc, argv, "test_session");
     check_session(argv[2], "flux_tiny/dev", 0, gpu);
     check_session(argv[2], "sd3_tiny/large", 1, gpu);
     check_resolve(argv[2], gpu);
     check_shift(argv[2], gpu);
+    check_cancel(argv[2], gpu);
     printf("%s\n", fails ? "FAILED" : "all passed");
     return fails != 0;
 }
