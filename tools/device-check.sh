@@ -21,8 +21,8 @@
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
-#   --gpu-tests: of the CTest suite only the GPU tests and those that render on the GPU when
-#     there is one (generate, golden, session, regress), and compute-sanitizer on the patch test
+#   --gpu-tests: of the CTest suite only the GPU tests and generate's (which renders on the GPU
+#     too when there is one), and compute-sanitizer on the patch test
 #   --session-bench: two jobs in one session at full size, first step of each, BF16 and DF11,
 #     residency auto and release (tests/bench/bench_session.sh; FLUX's bench model, made if
 #     missing; needs the diffusers wheel in .whl/ then)
@@ -76,7 +76,7 @@ if [ $tests = 1 ]; then
   rc=$?
 elif [ $tests = gpu ]; then
   (cd build-gpu && ctest -j4 --output-on-failure -L gpu 2>&1 &&
-    ctest --output-on-failure -R "^(generate|golden|session|regress)$" 2>&1) |
+    ctest --output-on-failure -R "^generate$" 2>&1) |
     tee "$OUTDIR/ctest.log" | grep -E "Test +#|tests passed|FAIL|rror" | tail -40
   rc=$?
   compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_patch --gpu tests/fixtures \
