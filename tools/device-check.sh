@@ -21,8 +21,8 @@
 #   --fixtures: first regenerate the reference fixtures that need torch (tests/fixtures/make_*.py,
 #     with the Python wheels carried in .whl/), and copy them to $OUT to be committed
 #   --ncu: also profile the decoder on a FLUX double block with Nsight Compute (pipe use, stalls)
-#   --gpu-tests: of the CTest suite only the GPU tests and generate's (which renders on the GPU
-#     too when there is one), and compute-sanitizer on the patch test
+#   --gpu-tests: of the CTest suite only the GPU tests, and compute-sanitizer on the patch test
+#     (after the benches)
 #   --session-bench: two jobs in one session at full size, first step of each, BF16 and DF11,
 #     residency auto and release (tests/bench/bench_session.sh; FLUX's bench model, made if
 #     missing; needs the diffusers wheel in .whl/ then)
@@ -67,7 +67,8 @@ if [ $fixtures = 1 ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DDF11_WERROR=ON "${zlib[@]}" >"$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
+  -DDF11_WERROR=ON -DDF11_BENCH=$([ $bench = 1 ] && echo ON || echo OFF) "${zlib[@]}" \
+  >"$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
 ninja -C build-gpu >"$OUTDIR/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUTDIR/build.log" | head -60; exit 1; }
 grep -E "Used [0-9]+ registers|spill" "$OUTDIR/build.log" | tail -4
 rc=0
@@ -75,13 +76,9 @@ if [ $tests = 1 ]; then
   (cd build-gpu && ctest --output-on-failure 2>&1) | tee "$OUTDIR/ctest.log" | tail -25
   rc=$?
 elif [ $tests = gpu ]; then
-  (cd build-gpu && ctest -j4 --output-on-failure -L gpu 2>&1 &&
-    ctest --output-on-failure -R "^generate$" 2>&1) |
+  (cd build-gpu && ctest -j4 --output-on-failure -L gpu 2>&1) |
     tee "$OUTDIR/ctest.log" | grep -E "Test +#|tests passed|FAIL|rror" | tail -40
   rc=$?
-  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_patch --gpu tests/fixtures \
-    >"$OUTDIR/sanitizer_patch.log" 2>&1 && echo "compute-sanitizer memcheck (patch): clean" ||
-    { echo "compute-sanitizer memcheck (patch): FAILED"; grep -m5 -A12 "=====" "$OUTDIR/sanitizer_patch.log"; rc=1; }
 fi
 if [ $sanitize = 1 ]; then
   DF11_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_cuda_decode \
@@ -101,6 +98,11 @@ fi
 if [ $session = 1 ]; then
   bash tests/bench/bench_session.sh build-gpu /tmp/df11-flux "$OUTDIR/session" 2>&1 |
     tee "$OUTDIR/bench_session.txt" | tail -16
+fi
+if [ $tests = gpu ]; then
+  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/test_patch --gpu tests/fixtures \
+    >"$OUTDIR/sanitizer_patch.log" 2>&1 && echo "compute-sanitizer memcheck (patch): clean" ||
+    { echo "compute-sanitizer memcheck (patch): FAILED"; grep -m5 -A12 "=====" "$OUTDIR/sanitizer_patch.log"; rc=1; }
 fi
 if [ $flux = 1 ]; then
   bash tests/bench/bench_flux.sh build-gpu /tmp/df11-flux "$OUTDIR/flux" 2>&1 | tee "$OUTDIR/bench_flux.txt" | tail -12
