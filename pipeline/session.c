@@ -459,9 +459,12 @@ err pl_done(pl_run *run, pl_comp c, err e) {
     if (!e) {
         char ld[48] = ", kept loaded";
         if (sl->loaded) snprintf(ld, sizeof ld, ", loaded in %.2f s", sl->t_load);
-        LOG_INFO("%s: %.2f s%s, %.2f GB on the device, peak %.2f GB%s", r.stage, r.seconds, ld,
-                 (double)r.model_bytes / 1e9, (double)r.peak_bytes / 1e9,
-                 r.kept ? "; kept" : "; released");
+        char mem[96] = "";
+        if (run->cuda)
+            snprintf(mem, sizeof mem, ", %.2f GB on the device, peak %.2f GB",
+                     (double)r.model_bytes / 1e9, (double)r.peak_bytes / 1e9);
+        LOG_INFO("%s: %.2f s%s%s; %s", r.stage, r.seconds, ld, mem,
+                 r.kept ? "kept" : "released");
         if (run->cb->on_stage) run->cb->on_stage(run->cb->ctx, &r);
     }
     if (!r.kept) slot_free(s, c);
