@@ -32,7 +32,11 @@ for w in bf16 df11; do
   src=$model
   [ $w = df11 ] && src=$T/model-df11
   echo "== df11 generate from the ${w^^} weights"
-  "$B/df11" generate -m "$src" -p "$prompt" -s 42 "${size[@]}" "${backend[@]}" -o "$T/$w.png" >/dev/null
+  t0=$(date +%s.%N)
+  "$B/df11" generate -q -m "$src" -p "$prompt" -s 42 "${size[@]}" "${backend[@]}" -o "$T/$w.png" \
+    >/dev/null 2>"$T/$w.log" || { cat "$T/$w.log" >&2; exit 1; }
+  grep -E "^df11: (warning|error)" "$T/$w.log" || true
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "rendered in %.1f s\n", b - a }'
 done
 if cmp -s "$T/bf16.png" "$T/df11.png"; then
   echo "DF11 and BF16 renders: byte-identical ($(sha256sum <"$T/bf16.png" | cut -c1-16)...)"

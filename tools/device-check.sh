@@ -67,7 +67,7 @@ if [ $fixtures = 1 ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DDF11_WERROR=ON -DDF11_BENCH=$([ $bench = 1 ] && echo ON || echo OFF) "${zlib[@]}" \
+  -DDF11_WERROR=ON -DDF11_PTXAS_VERBOSE=ON -DDF11_BENCH=$([ $bench = 1 ] && echo ON || echo OFF) "${zlib[@]}" \
   >"$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
 ninja -C build-gpu >"$OUTDIR/build.log" 2>&1 || { grep -E "error|FAILED" -A3 "$OUTDIR/build.log" | head -60; exit 1; }
 grep -E "Used [0-9]+ registers|spill" "$OUTDIR/build.log" | tail -4
